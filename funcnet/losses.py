@@ -1,0 +1,125 @@
+"""Losses: ``loss, cache = L.forward(y, t)`` and ``dy = L.backward(cache, dloss=1.0)``.
+
+A loss is a scalar of ``y``'s dtype; ``t`` (the target) is data and gets no gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from .core import check_finite, check_float, check_ndim, is_concrete, namespace
+
+
+class Loss(NamedTuple):
+    """A loss: a name and its two pure functions."""
+
+    name: str
+    forward: Callable
+    backward: Callable
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _labels_to_targets(name: str, logits, t):
+    """Validate ``t`` against ``(N, C)`` logits; return (is_integer_labels, t)."""
+    xp = namespace(logits, t)
+    n, c = logits.shape
+    if np.issubdtype(np.dtype(t.dtype), np.integer):
+        if tuple(t.shape) != (n,):
+            raise ValueError(
+                f"{name}: integer labels must have shape ({n},) for logits {tuple(logits.shape)}, "
+                f"got {tuple(t.shape)}"
+            )
+        if is_concrete(t) and n and (int(xp.min(t)) < 0 or int(xp.max(t)) >= c):
+            raise ValueError(
+                f"{name}: labels must be in [0, {c - 1}] for {c} classes, got values in "
+                f"[{int(xp.min(t))}, {int(xp.max(t))}]"
+            )
+        return True, t
+    if np.issubdtype(np.dtype(t.dtype), np.floating):
+        if tuple(t.shape) != (n, c):
+            raise ValueError(
+                f"{name}: one-hot/probability targets must have the logits' shape "
+                f"{tuple(logits.shape)}, got {tuple(t.shape)}"
+            )
+        check_finite(name, t, "targets")
+        return False, t
+    raise TypeError(f"{name}: targets must be integer labels or float one-hot, got {t.dtype}")
+
+
+def _cross_entropy_forward(logits, t):
+    """Mean softmax cross-entropy over the batch.
+
+    L = −(1/N) Σ_n Σ_c t_nc · log softmax(z_n)_c with ``t`` integer labels (N,) or one-hot /
+    probability rows (N, C).  ∂L/∂z = (softmax(z) − t) / N.
+    """
+    name = "softmax_cross_entropy"
+    check_float(name, logits, "logits")
+    check_ndim(name, logits, 2, "logits array (N, classes)")
+    check_finite(name, logits, "logits")
+    t = t if hasattr(t, "dtype") else np.asarray(t)
+    integer, t = _labels_to_targets(name, logits, t)
+    xp = namespace(logits, t)
+    n = logits.shape[0]
+    if n == 0:
+        raise ValueError(f"{name}: empty batch (logits shape {tuple(logits.shape)})")
+    # log-softmax by log-sum-exp: s ≤ 0 so exp(s) ≤ 1 never overflows, and log p = s − lse is
+    # finite even where p underflows to 0 (no log(0) for logits of ±1e4).
+    s = logits - xp.max(logits, axis=1, keepdims=True)
+    logp = s - xp.log(xp.sum(xp.exp(s), axis=1, keepdims=True))
+    if integer:
+        picked = xp.take_along_axis(logp, t[:, None], axis=1)
+        loss = -xp.sum(picked) / n
+    else:
+        loss = -xp.sum(t.astype(logp.dtype) * logp) / n
+    return loss.astype(logits.dtype), (xp.exp(logp), t)
+
+
+def _cross_entropy_backward(cache, dloss=1.0):
+    p, t = cache
+    xp = namespace(p, t)
+    n, c = p.shape
+    if t.ndim == 1:
+        y = (t[:, None] == xp.arange(c)).astype(p.dtype)
+    else:
+        y = t.astype(p.dtype)
+    return (p - y) * (dloss / n)
+
+
+softmax_cross_entropy = Loss(
+    "softmax_cross_entropy", _cross_entropy_forward, _cross_entropy_backward
+)
+
+
+def _mse_forward(y, t):
+    """Mean squared error over every element: L = (1/M) Σ (y − t)², M = y.size.
+
+    ∂L/∂y = 2(y − t)/M (the true gradient, not the book's y − t).
+    """
+    name = "mean_squared_error"
+    check_float(name, y, "prediction")
+    t = t if hasattr(t, "dtype") else np.asarray(t)
+    xp = namespace(y, t)
+    if tuple(t.shape) != tuple(y.shape):
+        raise ValueError(
+            f"{name}: target shape {tuple(t.shape)} does not match prediction shape "
+            f"{tuple(y.shape)} (no broadcasting)"
+        )
+    check_finite(name, y, "prediction")
+    check_finite(name, t, "target")
+    if y.size == 0:
+        raise ValueError(f"{name}: empty prediction (shape {tuple(y.shape)})")
+    d = y - t.astype(y.dtype)
+    return (xp.sum(d * d) / d.size).astype(y.dtype), (d,)
+
+
+def _mse_backward(cache, dloss=1.0):
+    (d,) = cache
+    return d * (2 * dloss / d.size)
+
+
+mean_squared_error = Loss("mean_squared_error", _mse_forward, _mse_backward)

@@ -1,0 +1,75 @@
+"""Numerical differentiation and plain gradient descent (chapter 4)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+
+def _float_copy(leaf) -> np.ndarray:
+    """A private float copy: integer input becomes float64, floats keep their precision."""
+    a = np.array(leaf, copy=True)
+    if not np.issubdtype(a.dtype, np.floating):
+        a = a.astype(np.float64)
+    return a
+
+
+def numerical_gradient(f: Callable[[Any], Any], x, h: float = 1e-4):
+    """Central differences ∂f/∂x_i ≈ (f(x + h·e_i) − f(x − h·e_i)) / 2h for every element.
+
+    ``x`` may be an array, a scalar or a pytree of them; the result has its structure.  The
+    input is never modified (``f`` sees a private float copy), and the divisor is the step
+    actually taken, (x_i + h) − (x_i − h), which is exact in floating point.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    work = [_float_copy(leaf) for leaf in leaves]
+    grads = []
+    for leaf in work:
+        flat = leaf.reshape(-1)  # a view: writing it perturbs the tree f sees
+        g = np.empty_like(flat)
+        for i in range(flat.size):
+            xi = flat[i]
+            flat[i] = xi + h
+            fp = float(f(treedef.unflatten(work)))
+            up = flat[i]
+            flat[i] = xi - h
+            fm = float(f(treedef.unflatten(work)))
+            g[i] = (fp - fm) / (up - flat[i])
+            flat[i] = xi
+        grads.append(g.reshape(leaf.shape))
+    return treedef.unflatten(grads)
+
+
+class History(NamedTuple):
+    """Every point visited (``points[0]`` is the start) and f at each of them."""
+
+    points: list
+    values: np.ndarray
+
+
+def gradient_descent(
+    f: Callable[[Any], Any],
+    x0,
+    lr: float = 0.01,
+    steps: int = 100,
+    grad: Callable[[Any], Any] | None = None,
+):
+    """x ← x − lr · ∇f(x), ``steps`` times; returns ``(x, History)``.
+
+    ``grad`` defaults to the numerical gradient of ``f``; pass ``jax.grad(f)`` or any other
+    function with the same structure.  ``x0`` may be an array or a pytree and is not modified.
+    """
+    if steps < 0:
+        raise ValueError(f"gradient_descent: steps must be >= 0, got {steps}")
+    grad = grad or (lambda x: numerical_gradient(f, x))
+    x = jax.tree_util.tree_map(_float_copy, x0)
+    points, values = [x], [float(f(x))]
+    for _ in range(steps):
+        g = grad(x)
+        x = jax.tree_util.tree_map(lambda p, d: p - lr * np.asarray(d, dtype=p.dtype), x, g)
+        points.append(x)
+        values.append(float(f(x)))
+    return x, History(points, np.array(values))
