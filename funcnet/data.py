@@ -1,0 +1,313 @@
+"""MNIST loading: strict IDX parsing, checksums of the decompressed bytes, mirror download.
+
+Files are looked up, in order, in the ``data_dir`` argument, in ``$FUNCNET_DATA`` and in the
+user cache (``$XDG_CACHE_HOME/funcnet/mnist``, default ``~/.cache/funcnet/mnist``). Missing
+files are downloaded into ``data_dir`` if given, else into the cache. Every problem raises
+:class:`MNISTError` (a ``ValueError``) naming the file and what is wrong.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import secrets
+import sys
+import urllib.request
+import zlib
+from collections.abc import Iterable, Mapping
+from http.client import HTTPException
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "ENV_VAR",
+    "MD5",
+    "MIRRORS",
+    "MNISTError",
+    "cache_dir",
+    "find_or_download",
+    "load_mnist",
+    "read_idx",
+    "search_dirs",
+]
+
+ENV_VAR = "FUNCNET_DATA"
+MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+# md5 of the *decompressed* files, so that a re-compressed copy is still accepted.
+MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
+_MAGIC = {name: IMAGES_MAGIC if "images" in name else LABELS_MAGIC for name in MD5}
+# IDX type code -> big-endian dtype (the format is big-endian by definition).
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 16
+
+
+class MNISTError(ValueError):
+    """A data file is missing, malformed or fails its checksum."""
+
+
+def cache_dir() -> Path:
+    """The per-user download directory: ``$XDG_CACHE_HOME/funcnet/mnist`` or ``~/.cache/...``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "funcnet" / "mnist"
+
+
+def search_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, str]]:
+    """Directories searched for the files, in order, each with where it came from."""
+    dirs = []
+    if data_dir is not None:
+        dirs.append((Path(data_dir).expanduser(), "data_dir argument"))
+    if os.environ.get(ENV_VAR):
+        dirs.append((Path(os.environ[ENV_VAR]).expanduser(), f"${ENV_VAR}"))
+    dirs.append((cache_dir(), "user cache"))
+    unique: dict[Path, str] = {}
+    for d, why in dirs:
+        unique.setdefault(d, why)
+    return list(unique.items())
+
+
+def _decompressed(path: Path, label: str | None = None) -> bytes:
+    """The file's bytes, gunzipped if they start with the gzip magic (whatever the name)."""
+    label = label or str(path)
+    raw = path.read_bytes()
+    if raw[:2] != _GZIP_MAGIC:
+        return raw
+    try:
+        return gzip.decompress(raw)
+    except (OSError, EOFError, zlib.error) as e:
+        raise MNISTError(f"{label}: corrupt gzip stream ({type(e).__name__}: {e})") from e
+
+
+def _parse_idx(data: bytes, label: str, expected_magic: int | None) -> np.ndarray:
+    if len(data) < 4:
+        raise MNISTError(f"{label}: too short for an IDX header ({len(data)} bytes)")
+    magic = int.from_bytes(data[:4], "big")
+    zero, code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+    if expected_magic is not None and magic != expected_magic:
+        raise MNISTError(f"{label}: magic number {magic}, expected {expected_magic}")
+    if zero != 0 or code not in _IDX_DTYPES or ndim == 0:
+        raise MNISTError(f"{label}: not an IDX file (magic number {magic} = 0x{magic:08x})")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise MNISTError(f"{label}: truncated header, {len(data)} of {header} bytes")
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = header + math.prod(dims) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "trailing bytes after the data"
+        raise MNISTError(
+            f"{label}: {what}: header {dims} implies {expected} bytes, file has {len(data)}"
+        )
+    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    # Copy to native byte order: a writable array that does not pin the decompressed bytes.
+    return arr.astype(dtype.newbyteorder("="))
+
+
+def _check_md5(data: bytes, label: str, expected: str | None) -> None:
+    if expected is None:
+        return
+    actual = hashlib.md5(data).hexdigest()
+    if actual != expected.lower():
+        raise MNISTError(f"{label}: md5 of the decompressed bytes is {actual}, expected {expected}")
+
+
+def read_idx(
+    path: str | os.PathLike, expected_magic: int | None = None, *, md5: str | None = None
+) -> np.ndarray:
+    """Read one IDX file, gzipped or raw, into an array of the header's shape and type.
+
+    The payload must match the header dims exactly; ``md5`` (if given) is checked against
+    the decompressed bytes.
+    """
+    path = Path(path)
+    data = _decompressed(path)
+    arr = _parse_idx(data, str(path), expected_magic)
+    _check_md5(data, str(path), md5)
+    return arr
+
+
+def _base(name: str) -> str:
+    base = name.removesuffix(".gz")
+    if base not in MD5:
+        raise ValueError(f"unknown MNIST file {name!r}; expected one of {sorted(MD5)}")
+    return base
+
+
+def _md5_table(checksums: Mapping[str, str] | bool) -> dict[str, str | None]:
+    if checksums is True:
+        return dict(MD5)
+    if checksums is False:
+        return dict.fromkeys(MD5)
+    if not isinstance(checksums, Mapping):
+        raise TypeError(f"checksums must be True, False or a mapping, not {checksums!r}")
+    return {**MD5, **{_base(k): v for k, v in checksums.items()}}
+
+
+def _show_progress(name: str, done: int, total: int | None) -> None:
+    if total:
+        bar = "#" * (30 * done // total)
+        line = f"{name} [{bar:<30}] {done / total:4.0%} {done / 1e6:.1f}/{total / 1e6:.1f} MB"
+    else:
+        line = f"{name} {done / 1e6:.1f} MB"
+    sys.stderr.write("\r" + line)
+    sys.stderr.flush()
+
+
+def _fetch(url: str, dest: Path, base: str, md5: str | None, timeout: float, progress: bool):
+    """Download ``url`` to ``dest`` atomically, verifying it first; no file is left on failure."""
+    # Same directory as dest so os.replace is atomic; open() rather than mkstemp so the file
+    # gets the usual umask permissions instead of 0600.
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    done = 0
+    try:
+        with open(tmp, "xb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            while chunk := resp.read(_CHUNK):
+                f.write(chunk)
+                done += len(chunk)
+                if progress:
+                    _show_progress(dest.name, done, total)
+        # http.client returns a short body without complaint when the server hangs up early.
+        if total is not None and done != total:
+            raise MNISTError(f"{url}: transfer cut short, {done} of {total} bytes")
+        data = _decompressed(tmp, label=url)
+        _parse_idx(data, url, _MAGIC[base])
+        _check_md5(data, url, md5)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        if progress and done:
+            sys.stderr.write("\n")
+
+
+def find_or_download(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    mirrors: Iterable[str] | None = None,
+    checksums: Mapping[str, str] | bool = True,
+    timeout: float = 30.0,
+    progress: bool | None = None,
+) -> Path:
+    """Path of one MNIST file (``name`` with or without ``.gz``), downloading it if missing.
+
+    A local file is returned as found (it is validated when read); a download is checked
+    (size, IDX header, md5) before it is moved into place, and the next mirror is tried on any
+    failure. ``progress=None`` shows a progress bar only when stderr is a terminal.
+    """
+    base = _base(name)
+    dirs = search_dirs(data_dir)
+    for d, _ in dirs:
+        for candidate in (d / f"{base}.gz", d / base):
+            if candidate.is_file():
+                return candidate
+
+    where = "\n".join(f"  {d}  ({why})" for d, why in dirs)
+    howto = (
+        f"Put the four MNIST files ({', '.join(f'{b}.gz' for b in MD5)}; gzipped or not) "
+        f"in one of these directories, or set ${ENV_VAR} to the directory that holds them."
+    )
+    if not download:
+        raise MNISTError(f"{base}[.gz] not found (download=False). Searched:\n{where}\n{howto}")
+
+    dest_dir = Path(data_dir).expanduser() if data_dir is not None else cache_dir()
+    dest = dest_dir / f"{base}.gz"
+    mirrors = (mirrors,) if isinstance(mirrors, str) else tuple(mirrors or MIRRORS)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    md5 = _md5_table(checksums)[base]
+    errors = []
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        errors.append(f"  cannot create {dest_dir}: {e}")
+        mirrors = ()
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + dest.name
+        try:
+            _fetch(url, dest, base, md5, timeout, progress)
+            return dest
+        except (OSError, HTTPException, ValueError) as e:  # URLError, timeouts: OSError
+            errors.append(f"  {url}: {type(e).__name__}: {e}")
+    tried = "\n".join(errors) or "  (no mirrors given)"
+    raise MNISTError(
+        f"{base}[.gz] not found and could not be downloaded into {dest_dir}.\n"
+        f"Mirrors tried:\n{tried}\n"
+        f"Searched:\n{where}\n{howto}"
+    )
+
+
+def load_mnist(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot: bool = False,
+    download: bool = True,
+    mirrors: Iterable[str] | None = None,
+    dtype: npt.DTypeLike = np.float32,
+    checksums: Mapping[str, str] | bool = True,
+    timeout: float = 30.0,
+    progress: bool | None = None,
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Load MNIST as ``((x_train, t_train), (x_test, t_test))``.
+
+    Images: ``normalize=True`` gives ``dtype`` values pixel/255 in [0, 1]; ``normalize=False``
+    keeps the raw uint8 pixels (0..255, ``dtype`` ignored). Shape (N, 784) if ``flatten``,
+    else (N, 1, 28, 28). Labels: int64 in 0..9, or ``dtype`` one-hot of shape (N, 10) if
+    ``one_hot``. ``checksums`` may map file names to the md5s of their decompressed bytes
+    (merged over :data:`MD5`); ``checksums=False`` skips the check. Other arguments: see
+    :func:`find_or_download`.
+    """
+    table = _md5_table(checksums)
+    fetch = dict(
+        data_dir=data_dir,
+        download=download,
+        mirrors=mirrors,
+        checksums=checksums,
+        timeout=timeout,
+        progress=progress,
+    )
+
+    # Locate (or download) all four files before parsing any, so a missing one fails fast.
+    paths = {base: find_or_download(base, **fetch) for base in MD5}
+    splits = []
+    for prefix in ("train", "t10k"):
+        img, lbl = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+        img_path, lbl_path = paths[img], paths[lbl]
+        x = read_idx(img_path, IMAGES_MAGIC, md5=table[img])
+        t = read_idx(lbl_path, LABELS_MAGIC, md5=table[lbl])
+        if x.shape[1:] != (28, 28):
+            raise MNISTError(f"{img_path}: images are {x.shape[1:]}, expected (28, 28)")
+        if len(x) != len(t):
+            raise MNISTError(f"{img_path} has {len(x)} images but {lbl_path} has {len(t)} labels")
+        if t.size and t.max() > 9:
+            bad = int(np.count_nonzero(t > 9))
+            raise MNISTError(f"{lbl_path}: {bad} labels out of range 0..9 (max {t.max()})")
+        x = x.reshape(len(x), 784) if flatten else x.reshape(len(x), 1, 28, 28)
+        if normalize:
+            x = x.astype(dtype)
+            x /= 255
+        t = t.astype(np.int64)
+        if one_hot:
+            t = np.eye(10, dtype=dtype)[t]
+        splits.append((x, t))
+    return splits[0], splits[1]
