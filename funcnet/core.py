@@ -93,7 +93,8 @@ def split_rng(rng, n: int) -> list:
 
 
 def shape_str(shape) -> str:
-    return "(" + ", ".join("N" if d == -1 else str(d) for d in shape) + ")"
+    """``(-1, 784)`` as ``(N, 784)``: -1 is the batch dimension in ``init`` shapes."""
+    return str(tuple("N" if d == -1 else d for d in shape)).replace("'", "")
 
 
 def check_ndim(name: str, x, ndim: int | Sequence[int], what: str = "input") -> None:
@@ -165,7 +166,8 @@ def pipeline(*layers: Layer, name: str | None = None) -> Layer:
     label = name or "pipeline(" + ", ".join(layer.name for layer in layers) + ")"
 
     def where(i: int) -> str:
-        return f"{label if name else 'pipeline'}[{i}] {layers[i].name}"
+        # The child's own message already starts with its name.
+        return f"{name or 'pipeline'}[{i}]"
 
     def init(rng, in_shape, dtype=np.float32):
         shape, params = tuple(in_shape), []
