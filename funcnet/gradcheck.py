@@ -257,3 +257,41 @@ def check_loss(
         max_numerical=max_numerical,
     )
     return report.raise_for_failure() if raise_on_failure else report
+
+
+def builtin_checks(seed: int = 0) -> list[Report]:
+    """Run the check on every built-in layer and loss (random shapes, batch 1 included)."""
+    from . import activations as act
+    from . import linear as lin
+    from . import losses
+    from .core import pipeline
+
+    rng = np.random.default_rng(seed)
+    layer_cases = [
+        (lin.Dense(7), (5, 4)),
+        (lin.Dense(3), (1, 2, 5)),
+        (lin.MatMul(6), (3, 4)),
+        (lin.Bias(), (4, 3)),
+        (lin.Flatten(), (3, 2, 5)),
+        (act.Relu(), (4, 6)),
+        (act.Sigmoid(), (4, 6)),
+        (act.Tanh(), (4, 6)),
+        (act.Softmax(), (4, 6)),
+        (pipeline(lin.Flatten(), lin.Dense(8), act.Relu(), lin.Dense(3)), (4, 2, 3)),
+    ]
+    reports = []
+    for i, (layer, shape) in enumerate(layer_cases):
+        _, params = layer.init(seed + i, (-1, *shape[1:]), dtype=np.float64)
+        # Random (not zero) biases: a zero parameter can hide a missing gradient term.
+        params = jax.tree_util.tree_map(lambda a: rng.standard_normal(a.shape), params)
+        x = rng.standard_normal(shape)
+        reports.append(check_layer(layer, params, x, seed=seed + i, raise_on_failure=False))
+    z = rng.standard_normal((5, 4)) * 3
+    labels = rng.integers(0, 4, 5)
+    for loss, y, t in [
+        (losses.softmax_cross_entropy, z, labels),
+        (losses.softmax_cross_entropy, z, np.eye(4)[labels]),
+        (losses.mean_squared_error, z, rng.standard_normal(z.shape)),
+    ]:
+        reports.append(check_loss(loss, y, t, seed=seed, raise_on_failure=False))
+    return reports

@@ -1,0 +1,106 @@
+"""Terminal plots (plotext) that return strings, so callers decide where they go and tests
+can read them.  Colour only when writing to a terminal (and ``NO_COLOR`` is unset)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotext as plt
+
+_SHADES = " .:-=+*#%@"
+
+
+def _use_color(color: bool | None) -> bool:
+    if color is not None:
+        return color
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def _start(title: str, xlabel: str, ylabel: str, width: int, height: int) -> None:
+    plt.clf()
+    plt.theme("clear")
+    plt.plotsize(width, height)
+    plt.title(title)
+    plt.xlabel(xlabel)
+    plt.ylabel(ylabel)
+
+
+def _finish(color: bool | None) -> str:
+    out = plt.build()
+    plt.clf()
+    return out if _use_color(color) else plt.uncolorize(out)
+
+
+def lines(
+    series: Mapping[str, Sequence[float] | tuple[Sequence[float], Sequence[float]]],
+    title: str = "",
+    *,
+    xlabel: str = "",
+    ylabel: str = "",
+    width: int = 72,
+    height: int = 18,
+    ylim: tuple[float, float] | None = None,
+    color: bool | None = None,
+) -> str:
+    """One line per entry: ``{"train": ys}`` (x = 1, 2, ...) or ``{"train": (xs, ys)}``."""
+    _start(title, xlabel, ylabel, width, height)
+    for label, data in series.items():
+        if isinstance(data, tuple) and len(data) == 2:
+            xs, ys = (np.asarray(d, dtype=float).tolist() for d in data)
+        else:
+            ys = np.asarray(data, dtype=float).tolist()
+            xs = list(range(1, len(ys) + 1))
+        plt.plot(xs, ys, label=label, marker="braille")
+    if ylim is not None:
+        plt.ylim(*ylim)
+    return _finish(color)
+
+
+def path(
+    points,
+    title: str = "",
+    *,
+    labels: tuple[str, str] = ("x1", "x2"),
+    width: int = 60,
+    height: int = 22,
+    extra: Mapping[str, np.ndarray] | None = None,
+    color: bool | None = None,
+) -> str:
+    """A 2-D path (``points`` of shape (steps, 2)) as dots joined in order, start and end
+    marked; ``extra`` adds more named paths to the same plot."""
+    _start(title, labels[0], labels[1], width, height)
+    paths = {"path": np.asarray(points, dtype=float)} if extra is None else dict(extra)
+    for name, p in paths.items():
+        p = np.asarray(p, dtype=float)
+        plt.plot(p[:, 0].tolist(), p[:, 1].tolist(), label=name, marker="dot")
+    first = np.asarray(next(iter(paths.values())), dtype=float)
+    plt.scatter([first[0, 0]], [first[0, 1]], marker="S", label="start")
+    plt.scatter([0.0], [0.0], marker="x", label="minimum (0, 0)")
+    return _finish(color)
+
+
+def image_text(img, width: int = 28) -> list[str]:
+    """A greyscale image (values in [0, 1]) as text rows, two pixel rows per text row."""
+    img = np.asarray(img, dtype=float).reshape(-1, width)
+    if img.shape[0] % 2:
+        img = np.vstack([img, np.zeros((1, width))])
+    pairs = (img[0::2] + img[1::2]) / 2
+    idx = np.clip((pairs * (len(_SHADES) - 1)).round().astype(int), 0, len(_SHADES) - 1)
+    return ["".join(_SHADES[i] for i in row) for row in idx]
+
+
+def images(imgs, captions: Sequence[str], *, per_row: int = 6, width: int = 28) -> str:
+    """Several images side by side, each with a caption underneath."""
+    blocks = [image_text(im, width) for im in imgs]
+    out = []
+    for start in range(0, len(blocks), per_row):
+        chunk = blocks[start : start + per_row]
+        caps = captions[start : start + per_row]
+        for r in range(len(chunk[0])):
+            out.append("  ".join(b[r] for b in chunk).rstrip())
+        out.append("  ".join(c.center(width)[:width] for c in caps).rstrip())
+        out.append("")
+    return "\n".join(out)

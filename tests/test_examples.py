@@ -1,0 +1,72 @@
+"""The examples run, print their plots, and reproduce the seed numbers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import funcnet as fn
+from funcnet.cli import main as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_example(name, *args):
+    env = {**os.environ, "NO_COLOR": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_apple_orange_prints_the_seed_numbers_and_the_graph():
+    out = run_example("apple_orange.py")
+    for line in ["price 715", "dApple 2.2", "dApple_num 110", "dOrange 3.3", "dOrange_num 165",
+                 "dTax 650"]:  # fmt: skip
+        assert line in out.splitlines()
+    assert "(×)" in out and "(+)" in out and "715 [1]" in out and "100 [2.2]" in out
+
+
+def test_gradient_descent_example_and_cli_demo(capsys):
+    out = run_example("gradient_descent.py", "--grad", "jax")
+    assert "final x = (-0.0346, 0.0461)" in out and "f(x) = 0.0033231" in out
+    assert "path on the (x1, x2) plane" in out and "f over the steps" in out
+    assert cli(["demo", "--no-plot"]) == 0
+    assert "final x = (-0.0346, 0.0461)" in capsys.readouterr().out
+
+
+def test_linear_regression_recovers_w_and_b():
+    out = run_example("linear_regression.py")
+    assert "training loss" in out
+    mod = {}
+    exec(compile((ROOT / "examples" / "linear_regression.py").read_text(), "lr", "exec"), mod)
+    r = mod["run"]()
+    assert abs(r["b"] - 3.0) < 0.05
+    assert np.max(np.abs(r["w"] - r["w_true"])) < 0.05
+    assert r["losses"][-1] < 0.02 < r["losses"][0]
+
+
+def test_cli_check_passes_and_fails_when_a_gradient_is_wrong(capsys, monkeypatch):
+    assert cli(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "13 passed, 0 failed" in out and "Softmax" in out
+    real = fn.activations.Tanh
+
+    def broken_tanh(**kw):
+        layer = real(**kw)
+        return layer._replace(backward=lambda c, d, **k: ((), 1.001 * layer.backward(c, d)[1]))
+
+    monkeypatch.setattr(fn.activations, "Tanh", broken_tanh)
+    assert cli(["check"]) == 1
+    assert "12 passed, 1 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["apple_orange.py", "gradient_descent.py", "linear_regression.py"])
+def test_examples_have_a_docstring_with_usage(name):
+    text = (ROOT / "examples" / name).read_text()
+    assert text.startswith('"""') and "python examples/" in text
