@@ -1,4 +1,5 @@
-"""The ``funcnet`` command: ``check`` (gradient table), ``demo`` (gradient descent)."""
+"""The ``funcnet`` command: ``check`` (gradient table), ``demo`` (gradient descent),
+``train`` (MNIST with terminal plots)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,77 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def build_mlp(hidden: int, weight_std: float):
+    """The book's two-layer net: Dense(hidden) – Relu – Dense(10), weights N(0, std²)."""
+    from .activations import Relu
+    from .core import pipeline
+    from .linear import Dense
+
+    return pipeline(Dense(hidden, W_init=weight_std), Relu(), Dense(10, W_init=weight_std))
+
+
+def _cmd_train(args) -> int:
+    from . import optim, plot
+    from .data import MNISTError, load_mnist
+    from .train import fit, predict, save_params
+
+    try:
+        (x_train, t_train), (x_test, t_test) = load_mnist(args.data_dir)
+    except MNISTError as e:
+        print(f"funcnet train: {e}", file=sys.stderr)
+        return 2
+    if args.subset:
+        x_train, t_train = x_train[: args.subset], t_train[: args.subset]
+    net = build_mlp(args.hidden, args.weight_std)
+    _, params = net.init(args.seed, (-1, x_train.shape[1]))
+    print(
+        f"{net.name}: {len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
+        f"lr {args.lr}, {args.epochs} epochs, seed {args.seed}, backend {args.backend}"
+        + (" (whole epoch in lax.scan)" if args.scan else "")
+    )
+
+    def report(epoch, h):
+        print(
+            f"epoch {epoch:>3}/{args.epochs}  loss {h.epoch_loss[-1]:.4f}  "
+            f"train {100 * h.train_acc[-1]:6.2f}%  test {100 * h.test_acc[-1]:6.2f}%  "
+            f"{h.epoch_time[-1]:6.2f} s",
+            flush=True,
+        )
+
+    params, _, hist = fit(
+        net, params, (x_train, t_train), (x_test, t_test),
+        optimizer=optim.sgd(args.lr), epochs=args.epochs, batch_size=args.batch,
+        seed=args.seed, backend=args.backend, scan=args.scan, on_epoch=report,
+    )  # fmt: skip
+    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on all {len(x_test)} test images")
+    if args.save:
+        save_params(args.save, params)
+        print(f"params saved to {args.save}")
+    if not args.no_plot:
+        steps = np.asarray(hist.step_loss)
+        every = max(1, len(steps) // 200)  # ≤ 200 points: plotext draws braille, not data
+        smooth = steps[: len(steps) // every * every].reshape(-1, every).mean(axis=1)
+        xs = (np.arange(len(smooth)) + 1) * every
+        print(plot.lines({"loss": (xs, smooth)}, "training loss", xlabel="step", ylabel="loss"))
+        print(
+            plot.lines(
+                {"train": hist.train_acc, "test": hist.test_acc},
+                "accuracy",
+                xlabel="epoch",
+                ylabel="accuracy",
+            )
+        )
+        shown = x_test[:12]
+        preds = predict(net, params, shown)
+        captions = [
+            f"{p} ok" if p == t else f"{p} (is {t})"
+            for p, t in zip(preds.tolist(), t_test[:12].tolist(), strict=True)
+        ]
+        print("first test digits and their predictions:\n")
+        print(plot.images(shown, captions))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="funcnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,6 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grad", choices=["numerical", "jax"], default="numerical")
     p.add_argument("--no-plot", action="store_true")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train the two-layer net on MNIST (the seed's settings)")
+    p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weight-std", type=float, default=0.01)
+    p.add_argument("--backend", choices=["numpy", "jax"], default="numpy")
+    p.add_argument("--scan", action="store_true", help="jax: run each epoch as one lax.scan")
+    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
+    p.add_argument("--subset", type=int, default=0, help="use only the first N training images")
+    p.add_argument("--save", default=None, help="write the trained params to this .npz")
+    p.add_argument("--no-plot", action="store_true")
+    p.set_defaults(func=_cmd_train)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -4,6 +4,7 @@ can read them.  Colour only when writing to a terminal (and ``NO_COLOR`` is unse
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -92,8 +93,10 @@ def image_text(img, width: int = 28) -> list[str]:
     return ["".join(_SHADES[i] for i in row) for row in idx]
 
 
-def images(imgs, captions: Sequence[str], *, per_row: int = 6, width: int = 28) -> str:
-    """Several images side by side, each with a caption underneath."""
+def images(imgs, captions: Sequence[str], *, per_row: int | None = None, width: int = 28) -> str:
+    """Several images side by side (as many as fit the terminal), each with a caption."""
+    if per_row is None:
+        per_row = max(1, (shutil.get_terminal_size((120, 24)).columns + 2) // (width + 2))
     blocks = [image_text(im, width) for im in imgs]
     out = []
     for start in range(0, len(blocks), per_row):

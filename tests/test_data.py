@@ -424,17 +424,7 @@ def test_offline_error_is_helpful(tmp_path, dead_url):
 
 
 @pytest.fixture(scope="module")
-def mnist_dir() -> Path:
-    """Directory with the four real MNIST files: $FUNCNET_MNIST_DIR or ../shared/mnist."""
-    d = Path(os.environ.get("FUNCNET_MNIST_DIR") or REPO_ROOT.parent / "shared" / "mnist")
-    missing = [n for n in NAMES if not (d / f"{n}.gz").is_file() and not (d / n).is_file()]
-    if missing:
-        pytest.skip(f"real MNIST not found in {d} (missing {', '.join(missing)})")
-    return d
-
-
-@pytest.fixture(scope="module")
-def real_mnist(mnist_dir):
+def real_mnist(mnist_dir):  # mnist_dir: tests/conftest.py
     return load_mnist(mnist_dir, download=False)
 
 
