@@ -13,6 +13,12 @@ and dtypes.  ``cache`` holds only arrays (so JAX can carry it as residuals).  ``
 BatchNorm): layers that do not need them ignore them, and a pipeline passes them on.
 ``need_dx=False`` lets a caller that does not want the input gradient (the first layer of
 a network) skip computing it; ``dx`` is then ``None``.
+
+Running state (BatchNorm's running mean and variance) lives in ``params``, so ``init``,
+checkpoints and eval mode need nothing new.  Its gradient is the true one (zero in train
+mode, where the output does not depend on it).  A layer that updates state in train mode
+returns its cache wrapped as ``StateUpdate(cache, state)``; ``update_state(params, cache)``
+then writes every new state into a copy of ``params``, through pipelines of any depth.
 """
 
 from __future__ import annotations
@@ -65,25 +71,44 @@ def is_concrete(x) -> bool:
     return jax is None or not isinstance(x, jax.core.Tracer)
 
 
+def is_numpy_rng(rng) -> bool:
+    """True for NumPy-side randomness: an int seed, a tuple of ints, or a Generator."""
+    if isinstance(rng, bool):
+        return False
+    if isinstance(rng, tuple):
+        return all(isinstance(r, int | np.integer) for r in rng)
+    return isinstance(rng, int | np.integer | np.random.Generator)
+
+
 def as_rng(rng) -> np.random.Generator:
-    """A NumPy Generator from an int seed or a Generator (used as is)."""
+    """A NumPy Generator from an int seed, a tuple of ints (a seed path) or a Generator."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, int | np.integer) and not isinstance(rng, bool):
+    if is_numpy_rng(rng):
+        if isinstance(rng, tuple):  # (seed, *spawn_key): the stream Generator.spawn would give
+            seq = np.random.SeedSequence(int(rng[0]), spawn_key=tuple(int(r) for r in rng[1:]))
+            return np.random.default_rng(seq)
         return np.random.default_rng(int(rng))
-    raise TypeError(f"rng must be an int seed or a numpy Generator, got {type(rng).__name__}")
+    raise TypeError(
+        f"rng must be an int seed, a tuple of ints or a numpy Generator, got {type(rng).__name__}"
+    )
 
 
 def split_rng(rng, n: int) -> list:
     """``n`` independent children of ``rng``, deterministically.
 
-    An int seed or a NumPy Generator gives Generators (``SeedSequence`` spawning); a JAX
-    PRNG key gives keys (``jax.random.split``).  ``None`` gives ``None`` children.
+    An int seed ``s`` or a tuple seed gives the tuples ``(s, 0) ... (s, n-1)``: free to make,
+    and ``as_rng((s, *key))`` is ``SeedSequence(s, spawn_key=key)``, the stream that
+    ``default_rng(s).spawn(n)[i]`` would give.  A Generator gives spawned Generators; a
+    JAX PRNG key gives keys (``jax.random.split``).  ``None`` gives ``None`` children.
     """
     if rng is None:
         return [None] * n
-    if isinstance(rng, int | np.integer | np.random.Generator):
-        return list(as_rng(rng).spawn(n))
+    if isinstance(rng, np.random.Generator):
+        return list(rng.spawn(n))
+    if is_numpy_rng(rng):
+        base = tuple(int(r) for r in rng) if isinstance(rng, tuple) else (int(rng),)
+        return [(*base, i) for i in range(n)]
     import jax
 
     return list(jax.random.split(rng, n))
@@ -135,6 +160,26 @@ def check_same_shape(name: str, a, b, what_a: str, what_b: str) -> None:
         )
 
 
+def check_dout(name: str, dout, shape, dtype) -> None:
+    """Raise if ``dout`` does not have exactly the forward output's ``shape`` and ``dtype``:
+    no silent broadcasting or upcasting in a backward."""
+    if tuple(dout.shape) != tuple(shape):
+        raise ValueError(
+            f"{name}: backward expected dout of shape {tuple(shape)}, got {tuple(dout.shape)}"
+        )
+    if np.dtype(dout.dtype) != np.dtype(dtype):
+        raise TypeError(
+            f"{name}: backward expected dout of dtype {np.dtype(dtype)}, got "
+            f"{np.dtype(dout.dtype)} (funcnet never converts silently)"
+        )
+
+
+def check_no_params(name: str, params) -> None:
+    """Raise if a parameter-free layer is handed params (likely a misaligned pipeline)."""
+    if not (params is None or (isinstance(params, tuple | dict) and len(params) == 0)):
+        raise ValueError(f"{name}: takes no params, got {type(params).__name__}")
+
+
 def check_finite(name: str, x, what: str = "input") -> None:
     """Raise a ValueError naming the layer if a concrete ``x`` holds NaN or inf."""
     if is_concrete(x):
@@ -142,6 +187,29 @@ def check_finite(name: str, x, what: str = "input") -> None:
         if not bool(xp.all(xp.isfinite(x))):
             bad = int(xp.sum(~xp.isfinite(x)))
             raise ValueError(f"{name}: {what} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+# --------------------------------------------------------------------------- state
+
+
+class StateUpdate(NamedTuple):
+    """A cache that also carries new values for some of the layer's params (``state``)."""
+
+    cache: Any
+    state: dict
+
+
+def update_state(params, cache):
+    """``params`` with the state entries that the forward that made ``cache`` computed.
+
+    Walks a pipeline's params and caches together (both are tuples with one entry per
+    child); leaves every other layer's params as they are.  Nothing is mutated.
+    """
+    if isinstance(cache, StateUpdate):
+        return {**params, **cache.state}
+    if isinstance(params, tuple) and isinstance(cache, tuple) and len(params) == len(cache):
+        return tuple(update_state(p, c) for p, c in zip(params, cache, strict=True))
+    return params
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -200,7 +268,10 @@ def pipeline(*layers: Layer, name: str | None = None) -> Layer:
     def backward(cache, dout, *, need_dx=True):
         dparams = [None] * len(layers)
         for i in reversed(range(len(layers))):
-            dparams[i], dout = layers[i].backward(cache[i], dout, need_dx=need_dx or i > 0)
+            try:
+                dparams[i], dout = layers[i].backward(cache[i], dout, need_dx=need_dx or i > 0)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{where(i)}: {e}") from e
         return tuple(dparams), dout
 
     return Layer(label, init, forward, backward)
@@ -220,17 +291,12 @@ def stateless(name: str, fwd: Callable, bwd: Callable) -> Layer:
         return tuple(in_shape), ()
 
     def forward(params, x, *, train=False, rng=None):
-        if params not in ((), {}, None):
-            raise ValueError(f"{name}: takes no params, got {type(params).__name__}")
+        check_no_params(name, params)
         check_float(name, x)
         return fwd(x)
 
     def backward(cache, dout, *, need_dx=True):
-        if tuple(dout.shape) != tuple(cache.shape):
-            raise ValueError(
-                f"{name}: backward expected dout of shape {tuple(cache.shape)}, "
-                f"got {tuple(dout.shape)}"
-            )
+        check_dout(name, dout, cache.shape, cache.dtype)
         return (), (bwd(cache, dout) if need_dx else None)
 
     return Layer(name, init, forward, backward)

@@ -1,9 +1,10 @@
 """Weight initializers: ``init(rng, shape, dtype, *, fan_in=None, fan_out=None) -> array``.
 
-``rng`` is an int seed or a NumPy Generator; the same seed gives the same bits.  Samples are
-drawn directly in ``dtype`` (the book's ``0.01 * np.random.randn(...)`` is float64 and would
-silently upcast a float32 network).  ``fan_in``/``fan_out`` default to a Dense weight's
-``(in, out)`` layout; a convolution passes its own (``C_in·kh·kw``, ``C_out·kh·kw``).
+``rng`` is an int seed, a tuple seed or a NumPy Generator; the same seed gives the same bits.
+Results have ``dtype`` (the book's ``0.01 * np.random.randn(...)`` is float64 and would
+silently upcast a float32 network); normal samples are drawn in ``dtype`` directly.
+``fan_in``/``fan_out`` default to a Dense weight's ``(in, out)`` layout; a convolution passes
+its own (``C_in·kh·kw``, ``C_out·kh·kw``).
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ Initializer = Callable[..., np.ndarray]
 
 def _fans(shape, fan_in, fan_out) -> tuple[int, int]:
     if fan_in is None or fan_out is None:
-        if len(shape) < 2:
-            raise ValueError(f"initializer: cannot infer fans of a {len(shape)}-D shape {shape}")
+        if len(shape) != 2:  # only a Dense (in, out) weight has an unambiguous layout
+            raise ValueError(
+                f"initializer: cannot infer fan_in/fan_out of a {len(shape)}-D shape {shape}; "
+                "pass fan_in= and fan_out="
+            )
         fan_in = shape[0] if fan_in is None else fan_in
         fan_out = shape[-1] if fan_out is None else fan_out
     return int(fan_in), int(fan_out)

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import initializers
-from .core import Layer, check_dtype, check_same_shape, namespace, shape_str
+from .core import Layer, check_dout, check_dtype, check_same_shape, namespace, shape_str, split_rng
 
 
 def _check_input(name: str, x, W_or_b, axis_size: int) -> None:
@@ -49,13 +49,6 @@ def _bias_backward(dout):
     return namespace(dout).sum(dout.reshape(-1, dout.shape[-1]), axis=0)
 
 
-def _check_dout(name, out_shape, dout):
-    if tuple(dout.shape) != tuple(out_shape):
-        raise ValueError(
-            f"{name}: backward expected dout of shape {tuple(out_shape)}, got {tuple(dout.shape)}"
-        )
-
-
 def MatMul(out_features: int, *, W_init="he_normal", name: str | None = None) -> Layer:
     """y = x·W (no bias). ∂L/∂W = xᵀ·∂L/∂y, ∂L/∂x = ∂L/∂y·Wᵀ."""
     name = name or f"MatMul({out_features})"
@@ -74,7 +67,7 @@ def MatMul(out_features: int, *, W_init="he_normal", name: str | None = None) ->
 
     def backward(cache, dout, *, need_dx=True):
         x, W = cache
-        _check_dout(name, (*x.shape[:-1], W.shape[1]), dout)
+        check_dout(name, dout, (*x.shape[:-1], W.shape[1]), x.dtype)
         dW, dx = _matmul_backward(x, W, dout, need_dx)
         return {"W": dW}, dx
 
@@ -92,12 +85,12 @@ def Bias(*, b_init=initializers.zeros, name: str = "Bias") -> Layer:
     def forward(params, x, *, train=False, rng=None):
         b = params["b"]
         _check_input(name, x, b, b.shape[0])
-        # The cache is dout's expected shape, kept as an array so JAX can carry it.
-        return x + b, (x[..., :0],)
+        # x is cached only for dout's expected shape and dtype; a reference costs nothing.
+        return x + b, (x,)
 
     def backward(cache, dout, *, need_dx=True):
-        (empty,) = cache
-        _check_dout(name, (*empty.shape[:-1], dout.shape[-1]), dout)
+        (x,) = cache
+        check_dout(name, dout, x.shape, x.dtype)
         return {"b": _bias_backward(dout)}, (dout if need_dx else None)
 
     return Layer(name, init, forward, backward)
@@ -122,9 +115,10 @@ def Dense(
 
     def init(rng, in_shape, dtype=np.float32):
         n_in = _in_features(name, in_shape)
+        rng_w, rng_b = split_rng(rng, 2)  # a non-zero b_init must not replay W's draws
         params = {
-            "W": w_init(rng, (n_in, out_features), dtype),
-            "b": b_init(rng, (out_features,), dtype, fan_in=n_in, fan_out=out_features),
+            "W": w_init(rng_w, (n_in, out_features), dtype),
+            "b": b_init(rng_b, (out_features,), dtype, fan_in=n_in, fan_out=out_features),
         }
         return (*tuple(in_shape)[:-1], out_features), params
 
@@ -136,7 +130,7 @@ def Dense(
 
     def backward(cache, dout, *, need_dx=True):
         x, W = cache
-        _check_dout(name, (*x.shape[:-1], W.shape[1]), dout)
+        check_dout(name, dout, (*x.shape[:-1], W.shape[1]), x.dtype)
         dW, dx = _matmul_backward(x, W, dout, need_dx)
         return {"W": dW, "b": _bias_backward(dout)}, dx
 
@@ -160,7 +154,7 @@ def Flatten(*, name: str = "Flatten") -> Layer:
 
     def backward(cache, dout, *, need_dx=True):
         (x,) = cache
-        _check_dout(name, (x.shape[0], math.prod(x.shape[1:])), dout)
+        check_dout(name, dout, (x.shape[0], math.prod(x.shape[1:])), x.dtype)
         return (), (dout.reshape(x.shape) if need_dx else None)
 
     return Layer(name, init, forward, backward)

@@ -131,9 +131,16 @@ def test_to_jax_uses_the_hand_written_backward():
 
 
 def test_split_rng_accepts_seeds_generators_and_jax_keys():
-    a = [g.standard_normal() for g in fn.split_rng(5, 3)]
-    b = [g.standard_normal() for g in fn.split_rng(5, 3)]
+    as_rng = fn.core.as_rng
+    a = [as_rng(r).standard_normal() for r in fn.split_rng(5, 3)]
+    b = [as_rng(r).standard_normal() for r in fn.split_rng(5, 3)]
     assert a == b and len(set(a)) == 3
+    nested = [as_rng(r).standard_normal() for r in fn.split_rng(fn.split_rng(5, 3)[0], 2)]
+    assert len(set(nested + a)) == 5
+    spawned = [g.standard_normal() for g in np.random.default_rng(5).spawn(3)]
+    assert spawned == a  # the tuple seeds name exactly the streams that spawn() gives
+    gens = fn.split_rng(np.random.default_rng(5), 2)
+    assert all(isinstance(g, np.random.Generator) for g in gens)
     keys = fn.split_rng(jax.random.key(0), 2)
     assert len(keys) == 2
     assert fn.split_rng(None, 2) == [None, None]
