@@ -10,32 +10,41 @@ dparams, dx = net.backward(cache, fn.softmax_cross_entropy.backward(lcache))
 
 from . import initializers
 from .activations import Relu, Sigmoid, Softmax, Tanh, relu_fn, sigmoid_fn, softmax_fn
-from .core import Layer, namespace, pipeline, split_rng, to_jax
+from .conv import AvgPool, Conv, MaxPool
+from .core import Layer, StateUpdate, namespace, pipeline, split_rng, to_jax, update_state
 from .gradcheck import GradcheckError, check_layer, check_loss
 from .graph import add, mul
 from .linear import Bias, Dense, Flatten, MatMul
-from .losses import Loss, mean_squared_error, softmax_cross_entropy
+from .losses import Loss, l2_penalty, mean_squared_error, softmax_cross_entropy
 from .numerical import gradient_descent, numerical_gradient
+from .stateful import BatchNorm, Dropout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AvgPool",
+    "BatchNorm",
     "Bias",
+    "Conv",
     "Dense",
+    "Dropout",
     "Flatten",
     "GradcheckError",
     "Layer",
     "Loss",
     "MatMul",
+    "MaxPool",
     "Relu",
     "Sigmoid",
     "Softmax",
+    "StateUpdate",
     "Tanh",
     "add",
     "check_layer",
     "check_loss",
     "gradient_descent",
     "initializers",
+    "l2_penalty",
     "mean_squared_error",
     "mul",
     "namespace",
@@ -47,4 +56,5 @@ __all__ = [
     "softmax_fn",
     "split_rng",
     "to_jax",
+    "update_state",
 ]

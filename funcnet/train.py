@@ -22,23 +22,32 @@ import jax
 import numpy as np
 
 from . import optim
-from .core import Layer
-from .losses import Loss, softmax_cross_entropy
+from .core import Layer, update_state
+from .losses import Loss, l2_penalty, softmax_cross_entropy
 
 
-def make_step(net: Layer, loss: Loss = softmax_cross_entropy, optimizer=None) -> Callable:
-    """``step(params, opt_state, x, t) -> (params, opt_state, loss)``: one optimizer step.
+def make_step(
+    net: Layer, loss: Loss = softmax_cross_entropy, optimizer=None, weight_decay: float = 0.0
+) -> Callable:
+    """``step(params, opt_state, x, t, rng=None) -> (params, opt_state, loss)``.
 
-    The first layer's input gradient is never computed (``need_dx=False``): nothing uses it.
+    One optimizer step in train mode: forward, loss (plus ``weight_decay``/2 · Σ‖W‖²),
+    backward, update, then the running state (BatchNorm) the forward computed.  ``rng``
+    feeds random layers (Dropout).  The first layer's input gradient is never computed
+    (``need_dx=False``): nothing uses it.
     """
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
 
-    def step(params, opt_state, x, t):
-        out, cache = net.forward(params, x, train=True)
+    def step(params, opt_state, x, t, rng=None):
+        out, cache = net.forward(params, x, train=True, rng=rng)
         value, lcache = loss.forward(out, t)
         grads, _ = net.backward(cache, loss.backward(lcache), need_dx=False)
+        if weight_decay:
+            penalty, pcache = l2_penalty.forward(params, weight_decay)
+            value = value + penalty
+            grads = jax.tree_util.tree_map(lambda g, d: g + d, grads, l2_penalty.backward(pcache))
         updates, opt_state = opt.update(grads, opt_state, params)
-        return optim.apply_updates(params, updates), opt_state, value
+        return update_state(optim.apply_updates(params, updates), cache), opt_state, value
 
     return step
 

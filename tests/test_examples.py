@@ -54,7 +54,7 @@ def test_linear_regression_recovers_w_and_b():
 def test_cli_check_passes_and_fails_when_a_gradient_is_wrong(capsys, monkeypatch):
     assert cli(["check"]) == 0
     out = capsys.readouterr().out
-    assert "13 passed, 0 failed" in out and "Softmax" in out
+    assert "22 passed, 0 failed" in out and "Softmax" in out
     real = fn.activations.Tanh
 
     def broken_tanh(**kw):
@@ -63,10 +63,24 @@ def test_cli_check_passes_and_fails_when_a_gradient_is_wrong(capsys, monkeypatch
 
     monkeypatch.setattr(fn.activations, "Tanh", broken_tanh)
     assert cli(["check"]) == 1
-    assert "12 passed, 1 failed" in capsys.readouterr().out
+    assert "21 passed, 1 failed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["apple_orange.py", "gradient_descent.py", "linear_regression.py"])
 def test_examples_have_a_docstring_with_usage(name):
     text = (ROOT / "examples" / name).read_text()
     assert text.startswith('"""') and "python examples/" in text
+
+
+ARGS = {"Dense": (3,), "MatMul": (3,), "Conv": (3, 3), "MaxPool": (2,), "AvgPool": (2,)}
+
+
+def test_cli_check_covers_every_public_layer():
+    from funcnet.gradcheck import builtin_checks
+
+    checked = {r.name.split("(")[0].split(" ")[0] for r in builtin_checks()}
+    not_layers = {"Layer", "Loss", "StateUpdate", "GradcheckError"}
+    layers = [n for n in fn.__all__ if n[0].isupper() and n not in not_layers]
+    for n in layers:
+        assert isinstance(getattr(fn, n)(*ARGS.get(n, ())), fn.Layer), n
+    assert set(layers) <= checked, set(layers) - checked

@@ -175,7 +175,7 @@ def test_real_mnist_subset_learns(mnist_dir):
     params, _, hist = train.fit(
         net, params, (x[:10000], t[:10000]), (xt[:2000], tt[:2000]), epochs=5, backend="jax"
     )
-    assert hist.test_acc[-1] > 0.88, hist.test_acc
+    assert hist.test_acc[-1] > 0.85, hist.test_acc
 
 
 @pytest.mark.slow
