@@ -53,15 +53,17 @@ def make_step(
 
 
 def make_epoch(step: Callable) -> Callable:
-    """``epoch(params, opt_state, xs, ts) -> (params, opt_state, losses)`` over stacked
-    batches ``xs`` (steps, B, ...) with ``jax.lax.scan``; jit it to get one program."""
+    """``epoch(params, opt_state, xs, ts, keys=None) -> (params, opt_state, losses)`` over
+    stacked batches ``xs`` (steps, B, ...) with ``jax.lax.scan``; jit it to get one program.
+    ``keys`` (steps, 2), if given, are the per-step PRNG keys for random layers."""
 
-    def epoch(params, opt_state, xs, ts):
+    def epoch(params, opt_state, xs, ts, keys=None):
         def body(carry, batch):
             p, s, value = step(*carry, *batch)
             return (p, s), value
 
-        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), (xs, ts))
+        batches = (xs, ts) if keys is None else (xs, ts, keys)
+        (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), batches)
         return params, opt_state, losses
 
     return epoch
@@ -117,6 +119,7 @@ def fit(
     seed: int = 0,
     backend: str = "numpy",
     scan: bool = False,
+    weight_decay: float = 0.0,
     progress: bool | None = None,
     on_epoch: Callable[[int, History], Any] | None = None,
 ):
@@ -126,7 +129,9 @@ def fit(
     ``backend="numpy"`` runs the step eagerly on NumPy arrays; ``"jax"`` jits the same step
     (``scan=True``: the whole epoch as one ``lax.scan`` program).  Batches that do not fill
     ``batch_size`` at the end of an epoch are dropped, as the book's iteration count does.
-    ``progress`` draws a bar on stderr (default: when stderr is a terminal).
+    ``progress`` draws a bar on stderr (default: when stderr is a terminal).  Random layers
+    get a fresh stream each step, derived from ``seed``: ``(seed, epoch, step)`` on NumPy, a
+    ``jax.random`` key on JAX.  ``weight_decay`` adds λ/2·Σ‖W‖² to the loss.
     """
     x_train, t_train = train
     if len(x_train) != len(t_train):
@@ -136,16 +141,19 @@ def fit(
     if backend not in ("numpy", "jax"):
         raise ValueError(f"fit: backend must be 'numpy' or 'jax', got {backend!r}")
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
-    step = make_step(net, loss, opt)
+    step = make_step(net, loss, opt, weight_decay)
     forward = None
     if backend == "jax":
         import jax.numpy as jnp
 
         params = jax.tree_util.tree_map(jnp.asarray, params)
         step = jax.jit(step, donate_argnums=(0, 1))
+        base_key = jax.random.PRNGKey(seed)
         forward = jax.jit(lambda p, xb: net.forward(p, xb)[0])
         if scan:
-            run_epoch = jax.jit(make_epoch(make_step(net, loss, opt)), donate_argnums=(0, 1))
+            run_epoch = jax.jit(
+                make_epoch(make_step(net, loss, opt, weight_decay)), donate_argnums=(0, 1)
+            )
             x_dev, t_dev = jnp.asarray(x_train), jnp.asarray(t_train)
     opt_state = opt.init(params)
     stream = sys.stderr
@@ -156,15 +164,23 @@ def fit(
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         perm = rng.permutation(len(x_train))[: steps * batch_size]
+        if backend == "jax":
+            # raw uint32 keys, made once per epoch on the host: no device call per step
+            keys = np.asarray(jax.random.split(jax.random.fold_in(base_key, epoch), steps))
         if backend == "jax" and scan:
             idx = jnp.asarray(perm.reshape(steps, batch_size))
-            params, opt_state, losses = run_epoch(params, opt_state, x_dev[idx], t_dev[idx])
+            params, opt_state, losses = run_epoch(
+                params, opt_state, x_dev[idx], t_dev[idx], jnp.asarray(keys)
+            )
             losses = np.asarray(losses).tolist()
         else:
             losses = []
             for i in range(steps):
                 idx = perm[i * batch_size : (i + 1) * batch_size]
-                params, opt_state, value = step(params, opt_state, x_train[idx], t_train[idx])
+                r = keys[i] if backend == "jax" else (seed, epoch, i)
+                params, opt_state, value = step(
+                    params, opt_state, x_train[idx], t_train[idx], rng=r
+                )
                 losses.append(value)
                 if show and (i + 1) % max(1, steps // 50) == 0:
                     _progress(epoch, epochs, i + 1, steps, float(value), stream)

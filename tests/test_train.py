@@ -187,3 +187,32 @@ def test_seed_settings_full_mnist(mnist_dir):
     _, _, hist = train.fit(net, params, (x, t), (xt, tt), epochs=20, backend="numpy")
     # Measured: 97.51 % (seed 0) on all 10,000 test images, 97.51-97.65 % over seeds 0-4.
     assert hist.test_acc[-1] >= 0.975, hist.test_acc
+
+
+@pytest.mark.parametrize(("backend", "scan"), [("numpy", False), ("jax", False), ("jax", True)])
+def test_fit_feeds_dropout_fresh_randomness_and_updates_batchnorm(backend, scan):
+    net = fn.pipeline(
+        fn.Dense(32, W_init="he"), fn.BatchNorm(), fn.Relu(), fn.Dropout(0.3), fn.Dense(3)
+    )
+    _, params = net.init(0, (-1, 8))
+    x, t = blobs(600, seed=4)
+    params, _, hist = train.fit(
+        net, params, (x[:450], t[:450]), (x[450:], t[450:]), epochs=3, batch_size=50,
+        backend=backend, scan=scan, weight_decay=1e-4, progress=False,
+    )  # fmt: skip
+    assert hist.test_acc[-1] > 0.95
+    assert np.asarray(params[1]["mean"]).any()  # running statistics were threaded through
+    # With lr 0 and the whole set as one batch, every step sees the same function of the
+    # same data: only fresh dropout masks can make the losses differ.
+    _, _, frozen = train.fit(
+        net, params, (x, t), epochs=4, batch_size=600, optimizer=optim.sgd(0.0),
+        backend=backend, scan=scan, progress=False,
+    )  # fmt: skip
+    assert np.ptp(frozen.step_loss) > 1e-3, frozen.step_loss
+    without = fn.pipeline(fn.Dense(32), fn.Relu(), fn.Dense(3))
+    _, p0 = without.init(0, (-1, 8))
+    _, _, still = train.fit(
+        without, p0, (x, t), epochs=4, batch_size=600, optimizer=optim.sgd(0.0),
+        backend=backend, scan=scan, progress=False,
+    )  # fmt: skip
+    assert np.ptp(still.step_loss) < 1e-5, still.step_loss
