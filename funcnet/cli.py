@@ -76,34 +76,35 @@ def _cmd_demo(args) -> int:
     return 0
 
 
-def build_mlp(hidden: int, weight_std: float):
-    """The book's two-layer net: Dense(hidden) – Relu – Dense(10), weights N(0, std²)."""
-    from .activations import Relu
-    from .core import pipeline
-    from .linear import Dense
-
-    return pipeline(Dense(hidden, W_init=weight_std), Relu(), Dense(10, W_init=weight_std))
-
-
 def _cmd_train(args) -> int:
-    from . import optim, plot
+    from . import models, optim, plot
     from .data import MNISTError, load_mnist
     from .train import fit, predict, save_params
 
+    convnet = args.model == "convnet"
     try:
-        (x_train, t_train), (x_test, t_test) = load_mnist(args.data_dir)
+        (x_train, t_train), (x_test, t_test) = load_mnist(args.data_dir, flatten=not convnet)
     except MNISTError as e:
         print(f"funcnet train: {e}", file=sys.stderr)
         return 2
     if args.subset:
         x_train, t_train = x_train[: args.subset], t_train[: args.subset]
-    net = build_mlp(args.hidden, args.weight_std)
-    _, params = net.init(args.seed, (-1, x_train.shape[1]))
+    if convnet:
+        net = models.simple_convnet(W_init=args.weight_std or 0.01)
+    else:
+        net = models.two_layer_net(args.hidden, args.weight_std or 0.01)
+    _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
+    name = args.optimizer or ("adam" if convnet else "sgd")
+    lr = args.lr if args.lr is not None else (0.001 if name == "adam" else 0.1)
+    optimizer = {"sgd": optim.sgd, "momentum": optim.momentum, "adam": optim.adam}[name](lr)
     print(
-        f"{net.name}: {len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
-        f"lr {args.lr}, {args.epochs} epochs, seed {args.seed}, backend {args.backend}"
+        f"{net.name}\n{len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
+        f"{name} lr {lr}, {args.epochs} epochs, seed {args.seed}, backend {args.backend}"
         + (" (whole epoch in lax.scan)" if args.scan else "")
     )
+    if convnet and not args.no_plot:
+        print("the 30 first-layer filters before training:\n")
+        print(plot.filters(params[0]["W"]))
 
     def report(epoch, h):
         print(
@@ -115,7 +116,7 @@ def _cmd_train(args) -> int:
 
     params, _, hist = fit(
         net, params, (x_train, t_train), (x_test, t_test),
-        optimizer=optim.sgd(args.lr), epochs=args.epochs, batch_size=args.batch,
+        optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
         seed=args.seed, backend=args.backend, scan=args.scan, on_epoch=report,
     )  # fmt: skip
     print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on all {len(x_test)} test images")
@@ -136,6 +137,9 @@ def _cmd_train(args) -> int:
                 ylabel="accuracy",
             )
         )
+        if convnet:
+            print("the filters after training:\n")
+            print(plot.filters(np.asarray(params[0]["W"])))
         shown = x_test[:12]
         preds = predict(net, params, shown)
         captions = [
@@ -163,13 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-plot", action="store_true")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("train", help="train the two-layer net on MNIST (the seed's settings)")
-    p.add_argument("--hidden", type=int, default=100)
+    p = sub.add_parser("train", help="train on MNIST: the two-layer net or SimpleConvNet")
+    p.add_argument("--model", choices=["mlp", "convnet"], default="mlp")
+    p.add_argument("--hidden", type=int, default=100, help="mlp hidden units")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=None,
+                   help="default: sgd for mlp, adam for convnet")  # fmt: skip
+    p.add_argument("--lr", type=float, default=None, help="default: 0.1 for sgd, 0.001 adam")
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weight-std", type=float, default=0.01)
+    p.add_argument(
+        "--weight-std", type=float, default=None, help="weights N(0, std²) (default 0.01)"
+    )
     p.add_argument("--backend", choices=["numpy", "jax"], default="numpy")
     p.add_argument("--scan", action="store_true", help="jax: run each epoch as one lax.scan")
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")

@@ -107,3 +107,21 @@ def images(imgs, captions: Sequence[str], *, per_row: int | None = None, width: 
         out.append("  ".join(c.center(width)[:width] for c in caps).rstrip())
         out.append("")
     return "\n".join(out)
+
+
+def filters(W, *, per_row: int | None = None) -> str:
+    """Convolution filters (C_out, C_in, kh, kw) as text, the first input channel of each,
+    scaled to its own [min, max]; one text row per pixel row, two characters per pixel."""
+    W = np.asarray(W, dtype=float)[:, 0]
+    lo = W.min(axis=(1, 2), keepdims=True)
+    span = np.maximum(W.max(axis=(1, 2), keepdims=True) - lo, 1e-12)
+    idx = np.rint((W - lo) / span * (len(_SHADES) - 1)).astype(int)
+    blocks = [["".join(_SHADES[i] * 2 for i in row) for row in f] for f in idx]
+    width = 2 * W.shape[2]
+    if per_row is None:
+        per_row = max(1, (shutil.get_terminal_size((120, 24)).columns + 1) // (width + 1))
+    out = []
+    for start in range(0, len(blocks), per_row):
+        chunk = blocks[start : start + per_row]
+        out += [" ".join(b[r] for b in chunk) for r in range(len(chunk[0]))] + [""]
+    return "\n".join(out)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import funcnet as fn
-from funcnet import cli, optim, train
+from funcnet import cli, models, optim, train
 from funcnet.data import load_mnist
 
 
@@ -67,7 +67,7 @@ def test_step_gradient_is_jax_grad_of_the_loss():
 def test_the_books_randn_would_upcast_but_initializers_do_not():
     rng = np.random.default_rng(0)
     assert (0.01 * rng.standard_normal((3, 3))).dtype == np.float64  # the book's idiom
-    _, params = cli.build_mlp(5, 0.01).init(0, (-1, 4))
+    _, params = models.two_layer_net(5, 0.01).init(0, (-1, 4))
     assert all(a.dtype == np.float32 for a in jax.tree_util.tree_leaves(params))
     W = params[0]["W"]
     assert 0.005 < float(W.std()) < 0.02
@@ -170,7 +170,7 @@ def test_cli_train_reports_missing_data(tmp_path, capsys, monkeypatch):
 
 def test_real_mnist_subset_learns(mnist_dir):
     (x, t), (xt, tt) = load_mnist(mnist_dir, download=False)
-    net = cli.build_mlp(100, 0.01)
+    net = models.two_layer_net(100, 0.01)
     _, params = net.init(0, (-1, 784))
     params, _, hist = train.fit(
         net, params, (x[:10000], t[:10000]), (xt[:2000], tt[:2000]), epochs=5, backend="jax"
@@ -182,7 +182,7 @@ def test_real_mnist_subset_learns(mnist_dir):
 def test_seed_settings_full_mnist(mnist_dir):
     """The seed's run: 784-100-10, N(0, 0.01²), batch 100, lr 0.1, 20 epochs, full test set."""
     (x, t), (xt, tt) = load_mnist(mnist_dir, download=False)
-    net = cli.build_mlp(100, 0.01)
+    net = models.two_layer_net(100, 0.01)
     _, params = net.init(0, (-1, 784))
     _, _, hist = train.fit(net, params, (x, t), (xt, tt), epochs=20, backend="numpy")
     # Measured: 97.51 % (seed 0) on all 10,000 test images, 97.51-97.65 % over seeds 0-4.
@@ -216,3 +216,34 @@ def test_fit_feeds_dropout_fresh_randomness_and_updates_batchnorm(backend, scan)
         backend=backend, scan=scan, progress=False,
     )  # fmt: skip
     assert np.ptp(still.step_loss) < 1e-5, still.step_loss
+
+
+def test_cli_train_convnet_on_synthetic_digits(monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    t = rng.integers(0, 10, 700)
+    protos = (rng.random((10, 1, 28, 28)) < 0.2).astype(np.float32)
+    x = np.clip(protos[t] + 0.2 * rng.standard_normal((700, 1, 28, 28)).astype(np.float32), 0, 1)
+    seen = {}
+
+    def fake_load(data_dir=None, **kw):
+        seen.update(kw)
+        return (x[:600], t[:600]), (x[600:], t[600:])
+
+    monkeypatch.setattr("funcnet.data.load_mnist", fake_load)
+    assert cli.main(["train", "--model", "convnet", "--epochs", "3", "--backend", "jax"]) == 0
+    out = capsys.readouterr().out
+    assert seen == {"flatten": False}
+    assert "Conv(30, 5)" in out and "adam lr 0.001" in out
+    assert "filters before training" in out and "filters after training" in out
+    assert float(out.split("test accuracy ")[1].split("%")[0]) > 80  # chance is 10 %
+
+
+def test_simple_convnet_shapes_and_gradients():
+    net = models.simple_convnet()
+    out_shape, params = net.init(0, (-1, 1, 28, 28))
+    assert out_shape == (-1, 10)
+    assert params[0]["W"].shape == (30, 1, 5, 5) and params[4]["W"].shape == (4320, 100)
+    small = fn.pipeline(*[fn.Conv(3, 5), fn.Relu(), fn.MaxPool(2), fn.Flatten(), fn.Dense(4)])
+    _, p = small.init(0, (-1, 1, 10, 10), dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((2, 1, 10, 10))
+    fn.check_layer(small, p, x)
