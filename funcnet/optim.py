@@ -14,7 +14,7 @@ ops come from the leaf's namespace and no Python branch looks at an array value.
 
 Notation: g the gradient, θ the parameters, u the update (θ ← θ + u), η the learning
 rate, η_t = schedule(t − 1) when it is a schedule, t = 1, 2, ... the step.
-``docs/optimizers.md`` lists where the book's code, optax and this module differ.
+``docs/chapter6.md`` lists where the book's code, optax and this module differ.
 """
 
 from __future__ import annotations
