@@ -288,6 +288,7 @@ def builtin_checks(seed: int = 0) -> list[Report]:
         (act.Tanh(), (4, 6), {}),
         (act.Softmax(), (4, 6), {}),
         (Dropout(0.4), (4, 6), {"train": True, "rng": seed}),
+        (Dropout(0.4, scale_at="eval"), (4, 6), {}),
         (BatchNorm(), (5, 4), train),
         (BatchNorm(), (3, 2, 4, 4), train),
         (BatchNorm(), (2, 3), {}),

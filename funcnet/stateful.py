@@ -33,15 +33,24 @@ def _uniform(rng, shape, dtype, xp):
     return jax.random.uniform(rng, shape, dtype=dtype)
 
 
-def Dropout(p: float = 0.5, *, name: str | None = None) -> Layer:
-    """Inverted dropout with drop probability ``p``.
+def Dropout(p: float = 0.5, *, scale_at: str = "train", name: str | None = None) -> Layer:
+    """Dropout with drop probability ``p``; masks m_i ~ Bernoulli(1 − p) drawn from ``rng``.
 
-    train: y = x ⊙ m / (1 − p), m_i ~ Bernoulli(1 − p); ∂L/∂x = ∂L/∂y ⊙ m / (1 − p).
-    eval:  y = x; ∂L/∂x = ∂L/∂y.  (Scaling at train time keeps E[y] = x, so eval is free.)
+    ``scale_at="train"`` (inverted dropout, the default):
+      train: y = x ⊙ m / (1 − p), ∂L/∂x = ∂L/∂y ⊙ m / (1 − p);  eval: y = x.
+    ``scale_at="eval"`` (the book's ``Dropout``):
+      train: y = x ⊙ m, ∂L/∂x = ∂L/∂y ⊙ m;  eval: y = (1 − p)·x, ∂L/∂x = (1 − p)·∂L/∂y.
+    Both keep E[train output] = eval output.  They are not the same training run: the book's
+    net with weights W computes what the inverted one computes with (1 − p)·W after each
+    dropout, and SGD moves those layers as if the learning rate were (1 − p)² times as large.
     """
-    name = name or f"Dropout({p})"
+    if scale_at not in ("train", "eval"):
+        raise ValueError(f"Dropout: scale_at must be 'train' or 'eval', got {scale_at!r}")
+    name = name or (f"Dropout({p})" if scale_at == "train" else f"Dropout({p}, scale_at=eval)")
     if not 0.0 <= p < 1.0:
         raise ValueError(f"{name}: drop probability p must be in [0, 1), got {p}")
+    keep_scale = 1 / (1 - p) if scale_at == "train" else 1.0
+    eval_scale = 1.0 if scale_at == "train" else 1 - p
 
     def init(rng, in_shape, dtype=np.float32):
         return tuple(in_shape), ()
@@ -49,7 +58,9 @@ def Dropout(p: float = 0.5, *, name: str | None = None) -> Layer:
     def forward(params, x, *, train=False, rng=None):
         check_float(name, x)
         if not train or p == 0.0:
-            return x, (None,)
+            # The cache holds the scale as a 0-d array: arrays only, so JAX can carry it.
+            scale = namespace(x).asarray(eval_scale, dtype=x.dtype)
+            return (x if eval_scale == 1.0 else x * scale), (None, scale)
         if rng is None:
             raise ValueError(
                 f"{name}: train mode needs randomness: pass rng= (an int seed, a numpy "
@@ -57,16 +68,18 @@ def Dropout(p: float = 0.5, *, name: str | None = None) -> Layer:
             )
         xp = namespace(x)
         keep = _uniform(rng, x.shape, x.dtype, xp) >= p
-        mask = xp.where(keep, xp.asarray(1 / (1 - p), dtype=x.dtype), xp.asarray(0, x.dtype))
-        return x * mask, (mask,)
+        mask = xp.where(keep, xp.asarray(keep_scale, dtype=x.dtype), xp.asarray(0, x.dtype))
+        return x * mask, (mask, None)
 
     def backward(cache, dout, *, need_dx=True):
-        (mask,) = cache
+        mask, scale = cache
         if mask is not None:
             check_dout(name, dout, mask.shape, mask.dtype)
         if not need_dx:
             return (), None
-        return (), (dout if mask is None else dout * mask)
+        if mask is not None:
+            return (), dout * mask
+        return (), (dout if eval_scale == 1.0 else dout * scale)
 
     return Layer(name, init, forward, backward)
 

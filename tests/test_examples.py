@@ -54,7 +54,7 @@ def test_linear_regression_recovers_w_and_b():
 def test_cli_check_passes_and_fails_when_a_gradient_is_wrong(capsys, monkeypatch):
     assert cli(["check"]) == 0
     out = capsys.readouterr().out
-    assert "22 passed, 0 failed" in out and "Softmax" in out
+    assert "23 passed, 0 failed" in out and "Softmax" in out
     real = fn.activations.Tanh
 
     def broken_tanh(**kw):
@@ -63,7 +63,7 @@ def test_cli_check_passes_and_fails_when_a_gradient_is_wrong(capsys, monkeypatch
 
     monkeypatch.setattr(fn.activations, "Tanh", broken_tanh)
     assert cli(["check"]) == 1
-    assert "21 passed, 1 failed" in capsys.readouterr().out
+    assert "22 passed, 1 failed" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["apple_orange.py", "gradient_descent.py", "linear_regression.py"])

@@ -13,7 +13,7 @@ from funcnet.stateful import BatchNorm, Dropout
 def test_dropout_train_mask_scale_and_gradient_vs_jax():
     layer = Dropout(0.3)
     x = np.random.default_rng(0).standard_normal((64, 50))
-    out, (mask,) = layer.forward((), x, train=True, rng=7)
+    out, (mask, _) = layer.forward((), x, train=True, rng=7)
     kept = mask != 0
     np.testing.assert_allclose(out[kept], x[kept] / 0.7, rtol=1e-15)
     assert np.all(out[~kept] == 0) and abs(kept.mean() - 0.7) < 0.03
@@ -28,10 +28,26 @@ def test_dropout_eval_is_identity_and_train_without_rng_is_an_error():
     x = np.ones((2, 3), np.float32)
     out, cache = layer.forward((), x)
     assert out is x and layer.backward(cache, x)[1] is x
+    jout, _ = jax.jit(layer.forward)((), jnp.asarray(x))  # the eval cache is JAX-typed
+    np.testing.assert_array_equal(jout, x)
     with pytest.raises(ValueError, match=r"Dropout\(0.5\): train mode needs randomness"):
         layer.forward((), x, train=True)
     with pytest.raises(ValueError, match=r"p must be in \[0, 1\), got 1.0"):
         Dropout(1.0)
+
+
+def test_dropout_scaled_at_eval_like_the_book_matches_jax():
+    layer = Dropout(0.2, scale_at="eval")
+    x = np.random.default_rng(0).standard_normal((16, 12))
+    report = fn.check_layer(layer, (), x, forward_kwargs={"train": True, "rng": 3})
+    assert report.ok
+    fn.check_layer(layer, (), x, forward_kwargs={"train": False})
+    out, _ = layer.forward((), x, train=False)
+    np.testing.assert_allclose(out, 0.8 * x)
+    out, (mask, _) = layer.forward((), x, train=True, rng=3)
+    assert set(np.unique(mask)) == {0.0, 1.0}  # kept units are not rescaled
+    with pytest.raises(ValueError, match="scale_at must be 'train' or 'eval'"):
+        Dropout(0.2, scale_at="test")
 
 
 def test_dropout_with_a_jax_key_under_jit_keeps_dtype_and_expectation():
