@@ -60,6 +60,9 @@ def lines(
     return _finish(color)
 
 
+_MARKERS = ("•", "x", "+", "o", "*", "#")
+
+
 def path(
     points,
     title: str = "",
@@ -67,19 +70,21 @@ def path(
     labels: tuple[str, str] = ("x1", "x2"),
     width: int = 60,
     height: int = 22,
-    extra: Mapping[str, np.ndarray] | None = None,
     color: bool | None = None,
 ) -> str:
-    """A 2-D path (``points`` of shape (steps, 2)) as dots joined in order, start and end
-    marked; ``extra`` adds more named paths to the same plot."""
+    """2-D paths as dots joined in order, with the start and the minimum (0, 0) marked.
+
+    ``points`` is one path of shape (steps, 2), or a mapping of names to such paths; each
+    gets its own marker so they stay apart without colour.
+    """
     _start(title, labels[0], labels[1], width, height)
-    paths = {"path": np.asarray(points, dtype=float)} if extra is None else dict(extra)
-    for name, p in paths.items():
+    paths = dict(points) if isinstance(points, Mapping) else {"path": points}
+    for (name, p), marker in zip(paths.items(), _MARKERS * len(paths), strict=False):
         p = np.asarray(p, dtype=float)
-        plt.plot(p[:, 0].tolist(), p[:, 1].tolist(), label=name, marker="dot")
+        plt.plot(p[:, 0].tolist(), p[:, 1].tolist(), label=name, marker=marker)
     first = np.asarray(next(iter(paths.values())), dtype=float)
     plt.scatter([first[0, 0]], [first[0, 1]], marker="S", label="start")
-    plt.scatter([0.0], [0.0], marker="x", label="minimum (0, 0)")
+    plt.scatter([0.0], [0.0], marker="X", label="minimum (0, 0)")
     return _finish(color)
 
 

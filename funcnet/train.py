@@ -147,12 +147,15 @@ def fit(
         import jax.numpy as jnp
 
         params = jax.tree_util.tree_map(jnp.asarray, params)
-        step = jax.jit(step, donate_argnums=(0, 1))
+        # Donating params and state lets an accelerator update them in place; the CPU backend
+        # often cannot reuse them and only warns.
+        donate = () if jax.default_backend() == "cpu" else (0, 1)
+        step = jax.jit(step, donate_argnums=donate)
         base_key = jax.random.PRNGKey(seed)
         forward = jax.jit(lambda p, xb: net.forward(p, xb)[0])
         if scan:
             run_epoch = jax.jit(
-                make_epoch(make_step(net, loss, opt, weight_decay)), donate_argnums=(0, 1)
+                make_epoch(make_step(net, loss, opt, weight_decay)), donate_argnums=donate
             )
             x_dev, t_dev = jnp.asarray(x_train), jnp.asarray(t_train)
     opt_state = opt.init(params)
