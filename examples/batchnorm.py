@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 import funcnet as fn
-from funcnet import optim, plot, train
+from funcnet import models, optim, plot, train
 from funcnet.data import load_mnist
 
 DEFAULT_STDS = (1.0, 0.1, 0.01, 0.001)
@@ -32,23 +32,7 @@ DEFAULT_STDS = (1.0, 0.1, 0.01, 0.001)
 
 def build_net(std: float, batchnorm: bool, hidden=(100,) * 5) -> fn.Layer:
     """The book's MultiLayerNetExtend: Dense [+ BatchNorm] + Relu per hidden size, Dense(10)."""
-    layers = []
-    for n in hidden:
-        layers.append(fn.Dense(n, W_init=std))
-        if batchnorm:
-            layers.append(fn.BatchNorm())
-        layers.append(fn.Relu())
-    return fn.pipeline(*layers, fn.Dense(10, W_init=std))
-
-
-def dense_weights(params) -> list:
-    return [p["W"] for p in params if isinstance(p, dict) and "W" in p]
-
-
-def with_weights(params, weights) -> tuple:
-    """``params`` with its Dense weights replaced, in order, by ``weights``."""
-    it = iter(weights)
-    return tuple({**p, "W": next(it)} if isinstance(p, dict) and "W" in p else p for p in params)
+    return models.multilayer_net(hidden, std, batchnorm=batchnorm)
 
 
 def train_pair(x, t, std, *, epochs, batch_size, lr, seed, backend) -> dict:
@@ -57,7 +41,7 @@ def train_pair(x, t, std, *, epochs, batch_size, lr, seed, backend) -> dict:
     _, p_plain = plain.init(seed, (-1, x.shape[1]))
     _, p_bn = bn.init(seed, (-1, x.shape[1]))
     # The pipelines differ in length, so the same seed would give different weights.
-    p_bn = with_weights(p_bn, dense_weights(p_plain))
+    p_bn = models.with_dense_weights(p_bn, models.dense_weights(p_plain))
     out = {}
     for name, net, params in (("plain", plain, p_plain), ("batchnorm", bn, p_bn)):
         start = time.perf_counter()

@@ -20,10 +20,8 @@ import argparse
 import time
 
 import jax
-import numpy as np
 
-import funcnet as fn
-from funcnet import initializers, optim, plot, train
+from funcnet import initializers, models, optim, plot, train
 from funcnet.data import load_mnist
 
 
@@ -33,46 +31,6 @@ def inits() -> dict[str, initializers.Initializer]:
         "Xavier": initializers.lecun_normal(),
         "He": initializers.he_normal(),
     }
-
-
-def build_net(W_init, hidden=(100, 100, 100, 100)) -> fn.Layer:
-    """The book's MultiLayerNet: (Dense + Relu) per hidden size, then Dense(10)."""
-    layers = []
-    for n in hidden:
-        layers += [fn.Dense(n, W_init=W_init), fn.Relu()]
-    return fn.pipeline(*layers, fn.Dense(10, W_init=W_init))
-
-
-def batch_indices(n: int, batch_size: int, iters: int, seed: int) -> np.ndarray:
-    """(iters, batch_size) indices, drawn with replacement like the book's
-    ``np.random.choice(train_size, batch_size)``; shared by every initialization."""
-    return np.random.default_rng(seed).integers(0, n, size=(iters, batch_size))
-
-
-def smooth(losses, every: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x, mean of each block of ``every`` losses), x = the block's last iteration; a
-    partial last block is dropped.  Per-batch losses are too noisy to compare by eye."""
-    losses = np.asarray(losses, dtype=np.float64)
-    every = max(1, min(every, len(losses)))
-    blocks = losses[: len(losses) // every * every].reshape(-1, every).mean(axis=1)
-    return (np.arange(len(blocks)) + 1) * every, blocks
-
-
-def train_losses(net, params, opt, x, t, idx, backend: str = "jax"):
-    """Run ``len(idx)`` steps; returns (params, per-step losses as a float64 array)."""
-    step = train.make_step(net, optimizer=opt)
-    if backend == "jax":
-        import jax.numpy as jnp
-
-        step = jax.jit(step)
-        params = jax.tree_util.tree_map(jnp.asarray, params)
-    state = opt.init(params)
-    losses = []
-    for b in idx:
-        params, state, loss = step(params, state, x[b], t[b])
-        losses.append(loss)
-    # One conversion at the end: float() per step would make JAX wait for every step.
-    return params, np.asarray(losses, dtype=np.float64)
 
 
 def run(
@@ -95,17 +53,20 @@ def run(
         raise ValueError(f"backend must be 'numpy' or 'jax', got {backend!r}")
     (x_train, t_train), (x_test, t_test) = data if data is not None else load_mnist(data_dir)
     x_test, t_test = x_test[:test_size], t_test[:test_size]
-    idx = batch_indices(len(x_train), batch_size, iters, seed)
+    idx = train.sample_batches(len(x_train), batch_size, iters, seed)  # same for every init
     out = {"losses": {}, "smoothed": {}, "final": {}, "test_acc": {}, "seconds": {}}
     for name, init in inits().items():
-        net = build_net(init)
+        net = models.multilayer_net((100,) * 4, init)
         _, params = net.init(seed, (-1, x_train.shape[1]))
         opt = optim.sgd(lr)
         start = time.perf_counter()
-        params, losses = train_losses(net, params, opt, x_train, t_train, idx, backend)
+        params, _, losses = train.run_steps(
+            train.make_step(net, optimizer=opt), params, opt.init(params), x_train, t_train, idx,
+            backend,
+        )  # fmt: skip
         out["seconds"][name] = time.perf_counter() - start
         out["losses"][name] = losses
-        out["smoothed"][name] = smooth(losses, every)
+        out["smoothed"][name] = plot.block_means(losses, every)
         out["final"][name] = float(out["smoothed"][name][1][-1])
         forward = jax.jit(lambda p, xb, net=net: net.forward(p, xb)[0])
         out["test_acc"][name] = train.accuracy(

@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 import funcnet as fn
-from funcnet import optim, plot, train
+from funcnet import models, optim, plot, train
 from funcnet.data import load_mnist
 
 
@@ -46,22 +46,7 @@ def build_net(
     if scaling not in ("inverted", "book"):
         raise ValueError(f"scaling must be 'inverted' or 'book', got {scaling!r}")
     scale_at = "train" if scaling == "inverted" else "eval"
-    layers = []
-    for n in hidden:
-        layers += [fn.Dense(n, W_init=W_init), fn.Relu()]
-        if dropout:
-            layers.append(fn.Dropout(dropout, scale_at=scale_at))
-    return fn.pipeline(*layers, fn.Dense(10, W_init=W_init))
-
-
-def dense_weights(params) -> list:
-    return [p["W"] for p in params if isinstance(p, dict) and "W" in p]
-
-
-def with_weights(params, weights) -> tuple:
-    """``params`` with its Dense weights replaced, in order, by ``weights``."""
-    it = iter(weights)
-    return tuple({**p, "W": next(it)} if isinstance(p, dict) and "W" in p else p for p in params)
+    return models.multilayer_net(hidden, W_init, dropout=dropout, dropout_scale_at=scale_at)
 
 
 def run(
@@ -88,7 +73,7 @@ def run(
     _, p_plain = plain.init(seed, (-1, x_train.shape[1]))
     _, p_drop = drop.init(seed, (-1, x_train.shape[1]))
     # The pipelines differ in length, so the same seed would give different weights.
-    p_drop = with_weights(p_drop, dense_weights(p_plain))
+    p_drop = models.with_dense_weights(p_drop, models.dense_weights(p_plain))
     out = {"dropout": dropout, "scaling": scaling}
     for name, net, params in (("plain", plain, p_plain), ("dropout", drop, p_drop)):
         start = time.perf_counter()

@@ -124,11 +124,9 @@ def _cmd_train(args) -> int:
         save_params(args.save, params)
         print(f"params saved to {args.save}")
     if not args.no_plot:
-        steps = np.asarray(hist.step_loss)
-        every = max(1, len(steps) // 200)  # ≤ 200 points: plotext draws braille, not data
-        smooth = steps[: len(steps) // every * every].reshape(-1, every).mean(axis=1)
-        xs = (np.arange(len(smooth)) + 1) * every
-        print(plot.lines({"loss": (xs, smooth)}, "training loss", xlabel="step", ylabel="loss"))
+        # ≤ 200 points: plotext draws braille cells, not data points
+        smooth = plot.block_means(hist.step_loss, max(1, len(hist.step_loss) // 200))
+        print(plot.lines({"loss": smooth}, "training loss", xlabel="step", ylabel="loss"))
         print(
             plot.lines(
                 {"train": hist.train_acc, "test": hist.test_acc},

@@ -2,15 +2,52 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .activations import Relu
 from .conv import Conv, MaxPool
 from .core import Layer, pipeline
 from .linear import Dense, Flatten
+from .stateful import BatchNorm, Dropout
 
 
 def two_layer_net(hidden: int = 100, weight_std: float = 0.01, classes: int = 10) -> Layer:
     """Chapter 5's TwoLayerNet: Dense(hidden) – Relu – Dense(classes), weights N(0, std²)."""
     return pipeline(Dense(hidden, W_init=weight_std), Relu(), Dense(classes, W_init=weight_std))
+
+
+def multilayer_net(
+    hidden: Sequence[int] = (100, 100, 100, 100),
+    W_init="he_normal",
+    *,
+    batchnorm: bool = False,
+    dropout: float = 0.0,
+    dropout_scale_at: str = "train",
+    classes: int = 10,
+) -> Layer:
+    """Chapter 6's MultiLayerNet(Extend): per hidden size Dense [– BatchNorm] – Relu
+    [– Dropout], then Dense(classes)."""
+    layers: list[Layer] = []
+    for n in hidden:
+        layers.append(Dense(n, W_init=W_init))
+        if batchnorm:
+            layers.append(BatchNorm())
+        layers.append(Relu())
+        if dropout:
+            layers.append(Dropout(dropout, scale_at=dropout_scale_at))
+    return pipeline(*layers, Dense(classes, W_init=W_init))
+
+
+def dense_weights(params) -> list:
+    """The ``W`` of every Dense layer of a flat pipeline's params, in order."""
+    return [p["W"] for p in params if isinstance(p, dict) and "W" in p]
+
+
+def with_dense_weights(params, weights) -> tuple:
+    """A flat pipeline's ``params`` with its Dense weights replaced, in order, by ``weights``:
+    gives nets of different lengths (with and without BatchNorm or Dropout) the same start."""
+    it = iter(weights)
+    return tuple({**p, "W": next(it)} if isinstance(p, dict) and "W" in p else p for p in params)
 
 
 def simple_convnet(

@@ -63,6 +63,15 @@ def lines(
 _MARKERS = ("•", "x", "+", "o", "*", "#")
 
 
+def block_means(values, every: int) -> tuple[np.ndarray, np.ndarray]:
+    """(x, the mean of each block of ``every`` values), x = each block's last index (from 1);
+    a partial last block is dropped.  Per-batch losses are too noisy to compare by eye."""
+    values = np.asarray(values, dtype=np.float64)
+    every = max(1, min(every, len(values)))
+    blocks = values[: len(values) // every * every].reshape(-1, every).mean(axis=1)
+    return (np.arange(len(blocks)) + 1) * every, blocks
+
+
 def path(
     points,
     title: str = "",

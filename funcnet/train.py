@@ -69,6 +69,43 @@ def make_epoch(step: Callable) -> Callable:
     return epoch
 
 
+def sample_batches(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """(steps, batch_size) indices into a training set of ``n``, drawn with replacement like
+    the book's ``np.random.choice(train_size, batch_size)`` each iteration."""
+    return np.random.default_rng(seed).integers(0, n, size=(steps, batch_size))
+
+
+def step_rngs(backend: str, seed: int, epoch: int, steps: int):
+    """Per-step randomness for random layers, derived from ``seed``: the seed paths
+    ``(seed, epoch, i)`` on NumPy; on JAX raw uint32 keys, split once on the host so that no
+    device call is added per step."""
+    if backend == "jax":
+        return np.asarray(
+            jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), epoch), steps)
+        )
+    return [(seed, epoch, i) for i in range(steps)]
+
+
+def run_steps(
+    step: Callable, params, opt_state, x, t, batches, backend: str = "numpy", seed: int = 0
+):
+    """Apply ``step`` to the batches ``x[b], t[b]`` for each row ``b`` of ``batches``;
+    ``backend="jax"`` jits it.  Returns ``(params, opt_state, losses)`` (float64 array)."""
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        step = jax.jit(step)
+        params = jax.tree_util.tree_map(jnp.asarray, params)
+        opt_state = jax.tree_util.tree_map(jnp.asarray, opt_state)
+    losses = []
+    rngs = step_rngs(backend, seed, 0, len(batches))
+    for b, r in zip(batches, rngs, strict=True):
+        params, opt_state, value = step(params, opt_state, x[b], t[b], rng=r)
+        losses.append(value)
+    # One conversion at the end: a float() per step would make JAX wait for every step.
+    return params, opt_state, np.asarray(losses, dtype=np.float64)
+
+
 def predict(net: Layer, params, x, batch_size: int = 1000, forward=None) -> np.ndarray:
     """Class predictions (argmax of the outputs), computed in batches of ``batch_size``."""
     forward = forward or (lambda p, xb: net.forward(p, xb)[0])
@@ -151,7 +188,6 @@ def fit(
         # often cannot reuse them and only warns.
         donate = () if jax.default_backend() == "cpu" else (0, 1)
         step = jax.jit(step, donate_argnums=donate)
-        base_key = jax.random.PRNGKey(seed)
         forward = jax.jit(lambda p, xb: net.forward(p, xb)[0])
         if scan:
             run_epoch = jax.jit(
@@ -167,22 +203,19 @@ def fit(
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         perm = rng.permutation(len(x_train))[: steps * batch_size]
-        if backend == "jax":
-            # raw uint32 keys, made once per epoch on the host: no device call per step
-            keys = np.asarray(jax.random.split(jax.random.fold_in(base_key, epoch), steps))
+        rngs = step_rngs(backend, seed, epoch, steps)
         if backend == "jax" and scan:
             idx = jnp.asarray(perm.reshape(steps, batch_size))
             params, opt_state, losses = run_epoch(
-                params, opt_state, x_dev[idx], t_dev[idx], jnp.asarray(keys)
+                params, opt_state, x_dev[idx], t_dev[idx], jnp.asarray(rngs)
             )
             losses = np.asarray(losses).tolist()
         else:
             losses = []
             for i in range(steps):
                 idx = perm[i * batch_size : (i + 1) * batch_size]
-                r = keys[i] if backend == "jax" else (seed, epoch, i)
                 params, opt_state, value = step(
-                    params, opt_state, x_train[idx], t_train[idx], rng=r
+                    params, opt_state, x_train[idx], t_train[idx], rng=rngs[i]
                 )
                 losses.append(value)
                 if show and (i + 1) % max(1, steps // 50) == 0:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import funcnet as fn
-from funcnet import train
+from funcnet import models, train
 from funcnet.data import load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,8 +203,8 @@ def test_batchnorm_nets_of_a_pair_share_their_weights():
     mod = load("batchnorm")
     _, plain = mod.build_net(0.1, False).init(0, (-1, 20))
     _, bn = mod.build_net(0.1, True).init(0, (-1, 20))
-    bn = mod.with_weights(bn, mod.dense_weights(plain))
-    for a, b in zip(mod.dense_weights(plain), mod.dense_weights(bn), strict=True):
+    bn = models.with_dense_weights(bn, models.dense_weights(plain))
+    for a, b in zip(models.dense_weights(plain), models.dense_weights(bn), strict=True):
         np.testing.assert_array_equal(a, b)
     assert sum(isinstance(p, dict) and "gamma" in p for p in bn) == 5
 
@@ -239,16 +239,16 @@ def test_book_dropout_is_inverted_dropout_with_weights_times_1_minus_p():
     hidden = (8, 8, 8)
     book, inv = mod.build_net(0.2, hidden, scaling="book"), mod.build_net(0.2, hidden)
     _, p_book = book.init(0, (-1, 10), dtype=np.float64)
-    scaled = [w if i == 0 else 0.8 * w for i, w in enumerate(mod.dense_weights(p_book))]
-    p_inv = mod.with_weights(p_book, scaled)
+    scaled = [w if i == 0 else 0.8 * w for i, w in enumerate(models.dense_weights(p_book))]
+    p_inv = models.with_dense_weights(p_book, scaled)
     rng = np.random.default_rng(1)
     x, t = rng.standard_normal((32, 10)), rng.integers(0, 10, 32)
     for kw in ({"train": True, "rng": 5}, {"train": False}):
         np.testing.assert_allclose(
             book.forward(p_book, x, **kw)[0], inv.forward(p_inv, x, **kw)[0], rtol=1e-12
         )
-    g_book = mod.dense_weights(grads(book, p_book, x, t))
-    g_inv = mod.dense_weights(grads(inv, p_inv, x, t))
+    g_book = models.dense_weights(grads(book, p_book, x, t))
+    g_inv = models.dense_weights(grads(inv, p_inv, x, t))
     np.testing.assert_allclose(g_book[0], g_inv[0], rtol=1e-10)
     for gb, gi in zip(g_book[1:], g_inv[1:], strict=True):
         np.testing.assert_allclose(gb, 0.8 * gi, rtol=1e-10)

@@ -261,3 +261,44 @@ def test_simple_convnet_full_mnist(mnist_dir):
     )  # fmt: skip
     # Measured on a GPU: 98.84-98.91 % after epoch 20 over seeds 0-4, 98.91 % for seed 0.
     assert hist.test_acc[-1] >= 0.988, hist.test_acc
+
+
+def test_multilayer_net_variants_and_shared_dense_weights():
+    plain = models.multilayer_net((6, 5), 0.1)
+    full = models.multilayer_net((6, 5), 0.1, batchnorm=True, dropout=0.5, dropout_scale_at="eval")
+    assert [layer.split("(")[0] for layer in plain.name[9:-1].split(", ")] == [
+        "Dense", "Relu", "Dense", "Relu", "Dense",
+    ]  # fmt: skip
+    assert "BatchNorm, Relu, Dropout(0.5, scale_at=eval)" in full.name
+    _, p_plain = plain.init(0, (-1, 4))
+    _, p_full = full.init(1, (-1, 4))
+    shared = models.with_dense_weights(p_full, models.dense_weights(p_plain))
+    for a, b in zip(models.dense_weights(shared), models.dense_weights(p_plain), strict=True):
+        assert a is b
+    assert shared[1] is p_full[1]  # BatchNorm params untouched
+
+
+def test_sample_batches_and_run_steps_match_a_hand_loop():
+    idx = train.sample_batches(50, 10, 7, seed=3)
+    assert idx.shape == (7, 10) and idx.min() >= 0 and idx.max() < 50
+    np.testing.assert_array_equal(idx, train.sample_batches(50, 10, 7, seed=3))
+    net, params = mlp()
+    x, t = blobs(50)
+    opt = optim.momentum(0.1)
+    step = train.make_step(net, optimizer=opt)
+    p, _, losses = train.run_steps(step, params, opt.init(params), x, t, idx)
+    q, st = params, opt.init(params)
+    for b in idx:
+        q, st, loss = step(q, st, x[b], t[b])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p, q)
+    assert losses[-1] == float(loss) and losses.dtype == np.float64
+    _, _, lj = train.run_steps(step, params, opt.init(params), x, t, idx, backend="jax")
+    np.testing.assert_allclose(lj, losses, rtol=1e-4)
+
+
+def test_block_means():
+    from funcnet import plot
+
+    xs, means = plot.block_means([1, 3, 5, 7, 9], 2)
+    np.testing.assert_array_equal(xs, [2, 4])
+    np.testing.assert_array_equal(means, [2, 6])
