@@ -44,6 +44,18 @@ class Layer(NamedTuple):
         return self.name
 
 
+class Op(NamedTuple):
+    """A named pair of pure functions, ``forward(...) -> (out, cache)`` and
+    ``backward(cache, dout) -> gradients``: a loss, or a node of a computational graph."""
+
+    name: str
+    forward: Callable
+    backward: Callable
+
+    def __repr__(self) -> str:
+        return self.name
+
+
 # --------------------------------------------------------------------------- arrays
 
 

@@ -7,23 +7,11 @@ its input was broadcast along, so it always has its input's shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import numpy as np
 
-from .core import namespace
+from .core import Op, namespace
 
-
-class Node(NamedTuple):
-    """A two-input graph node."""
-
-    name: str
-    forward: Callable
-    backward: Callable
-
-    def __repr__(self) -> str:
-        return self.name
+Node = Op  # forward(x, y) -> (z, cache); backward(cache, dz) -> (dx, dy)
 
 
 def unbroadcast(g, shape):

@@ -5,23 +5,11 @@ A loss is a scalar of ``y``'s dtype; ``t`` (the target) is data and gets no grad
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import numpy as np
 
-from .core import check_finite, check_float, check_ndim, is_concrete, namespace
+from .core import Op, check_finite, check_float, check_ndim, is_concrete, namespace
 
-
-class Loss(NamedTuple):
-    """A loss: a name and its two pure functions."""
-
-    name: str
-    forward: Callable
-    backward: Callable
-
-    def __repr__(self) -> str:
-        return self.name
+Loss = Op  # forward(y, t) -> (loss, cache); backward(cache, dloss=1.0) -> dy
 
 
 def _labels_to_targets(name: str, logits, t):
