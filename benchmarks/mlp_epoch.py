@@ -66,15 +66,7 @@ depend on the pixel values) with a notice.  Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import cProfile
-import ctypes
 import gc
-import io
-import os
-import platform
-import pstats
-import resource
 import statistics
 import sys
 import time
@@ -85,142 +77,36 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout without installing
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _harness, also under -m
+import jax
+import jax.numpy as jnp
+from _harness import (
+    Entry,
+    blas_info,
+    check_torch,
+    default_data_dir,
+    fmt_range,
+    load_data,
+    print_environment,
+    print_load,
+    print_profile,
+    print_runs,
+    print_table,
+    quiet_median,
+    round_robin,
+    rss_mb,
+    usable_cpus,
+)
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-
-import funcnet as fn  # noqa: E402
-from funcnet import optim, train  # noqa: E402
-from funcnet.data import MNISTError, load_mnist  # noqa: E402
+# funcnet comes from the checkout: importing _harness put the repository root on sys.path.
+import funcnet as fn
+from funcnet import optim, train
 
 LR = 0.1
 BATCH = 100
 HIDDEN = 100
 CLASSES = 10
 SEED = 0
-BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
-
-
-# --------------------------------------------------------------------------- environment
-
-
-def _openblas():
-    """NumPy's OpenBLAS as a ctypes library and its symbol suffix, or (None, "")."""
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        if "openblas" in os.path.basename(path).lower():
-            lib = ctypes.CDLL(path)
-            for prefix, suffix in (
-                ("scipy_openblas", "64_"),
-                ("scipy_openblas", ""),
-                ("openblas", "64_"),
-                ("openblas", ""),
-            ):
-                if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
-                    return lib, prefix, suffix
-    return None, "", ""
-
-
-def blas_info() -> tuple[str, int | None]:
-    """A one-line description of NumPy's BLAS and its thread count (None if unknown)."""
-    with contextlib.suppress(ImportError):
-        from threadpoolctl import threadpool_info
-
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                desc = (
-                    f"{pool.get('internal_api')} {pool.get('version')} "
-                    f"({pool.get('architecture')}), {pool.get('num_threads')} threads"
-                )
-                return desc, pool.get("num_threads")
-    lib, prefix, suffix = _openblas()
-    if lib is None:
-        cfg = getattr(np, "__config__", None)
-        blas = getattr(cfg, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {})
-        return f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}", None
-    threads = int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
-    corename = getattr(lib, f"{prefix}_get_corename{suffix}", None)
-    config = getattr(lib, f"{prefix}_get_config{suffix}", None)
-    core = cfg = "?"
-    if corename is not None:
-        corename.restype = ctypes.c_char_p
-        core = corename().decode()
-    if config is not None:
-        config.restype = ctypes.c_char_p
-        cfg = config().decode()
-    return f"{cfg} (core in use: {core}), {threads} threads", threads
-
-
-def read_cpu_stat() -> tuple[int, int]:
-    """(busy, steal) jiffies summed over all CPUs, from the first line of /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    steal = fields[7] if len(fields) > 7 else 0
-    return user + nice + system + irq + softirq, steal
-
-
-def own_cpu() -> float:
-    """CPU seconds used by this process so far, all threads (BLAS, XLA, torch) included."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-class CpuMeter:
-    """Wall time, busy time of all CPUs and own CPU time between ``start`` and ``stop``."""
-
-    HZ = os.sysconf("SC_CLK_TCK")
-
-    def start(self) -> CpuMeter:
-        self.wall0, self.own0 = time.perf_counter(), own_cpu()
-        self.busy0, self.steal0 = read_cpu_stat()
-        return self
-
-    def stop(self) -> CpuMeter:
-        busy, steal = read_cpu_stat()
-        self.wall = time.perf_counter() - self.wall0
-        self.own = own_cpu() - self.own0
-        self.busy = (busy - self.busy0) / self.HZ
-        self.steal = (steal - self.steal0) / self.HZ
-        return self
-
-    @property
-    def foreign(self) -> float:
-        """Cores kept busy by other processes: (all CPUs busy − own CPU time) / wall."""
-        return (self.busy - self.own) / self.wall
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-# --------------------------------------------------------------------------- data
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("FUNCNET_DATA") or REPO.parent / "shared" / "mnist")
-
-
-def load_data(data_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        (x, t), _ = load_mnist(data_dir, download=False, progress=False)
-        return x, t, f"MNIST, load_mnist({str(data_dir)!r}, download=False)"
-    except (MNISTError, OSError) as e:
-        reason = str(e).split("\n", 1)[0].removesuffix(" Searched:")
-        print(f"notice: no MNIST found ({reason}); using random data of the same shapes")
-        rng = np.random.default_rng(SEED)
-        x = rng.random((60000, 784), dtype=np.float32)
-        t = rng.integers(0, CLASSES, 60000, dtype=np.int64)
-        return x, t, "random data of MNIST's shapes (timings do not depend on the values)"
 
 
 class Ctx(NamedTuple):
@@ -574,7 +460,6 @@ IMPLS: dict[str, Callable[[Ctx], Impl]] = {
     "jnp-scan": jnp_scan,
 }
 FLOOR = "matmul floor"
-QUIET = 0.2  # cores of background load above which a run counts as disturbed
 
 
 def profile(ctx: Ctx, name: str) -> None:
@@ -582,15 +467,7 @@ def profile(ctx: Ctx, name: str) -> None:
     impl = IMPLS[name](ctx)
     impl.epoch(impl.fresh())  # warm-up
     state = impl.fresh()
-    prof = cProfile.Profile()
-    start = time.perf_counter()
-    prof.enable()
-    impl.epoch(state)
-    prof.disable()
-    print(f"one {name} epoch under cProfile: {time.perf_counter() - start:.3f} s")
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(15)
-    print(out.getvalue().rstrip())
+    print_profile(lambda: impl.epoch(state), f"one {name} epoch")
 
 
 def memory_check(ctx: Ctx, epochs: int = 3) -> str:
@@ -627,19 +504,6 @@ def memory_check(ctx: Ctx, epochs: int = 3) -> str:
     )
 
 
-def quiet_median(times: list[float], foreign: list[float], limit: float = QUIET) -> str:
-    """Median of the runs during which other processes used < ``limit`` cores, and how many."""
-    quiet = [sec for sec, bg in zip(times, foreign, strict=True) if bg < limit]
-    if not quiet:
-        return "-"
-    count = f" ({len(quiet)}/{len(times)})" if len(quiet) < len(times) else ""
-    return f"{statistics.median(quiet):.3f}{count}"
-
-
-def fmt_range(values: list[float]) -> str:
-    return f"{min(values):.3f}-{max(values):.3f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--repeats", type=int, default=7, help="timed epochs per implementation")
@@ -669,19 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown --only name(s) {unknown}; choose from {', '.join(IMPLS)}")
     blas, threads = blas_info()
-    threads = threads or len(os.sched_getaffinity(0))
-    torch_note = ""
-    if "torch" in names:
-        if args.no_torch:
-            names.remove("torch")
-        else:
-            try:
-                import torch
-            except ImportError:
-                names.remove("torch")
-                torch_note = "torch: not installed, row skipped"
-            else:
-                torch_note = f"torch {torch.__version__}, {threads} intra-op threads"
+    threads = threads or usable_cpus()
+    torch_note = check_torch(names, args.no_torch, threads)
 
     data_dir = args.data_dir or default_data_dir()
     x, t, source = load_data(data_dir)
@@ -691,14 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     _, params0 = net.init(SEED, (-1, x.shape[1]))
     ctx = Ctx(x, t, idx, net, params0, threads)
 
-    print(f"python {platform.python_version()}, numpy {np.__version__}, jax {jax.__version__}")
-    print(f"BLAS: {blas}")
-    print(
-        f"CPUs: {os.cpu_count()} online, {len(os.sched_getaffinity(0))} usable; "
-        f"jax devices: {jax.devices()}" + (f"; {torch_note}" if torch_note else "")
-    )
-    env = [f"{k}={os.environ[k]!r}" for k in BLAS_ENV if k in os.environ]
-    print("env: " + (", ".join(env) if env else "none of " + ", ".join(BLAS_ENV) + " set"))
+    print_environment(blas, torch_note)
     print(f"data: {source}; {steps} steps of batch {BATCH}, {x.dtype}")
 
     if args.profile:
@@ -712,59 +558,51 @@ def main(argv: list[str] | None = None) -> int:
         loss[n] = impl.epoch(impl.fresh())
     floor.run()
 
-    entries = [*names, FLOOR]
-    times: dict[str, list[float]] = {n: [] for n in entries}
     floor_parts: list[list[float]] = []
-    print(f"timing {args.repeats} rounds of {len(entries)} entries (round-robin) ...", flush=True)
-    foreign: dict[str, list[float]] = {n: [] for n in entries}
-    load0 = loadavg()
-    whole = CpuMeter().start()
-    for r in range(args.repeats):
-        k = r % len(entries)
-        for n in entries[k:] + entries[:k]:
-            if n == FLOOR:
-                meter = CpuMeter().start()
-                parts = floor.run()
-                meter.stop()
-                floor_parts.append(parts)
-                times[n].append(sum(parts))
-            else:
-                state = impls[n].fresh()
-                meter = CpuMeter().start()
-                impls[n].epoch(state)
-                meter.stop()
-                times[n].append(meter.wall)
-                del state
-            foreign[n].append(meter.foreign)
-    whole.stop()
+
+    def floor_run(_state) -> float:
+        parts = floor.run()
+        floor_parts.append(parts)
+        return sum(parts)
+
+    entries = {n: Entry(impls[n].fresh, impls[n].epoch) for n in names}
+    entries[FLOOR] = Entry(lambda: None, floor_run, self_timed=True)
+    rounds = round_robin(entries, args.repeats)
+    times, foreign = rounds.times, rounds.foreign
 
     med = {n: statistics.median(v) for n, v in times.items()}
     floor_s = med[FLOOR]
     print()
-    header = f"{'implementation':<18} {'median s':>9} {'min-max s':>13} {'vs funcnet':>10} "
-    header += f"{'vs floor':>9} {'loss':>8} {'bg cores':>9} {'quiet median s':>15}"
-    print(header)
-    print("-" * len(header))
-    for n in names:
-        base = impls[n].family
-        vs = f"{med[n] / med[base]:.2f}" if base in med else "-"
-        print(
-            f"{n:<18} {med[n]:>9.3f} {fmt_range(times[n]):>13} {vs:>10} "
-            f"{med[n] / floor_s:>9.1f} {loss[n]:>8.4f} {statistics.median(foreign[n]):>9.2f} "
-            f"{quiet_median(times[n], foreign[n]):>15}"
+    columns = [
+        ("implementation", 18),
+        ("median s", 9),
+        ("min-max s", 13),
+        ("vs funcnet", 10),
+        ("vs floor", 9),
+        ("loss", 8),
+        ("bg cores", 9),
+        ("quiet median s", 15),
+    ]
+    rows = []
+    for n in [*names, FLOOR]:
+        base = impls[n].family if n in impls else None
+        vs = f"{med[n] / med[base]:.2f}" if base in med else ("-" if base else "")
+        rows.append(
+            [
+                n,
+                f"{med[n]:.3f}",
+                fmt_range(times[n]),
+                vs,
+                f"{med[n] / floor_s:.1f}",
+                f"{loss[n]:.4f}" if n in loss else "",
+                f"{statistics.median(foreign[n]):.2f}",
+                quiet_median(times[n], foreign[n]),
+            ]
         )
-    print(
-        f"{FLOOR:<18} {floor_s:>9.3f} {fmt_range(times[FLOOR]):>13} {'':>10} {1.0:>9.1f} "
-        f"{'':>8} {statistics.median(foreign[FLOOR]):>9.2f} "
-        f"{quiet_median(times[FLOOR], foreign[FLOOR]):>15}"
-    )
+    print_table(columns, rows)
 
     if args.show_runs:
-        print("\nevery run in order, seconds [background cores]:")
-        for n in entries:
-            pairs = zip(times[n], foreign[n], strict=True)
-            runs = "  ".join(f"{sec:.3f} [{bg:+.2f}]" for sec, bg in pairs)
-            print(f"  {n:<18} {runs}")
+        print_runs(rounds)
 
     total = sum(floor.flops) * steps
     print()
@@ -779,23 +617,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  {label:<28} {floor.flops[i] / 1e6:6.2f} MFLOP  {part:.3f} s  "
             f"{floor.flops[i] * steps / part / 1e9:6.1f} GFLOP/s"
         )
-    w = whole.wall
     print()
-    print(
-        f"CPU load over the {w:.1f} s timed section: all CPUs busy {whole.busy / w:.2f} cores, "
-        f"this process {whole.own / w:.2f} cores, foreign {whole.foreign:.2f} cores, "
-        f"steal {whole.steal / w:.2f} cores"
-    )
-    print(f"loadavg (1/5/15 min): before {load0}, after {loadavg()}")
-    hit = sum(f >= QUIET for v in foreign.values() for f in v)
-    if whole.foreign >= QUIET or hit:
-        print(
-            f"warning: other processes used CPU during {hit} of {sum(map(len, foreign.values()))} "
-            f"timed runs (>= {QUIET} cores); with {threads} BLAS threads on "
-            f"{len(os.sched_getaffinity(0))} CPUs a busy core can slow a BLAS-bound epoch "
-            "many times over: compare the quiet median column, or rerun on a quiet machine"
-        )
-
+    print_load(rounds, threads, "epoch")
     print(memory_check(ctx))
     return 0
 
