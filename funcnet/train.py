@@ -178,7 +178,7 @@ def fit(
     if backend not in ("numpy", "jax"):
         raise ValueError(f"fit: backend must be 'numpy' or 'jax', got {backend!r}")
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
-    step = make_step(net, loss, opt, weight_decay)
+    step = pure_step = make_step(net, loss, opt, weight_decay)
     forward = None
     if backend == "jax":
         import jax.numpy as jnp
@@ -190,9 +190,7 @@ def fit(
         step = jax.jit(step, donate_argnums=donate)
         forward = jax.jit(lambda p, xb: net.forward(p, xb)[0])
         if scan:
-            run_epoch = jax.jit(
-                make_epoch(make_step(net, loss, opt, weight_decay)), donate_argnums=donate
-            )
+            run_epoch = jax.jit(make_epoch(pure_step), donate_argnums=donate)
             x_dev, t_dev = jnp.asarray(x_train), jnp.asarray(t_train)
     opt_state = opt.init(params)
     stream = sys.stderr
