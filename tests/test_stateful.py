@@ -178,3 +178,32 @@ def test_weight_decay_in_the_step_adds_the_penalty_and_its_gradient():
     np.testing.assert_allclose(l1, l0 + penalty, rtol=1e-13)
     np.testing.assert_allclose(p0[0]["W"] - p1[0]["W"], 0.1 * params[0]["W"], atol=1e-14)
     np.testing.assert_array_equal(p0[0]["b"], p1[0]["b"])
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape", "kw"),
+    [
+        (BatchNorm(), (6, 4), {"train": True}),
+        (BatchNorm(), (2, 3, 4, 4), {"train": True}),
+        (BatchNorm(), (5, 4), {}),
+        (Dropout(0.3), (6, 5), {"train": True, "rng": 1}),
+        (Dropout(0.3, scale_at="eval"), (6, 5), {}),
+    ],
+    ids=["bn-train", "bn-train-4d", "bn-eval", "dropout-train", "dropout-eval-scaled"],
+)
+def test_check_layer_catches_these_backwards_off_by_1e3(layer, shape, kw):
+    _, params = layer.init(0, (-1, *shape[1:]), dtype=np.float64)
+    params = _bn_params(shape[1], 4) if params else params
+    x = np.random.default_rng(5).standard_normal(shape)
+    assert fn.check_layer(layer, params, x, forward_kwargs=kw).ok
+
+    def off(cache, dout, *, need_dx=True):
+        dparams, dx = layer.backward(cache, dout, need_dx=need_dx)
+        bumped = jax.tree_util.tree_map(lambda g: g * (1 + 1e-3), dparams)
+        return bumped, dx * (1 + 1e-3)
+
+    report = fn.check_layer(
+        layer._replace(backward=off), params, x, forward_kwargs=kw, raise_on_failure=False
+    )
+    assert not report.ok
+    assert not next(r for r in report.rows if r.what == "x").ok
