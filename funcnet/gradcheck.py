@@ -98,13 +98,13 @@ def _check(
     hand_grad: Callable[[Any, Any], Any],
     primal: Any,
     *,
-    seed: int,
-    rtol: float,
-    num_rtol: float,
-    num_atol: float,
-    h: float,
-    numerical: bool,
-    max_numerical: int,
+    seed: int = 0,
+    rtol: float = 1e-9,
+    num_rtol: float = 1e-6,
+    num_atol: float = 1e-8,
+    h: float = 1e-6,
+    numerical: bool = True,
+    max_numerical: int = 40,
 ) -> Report:
     rng = np.random.default_rng(seed)
     with jax.enable_x64(True):
@@ -182,21 +182,18 @@ def check_layer(
     params,
     x,
     *,
-    seed: int = 0,
-    rtol: float = 1e-9,
-    num_rtol: float = 1e-6,
-    num_atol: float = 1e-8,
-    h: float = 1e-6,
-    numerical: bool = True,
-    max_numerical: int = 40,
     forward_kwargs: dict | None = None,
     raise_on_failure: bool = True,
+    **options,
 ) -> Report:
     """Compare ``layer.backward`` with ``jax.vjp`` of ``layer.forward`` and with central
     differences, in float64, under a random Gaussian cotangent.
 
     Returns a :class:`Report`; raises :class:`GradcheckError` on a mismatch unless
     ``raise_on_failure=False``.  ``forward_kwargs`` (e.g. ``train=True``) go to the forward.
+    ``options``: ``seed=0`` (the cotangent and the sampled elements), ``rtol=1e-9`` (vs
+    JAX), ``num_rtol=1e-6`` and ``num_atol=1e-8`` (vs differences), ``h=1e-6`` (the step),
+    ``numerical=True``, ``max_numerical=40`` (elements differenced per leaf).
     """
     kw = dict(forward_kwargs or {})
 
@@ -208,39 +205,14 @@ def check_layer(
         dparams, dx = layer.backward(cache, g)
         return {"params": dparams, "x": dx}
 
-    report = _check(
-        layer.name,
-        str(tuple(np.shape(x))),
-        fwd,
-        hand,
-        {"params": params, "x": x},
-        seed=seed,
-        rtol=rtol,
-        num_rtol=num_rtol,
-        num_atol=num_atol,
-        h=h,
-        numerical=numerical,
-        max_numerical=max_numerical,
-    )
+    primal = {"params": params, "x": x}
+    report = _check(layer.name, str(tuple(np.shape(x))), fwd, hand, primal, **options)
     return report.raise_for_failure() if raise_on_failure else report
 
 
-def check_loss(
-    loss,
-    y,
-    t,
-    *,
-    seed: int = 0,
-    rtol: float = 1e-9,
-    num_rtol: float = 1e-6,
-    num_atol: float = 1e-8,
-    h: float = 1e-6,
-    numerical: bool = True,
-    max_numerical: int = 40,
-    raise_on_failure: bool = True,
-) -> Report:
+def check_loss(loss, y, t, *, raise_on_failure: bool = True, **options) -> Report:
     """Like :func:`check_layer` for a loss: the gradient w.r.t. ``y`` (``t`` is data), under a
-    random scalar cotangent ``dloss``."""
+    random scalar cotangent ``dloss``; the same ``options``."""
     t = _f64(t)
 
     def fwd(tree):
@@ -250,20 +222,8 @@ def check_loss(
         _, cache = loss.forward(tree["y"], t)
         return {"y": loss.backward(cache, g)}
 
-    report = _check(
-        loss.name,
-        f"{tuple(np.shape(y))}, t {tuple(np.shape(t))}",
-        fwd,
-        hand,
-        {"y": y},
-        seed=seed,
-        rtol=rtol,
-        num_rtol=num_rtol,
-        num_atol=num_atol,
-        h=h,
-        numerical=numerical,
-        max_numerical=max_numerical,
-    )
+    shapes = f"{tuple(np.shape(y))}, t {tuple(np.shape(t))}"
+    report = _check(loss.name, shapes, fwd, hand, {"y": y}, **options)
     return report.raise_for_failure() if raise_on_failure else report
 
 
