@@ -26,13 +26,8 @@ BOOK_RATES = {"SGD": 0.01, "Momentum": 0.01, "AdaGrad": 0.01, "Adam": 0.001}
 
 
 def optimizers(rates: dict[str, float] | None = None) -> dict[str, optim.GradientTransformation]:
-    r = {**BOOK_RATES, **(rates or {})}
-    return {
-        "SGD": optim.sgd(r["SGD"]),
-        "Momentum": optim.momentum(r["Momentum"], beta=0.9),
-        "AdaGrad": optim.adagrad(r["AdaGrad"]),
-        "Adam": optim.adam(r["Adam"]),
-    }
+    """The book's four optimizers (Momentum with β 0.9) at its learning rates or ``rates``."""
+    return {name: optim.by_name(name, lr) for name, lr in {**BOOK_RATES, **(rates or {})}.items()}
 
 
 def run(

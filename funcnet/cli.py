@@ -96,7 +96,7 @@ def _cmd_train(args) -> int:
     _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
     name = args.optimizer or ("adam" if convnet else "sgd")
     lr = args.lr if args.lr is not None else (0.001 if name == "adam" else 0.1)
-    optimizer = {"sgd": optim.sgd, "momentum": optim.momentum, "adam": optim.adam}[name](lr)
+    optimizer = optim.by_name(name, lr)
     print(
         f"{net.name}\n{len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
         f"{name} lr {lr}, {args.epochs} epochs, seed {args.seed}, backend {args.backend}"

@@ -374,6 +374,18 @@ def adamw(
     )
 
 
+def by_name(name: str, lr: ScalarOrSchedule) -> GradientTransformation:
+    """The optimizer called ``name`` (case-insensitive: "SGD", "Momentum", "Nesterov",
+    "AdaGrad", "RMSProp", "Adam", "AdamW"), with its defaults and learning rate ``lr``."""
+    table = {
+        "sgd": sgd, "momentum": momentum, "nesterov": nesterov, "adagrad": adagrad,
+        "rmsprop": rmsprop, "adam": adam, "adamw": adamw,
+    }  # fmt: skip
+    if name.lower() not in table:
+        raise ValueError(f"unknown optimizer {name!r}: use one of {sorted(table)}")
+    return table[name.lower()](lr)
+
+
 # --------------------------------------------------------------------------- schedules
 
 

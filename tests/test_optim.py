@@ -498,3 +498,19 @@ def test_states_are_readable_namedtuples():
     np.testing.assert_array_equal(m_state.velocity["w"], 0.0)
     assert isinstance(optim.adagrad(0.1).init(params)[0], optim.AdaGradState)
     assert isinstance(optim.rmsprop(0.1).init(params)[0], optim.RMSPropState)
+
+
+def test_by_name_builds_each_optimizer_with_its_defaults():
+    tree = {"w": np.ones(3)}
+    g = {"w": np.array([0.5, -1.0, 2.0])}
+    cases = [
+        ("SGD", optim.sgd), ("Momentum", optim.momentum), ("AdaGrad", optim.adagrad),
+        ("rmsprop", optim.rmsprop), ("Adam", optim.adam), ("nesterov", optim.nesterov),
+    ]  # fmt: skip
+    for name, make in cases:
+        a, b = optim.by_name(name, 0.1), make(0.1)
+        ua, _ = a.update(g, a.init(tree), tree)
+        ub, _ = b.update(g, b.init(tree), tree)
+        np.testing.assert_array_equal(ua["w"], ub["w"])
+    with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'"):
+        optim.by_name("lbfgs", 0.1)
