@@ -13,7 +13,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from funcnet.conv import AvgPool, Conv, MaxPool  # noqa: E402
+from funcnet.conv import DX_BY_OFFSET_MIN_CHANNELS, AvgPool, Conv, MaxPool  # noqa: E402
 from funcnet.core import pipeline, to_jax  # noqa: E402
 from funcnet.gradcheck import GradcheckError, check_layer  # noqa: E402
 
@@ -29,6 +29,9 @@ CONV_CASES = [
     ((1, 2, 6, 8), 3, (2, 3), (2, 1), (2, 0)),
     ((2, 2, 4, 4), 3, 1, 1, 0),
     ((1, 1, 5, 7), 2, (3, 1), (1, 2), (0, 1)),
+    # From DX_BY_OFFSET_MIN_CHANNELS input channels on, dx is formed one offset at a time.
+    ((2, 8, 5, 5), 3, 3, 1, 1),
+    ((1, 9, 7, 6), 2, (3, 2), 2, (1, 0)),
 ]
 # (in_shape, size, stride, padding)
 POOL_CASES = [
@@ -44,6 +47,13 @@ POOL_CASES = [
 # a subset keeps the file fast while still covering overlap, padding and rectangles.
 CONV_GRAD_CASES = [c for c in CONV_CASES if c[0] != (1, 2, 6, 6)]
 POOL_GRAD_CASES = POOL_CASES[:3] + POOL_CASES[4:6]
+
+
+def test_grad_cases_cover_both_dx_formulations():
+    channels = [c[0][1] for c in CONV_GRAD_CASES]
+    assert min(channels) < DX_BY_OFFSET_MIN_CHANNELS <= max(channels)
+    strided = [c for c in CONV_GRAD_CASES if c[0][1] >= DX_BY_OFFSET_MIN_CHANNELS and c[3] != 1]
+    assert strided, "the per-offset dx needs a strided case too"
 
 
 def pair(v):
