@@ -66,10 +66,32 @@ def test_cli_check_passes_and_fails_when_a_gradient_is_wrong(capsys, monkeypatch
     assert "22 passed, 1 failed" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name", ["apple_orange.py", "gradient_descent.py", "linear_regression.py"])
+@pytest.mark.parametrize(
+    ("name", "prefix"),
+    [("train_mnist.py", ["train"]), ("train_convnet.py", ["train", "--model", "convnet"])],
+)
+def test_training_examples_are_the_cli(monkeypatch, name, prefix):
+    import runpy
+
+    seen = []
+    monkeypatch.setattr("funcnet.cli.main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(sys, "argv", [name, "--epochs", "1"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
+    assert stop.value.code == 0 and seen == [[*prefix, "--epochs", "1"]]
+
+
+EXAMPLES = sorted(p.name for p in (ROOT / "examples").glob("*.py"))
+
+
+def test_examples_found():
+    assert {"train_mnist.py", "train_convnet.py", "apple_orange.py"} <= set(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
 def test_examples_have_a_docstring_with_usage(name):
     text = (ROOT / "examples" / name).read_text()
-    assert text.startswith('"""') and "python examples/" in text
+    assert text.startswith('"""') and f"python examples/{name}" in text
 
 
 ARGS = {"Dense": (3,), "MatMul": (3,), "Conv": (3, 3), "MaxPool": (2,), "AvgPool": (2,)}
