@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from .core import namespace
+from .core import is_concrete, namespace
 
 Params = Any  # a pytree of arrays
 Updates = Any  # a pytree shaped like Params
@@ -384,6 +384,65 @@ def by_name(name: str, lr: ScalarOrSchedule) -> GradientTransformation:
     if name.lower() not in table:
         raise ValueError(f"unknown optimizer {name!r}: use one of {sorted(table)}")
     return table[name.lower()](lr)
+
+
+# --------------------------------------------------------------------------- averaging
+
+
+class AveragedState(NamedTuple):
+    inner: OptState  # the wrapped optimizer's state
+    average: Params  # a_t, the moving average of the parameters, before normalising
+    weight: Any  # 0-d w_t = 1 - β^t, the same recursion run on the constant 1
+
+
+def with_average(opt: GradientTransformation, decay: float = 0.999) -> GradientTransformation:
+    """``opt`` unchanged, plus an exponential moving average of the parameters it produces
+    (Polyak averaging), kept in the state and read with ``averaged(state)``.
+
+    a_t = β·a_{t-1} + (1-β)·θ_t and w_t = β·w_{t-1} + (1-β), from a_0 = w_0 = 0, with
+    θ_t = θ_{t-1} + u_t;  averaged = a_t / w_t = Σ_s β^(t-s)·(1-β)·θ_s / (1-β^t), a weighted
+    mean of θ_1..θ_t.  The updates are ``opt``'s own, so training follows exactly the same
+    path; the average only smooths the step-to-step noise of the end point (β = 0.999 weighs
+    about the last 1000 steps).  Needs ``params`` in ``update``.  Parameters that change
+    outside the updates (BatchNorm's running statistics) enter the average one step late.
+    """
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"with_average: decay must be in [0, 1), got {decay!r}")
+
+    def init(params):
+        leaves = _leaves(params)
+        xp = namespace(*leaves)
+        return AveragedState(
+            inner=opt.init(params),
+            average=_tree_map(_zeros_like, params),
+            # In the params' dtype like every other state leaf: float32 runs stay float32.
+            weight=xp.zeros((), dtype=leaves[0].dtype if leaves else xp.float32),
+        )
+
+    def update(grads, state, params=None):
+        if params is None:
+            raise ValueError("with_average: update needs params, to average θ + u")
+        updates, inner = opt.update(grads, state.inner, params)
+        average = _tree_map(
+            lambda a, p: decay * a + (1 - decay) * p, state.average, apply_updates(params, updates)
+        )
+        weight = decay * state.weight + (1 - decay)
+        return updates, AveragedState(inner=inner, average=average, weight=weight)
+
+    return GradientTransformation(init, update)
+
+
+def averaged(state: OptState, params: Params = None) -> Params:
+    """The averaged parameters a_t / w_t of a ``with_average`` state (each leaf in its own
+    dtype); ``params`` when ``state`` is another optimizer's.  Before the first update there
+    is no average yet: ``params`` again, or a ValueError without them."""
+    if not isinstance(state, AveragedState):
+        return params
+    if is_concrete(state.weight) and float(state.weight) == 0.0:
+        if params is None:
+            raise ValueError("averaged: no update has been averaged yet")
+        return params
+    return _tree_map(lambda a: a / _cast(state.weight, a), state.average)
 
 
 # --------------------------------------------------------------------------- schedules

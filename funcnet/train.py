@@ -168,7 +168,10 @@ def fit(
     ``batch_size`` at the end of an epoch are dropped, as the book's iteration count does.
     ``progress`` draws a bar on stderr (default: when stderr is a terminal).  Random layers
     get a fresh stream each step, derived from ``seed``: ``(seed, epoch, step)`` on NumPy, a
-    ``jax.random`` key on JAX.  ``weight_decay`` adds λ/2·Σ‖W‖² to the loss.
+    ``jax.random`` key on JAX.  ``weight_decay`` adds λ/2·Σ‖W‖² to the loss.  With an
+    optimizer wrapped in ``optim.with_average`` the accuracies are those of the averaged
+    parameters, ``optim.averaged(opt_state)``; the returned ``params`` are always the last
+    iterate, from which training continues.
     """
     x_train, t_train = train
     if len(x_train) != len(t_train):
@@ -224,9 +227,10 @@ def fit(
         hist.step_loss.extend(losses)
         hist.epoch_loss.append(float(np.mean(losses)))
         hist.epoch_time.append(elapsed)
-        hist.train_acc.append(accuracy(net, params, x_train, t_train, forward=forward))
+        scored = optim.averaged(opt_state, params)
+        hist.train_acc.append(accuracy(net, scored, x_train, t_train, forward=forward))
         if test is not None:
-            hist.test_acc.append(accuracy(net, params, *test, forward=forward))
+            hist.test_acc.append(accuracy(net, scored, *test, forward=forward))
         if show:
             stream.write("\r" + " " * 79 + "\r")
             stream.flush()

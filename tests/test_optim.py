@@ -386,6 +386,7 @@ EVERY = {
         optim.add_decayed_weights(1e-3), optim.nesterov(optim.step_decay(0.05, 5, 0.5))
     ),
     "rmsprop-exponential": lambda: optim.rmsprop(optim.exponential_decay(0.01, 0.95)),
+    "adam-averaged": lambda: optim.with_average(optim.adam(1e-2), decay=0.9),
 }
 
 
@@ -514,3 +515,61 @@ def test_by_name_builds_each_optimizer_with_its_defaults():
         np.testing.assert_array_equal(ua["w"], ub["w"])
     with pytest.raises(ValueError, match=r"unknown optimizer 'lbfgs'"):
         optim.by_name("lbfgs", 0.1)
+
+
+# ------------------------------------------------------------------------ averaging
+
+
+def test_with_average_leaves_the_updates_alone_and_averages_by_hand():
+    beta = 0.8
+    params = random_tree(np.random.default_rng(0))
+    grads = random_grads(seed=1, steps=12)
+    plain, _ = run(optim.adam(1e-2), params, grads)
+    trajectory, state = run(optim.with_average(optim.adam(1e-2), beta), params, grads)
+    for a, b in zip(trajectory, plain, strict=True):
+        assert_trees_close(a, b, rtol=0)  # exactly the same path
+    t = len(trajectory)
+    weights = [beta ** (t - s) * (1 - beta) for s in range(1, t + 1)]
+    assert sum(weights) == pytest.approx(1 - beta**t)
+    expected = tree_map(
+        lambda *leaves: sum(w * x for w, x in zip(weights, leaves, strict=True)) / (1 - beta**t),
+        *trajectory,
+    )
+    assert_trees_close(optim.averaged(state), expected, rtol=1e-12)
+
+
+def test_with_average_decay_zero_is_the_last_iterate_and_constants_stay_put():
+    params = random_tree(np.random.default_rng(0))
+    trajectory, state = run(optim.with_average(optim.sgd(0.1), 0.0), params, random_grads(1, 5))
+    assert_trees_close(optim.averaged(state), trajectory[-1], rtol=1e-15)
+    # With zero gradients θ never moves, and the bias correction makes the average θ exactly.
+    zeros = [tree_map(np.zeros_like, params)] * 3
+    _, state = run(optim.with_average(optim.sgd(0.1), 0.999), params, zeros)
+    assert_trees_close(optim.averaged(state), params, rtol=1e-12)
+
+
+def test_averaged_of_other_states_and_before_any_update():
+    params = random_tree(np.random.default_rng(0))
+    plain = optim.adam(1e-2)
+    assert optim.averaged(plain.init(params), params) is params
+    opt = optim.with_average(plain)
+    assert optim.averaged(opt.init(params), params) is params
+    with pytest.raises(ValueError, match="no update has been averaged yet"):
+        optim.averaged(opt.init(params))
+    with pytest.raises(ValueError, match="update needs params"):
+        opt.update(params, opt.init(params))
+    for bad in (1.0, -0.1, 2):
+        with pytest.raises(ValueError, match=r"decay must be in \[0, 1\)"):
+            optim.with_average(plain, bad)
+
+
+def test_averaged_under_jit_matches_numpy_in_float32():
+    opt = optim.with_average(optim.adam(1e-2), 0.9)
+    params = random_tree(np.random.default_rng(0), np.float32)
+    grads = random_grads(seed=1, steps=20, dtype=np.float32)
+    _, state = run(opt, params, grads)
+    with jax.enable_x64(False):
+        _, jstate = run(opt, to_jax(params), [to_jax(g) for g in grads], jax.jit(opt.update))
+        got = jax.jit(optim.averaged)(jstate)
+        assert all(x.dtype == np.float32 for x in tree_leaves(got))
+    assert_trees_close(got, optim.averaged(state), rtol=1e-4, atol=1e-6)

@@ -101,6 +101,25 @@ def test_fit_is_reproducible_from_the_seed_and_numpy_matches_jax():
     np.testing.assert_allclose(runs[2][1].step_loss, runs[0][1].step_loss, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("backend", "scan"), [("numpy", False), ("jax", True)])
+def test_fit_scores_the_averaged_params_and_returns_the_last_iterate(backend, scan):
+    net, params = mlp(seed=4)
+    x, t = blobs(900, seed=4)
+    train_set, test_set = (x[:600], t[:600]), (x[600:], t[600:])
+    kw = dict(epochs=2, batch_size=20, seed=0, backend=backend, scan=scan, progress=False)
+    plain_p, _, plain = train.fit(net, params, train_set, test_set, optimizer=optim.sgd(0.02), **kw)
+    last, state, hist = train.fit(
+        net, params, train_set, test_set, optimizer=optim.with_average(optim.sgd(0.02), 0.99),
+        **kw,
+    )  # fmt: skip
+    jax.tree_util.tree_map(np.testing.assert_array_equal, last, plain_p)  # the same path
+    assert hist.step_loss == plain.step_loss
+    avg = optim.averaged(state)
+    scores = [train.accuracy(net, p, *test_set) for p in (avg, last)]
+    assert hist.test_acc[-1] == scores[0] != scores[1] == plain.test_acc[-1]
+    assert hist.train_acc[-1] == train.accuracy(net, avg, *train_set)
+
+
 def test_fit_rejects_bad_arguments():
     net, params = mlp()
     x, t = blobs(100)
