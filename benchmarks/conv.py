@@ -47,9 +47,11 @@ What is printed per shape:
 * agreement: max |difference| of y, dW, db and dx against funcnet-np, next to the largest
   |value| of funcnet-np's, so that the rows are known to compute the same thing.  float32
   sums in a different order differ by a few ulps of the largest partial sums.
-* memory: the im2col matrix funcnet builds (N·OH·OW·C·kh·kw·itemsize bytes, kept in the
-  cache for the backward) and the peak of NumPy's traced allocations (``tracemalloc``)
-  during one funcnet-np forward+backward, above what was allocated before it.  At the
+* memory: the size of the batch's im2col matrix (N·OH·OW·C·kh·kw·itemsize bytes), how
+  funcnet's NumPy path forms it (whole and kept in the cache for the backward, or in
+  chunks of samples of at most ``funcnet.conv.IM2COL_CHUNK_BYTES``, gathered again in the
+  backward), and the peak of NumPy's traced allocations (``tracemalloc``) during one
+  funcnet-np forward+backward, above what was allocated before it.  At the
   SimpleConvNet shape also the stack of max-pool windows (kh·kw·N·C·OH·OW·itemsize for
   MaxPool 2×2 on the conv output (100, 30, 24, 24)) and its traced peak.
 
@@ -84,8 +86,10 @@ leading digits show that the rows train the same network the same way; float32 r
 makes them drift apart slowly); ``bg cores`` and ``quiet median s`` as above.
 
 ``--profile`` instead runs cProfile over funcnet-np's forward+backward at both shapes and
-times each step of funcnet.conv's NumPy path alone (pad, im2col, the three batched matmuls,
-bias, sums, col2im), with two one-sgemm alternatives in parentheses for comparison.
+times each step of funcnet.conv's NumPy path alone (pad, im2col, the batched matmuls, bias,
+sums, and dx as Conv forms it at that channel count: whole dcols then col2im below
+``DX_BY_OFFSET_MIN_CHANNELS``, one kernel offset at a time from it on).  In parentheses, for
+comparison: the dx formulation not taken, and two one-sgemm alternatives.
 
 Data: ``--data-dir``, else ``$FUNCNET_DATA``, else ``../shared/mnist`` next to the repository;
 if no MNIST is found there, random data of the same shapes with a notice (timings do not
@@ -324,7 +328,20 @@ def traced_peak(fn_: Callable[[], Any]) -> float:
 
 def layer_memory(case: Case, call: Callable[[], Any] | None) -> list[str]:
     shape = case.shape
-    lines = [f"  im2col (cols, kept for the backward): {mb(shape.im2col_bytes())}"]
+    from funcnet import conv as C
+
+    n = shape.x[0]
+    chunks = C._chunks(np, n, shape.im2col_bytes() // n)
+    if len(chunks) == 1:
+        how = "formed whole, kept in the cache for the backward"
+    else:
+        per = chunks[0].stop - chunks[0].start
+        size = mb(shape.im2col_bytes() / n * per)
+        how = (
+            f"formed in {len(chunks)} chunks of <= {per} samples ({size}, budget "
+            f"{mb(C.IM2COL_CHUNK_BYTES)}), gathered again in the backward"
+        )
+    lines = [f"  im2col of the batch: {mb(shape.im2col_bytes())}; funcnet-np: {how}"]
     if call is not None:
         peak = traced_peak(call)
         lines.append(
@@ -727,7 +744,9 @@ def profile_layer(threads: int) -> None:
 
 def conv_parts(case: Case) -> dict[str, Callable[[], Any]]:
     """The steps of funcnet.conv's ``_conv_forward`` / ``_conv_backward`` one at a time (with
-    its private helpers), and two alternatives marked by parentheses."""
+    its private helpers), over every chunk of samples the NumPy path forms im2col in, and
+    alternatives marked by parentheses: the dx formulation not taken at this channel count,
+    and two one-sgemm products over the whole batch."""
     from funcnet import conv as C
 
     shape = case.shape
@@ -737,24 +756,56 @@ def conv_parts(case: Case) -> dict[str, Callable[[], Any]]:
     x, W, b, dout = case.x, case.W, case.b, case.dout
     W2 = W.reshape(f, -1)
     x_pad = C._pad(np, x, padding)
-    cols = C._im2col(np, x_pad, kernel, stride, (oh, ow))
     d = dout.reshape(n, f, -1)
-    dcols = (W2.T @ d).reshape(n, c, kh, kw, oh, ow)
-    out = (W2 @ cols).reshape(n, f, oh, ow)
-    return {
+    chunks = C._chunks(np, n, shape.im2col_bytes() // n)
+    cols = [C._im2col(np, x_pad[s], kernel, stride, (oh, ow)) for s in chunks]
+    out = np.empty((n, f, oh * ow), np.float32)
+
+    def each(fn_):
+        return lambda: [fn_(s, k) for k, s in enumerate(chunks)]
+
+    def dx_by_offset(s, k):
+        m = s.stop - s.start
+        return C._col2im(
+            np,
+            lambda i, j: (W[:, :, i, j].T @ d[s]).reshape(m, c, oh, ow),
+            (m, *x_pad.shape[1:]), kernel, stride, (oh, ow),
+        )  # fmt: skip
+
+    def dx_whole(s, k):
+        m = s.stop - s.start
+        dcols = (W2.T @ d[s]).reshape(m, c, kh, kw, oh, ow)
+        return C._col2im(
+            np, lambda i, j: dcols[:, :, i, j], (m, *x_pad.shape[1:]), kernel, stride, (oh, ow)
+        )
+
+    twice = len(chunks) > 1  # chunked: gathered in the forward and again in the backward
+    gathers = "im2col (slices + stack)" + (" x2" if twice else "")
+
+    def gather(s, k):
+        for _ in range(1 + twice):
+            C._im2col(np, x_pad[s], kernel, stride, (oh, ow))
+
+    parts = {
         "pad x": lambda: C._pad(np, x, padding),
-        "im2col (slices + stack)": lambda: C._im2col(np, x_pad, kernel, stride, (oh, ow)),
-        "y = W2 @ cols (batched)": lambda: W2 @ cols,
-        "y += b": lambda: out.__iadd__(b.reshape(1, f, 1, 1)),
-        "dW = (d @ colsT).sum(0)": lambda: (d @ cols.transpose(0, 2, 1)).sum(axis=0),
+        gathers: each(gather),
+        "y = W2 @ cols (batched)": each(lambda s, k: np.matmul(W2, cols[k], out=out[s])),
+        "y += b": lambda: out.__iadd__(b.reshape(1, f, 1)),
+        "dW = (d @ colsT).sum(0)": each(lambda s, k: (d[s] @ cols[k].transpose(0, 2, 1)).sum(0)),
         "db = dout.sum": lambda: dout.sum(axis=(0, 2, 3)),
-        "dcols = W2T @ d (batched)": lambda: W2.T @ d,
-        "col2im (strided adds)": lambda: C._col2im(
-            np, lambda i, j: dcols[:, :, i, j], x_pad.shape, kernel, stride, (oh, ow)
-        ),
-        "(one sgemm) dW = D @ COLS^T": _one_gemm_dw(d, cols),
-        "(one sgemm) dcols = W2T @ D": _one_gemm_dcols(W2, d),
     }
+    taken, other = (
+        (("dx: Wij^T @ d into col2im", dx_by_offset), ("dx: W2T @ d, col2im", dx_whole))
+        if c >= C.DX_BY_OFFSET_MIN_CHANNELS
+        else (("dx: W2T @ d, col2im", dx_whole), ("dx: Wij^T @ d into col2im", dx_by_offset))
+    )
+    parts[taken[0]] = each(taken[1])
+    parts[f"({other[0]})"] = each(other[1])
+    parts["(one sgemm) dW = D @ COLS^T"] = _one_gemm_dw(
+        d, C._im2col(np, x_pad, kernel, stride, (oh, ow))
+    )
+    parts["(one sgemm) dcols = W2T @ D"] = _one_gemm_dcols(W2, d)
+    return parts
 
 
 def _one_gemm_dw(d, cols):

@@ -19,6 +19,7 @@ same code runs on NumPy and, under ``jax.jit``/``jax.grad``, on ``jax.numpy``.  
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 
@@ -154,10 +155,6 @@ def _crop(dx_pad, hw, padding):
 
 # --------------------------------------------------------------------------- kernels
 
-# From this many input channels on, Conv's backward forms dcols one kernel offset at a time
-# (measured on 2 cores: equal at 8 channels, 1.2-1.6x faster at 16-64, 3x slower at 1).
-DX_BY_OFFSET_MIN_CHANNELS = 8
-#
 # The array work of each layer, as functions of arrays and static configuration only.  On
 # NumPy they run as written.  On JAX arrays outside any trace, op-by-op dispatch would
 # compile each of the kh·kw slices separately, so they run as one jitted program per
@@ -181,48 +178,100 @@ def _kernel(fn):
     return run
 
 
+# From this many input channels on, Conv's backward forms dcols one kernel offset at a time
+# (measured on 2 cores: equal at 8 channels, 1.2-1.6x faster at 16-64, 3x slower at 1).
+DX_BY_OFFSET_MIN_CHANNELS = 8
+
+# On NumPy, Conv forms im2col for as many samples at a time as fit in this many bytes (at
+# least one sample).  Its memory is then bounded whatever the batch, and chunks of this size
+# are recycled by the allocator, where one large buffer is mapped and page-faulted afresh on
+# every call: at 64->64 channels, 32x32, 3x3, batch 64 (151 MB of im2col), a forward+backward
+# took about 190 ms on 2 cores against 220-375 ms.  Layers whose im2col fits in one chunk
+# (SimpleConvNet's, at batch 100) run as before; 4 MB chunks slowed those by up to 50 %.
+IM2COL_CHUNK_BYTES = 16 << 20
+
+
+def _chunks(xp, n: int, sample_bytes: int) -> list[slice]:
+    """Slices of the batch, each with at most IM2COL_CHUNK_BYTES of im2col.  On JAX one
+    slice: XLA plans the memory of the whole program, and a Python loop would only unroll."""
+    if xp is not np:
+        return [slice(0, n)]
+    step = max(1, IM2COL_CHUNK_BYTES // max(1, sample_bytes))
+    return [slice(s, min(s + step, n)) for s in range(0, max(n, 1), step)]  # n = 0: one
+
+
+def _cols_bytes(W, out_hw) -> int:
+    """Bytes of one sample's im2col: C·kh·kw · OH·OW · itemsize."""
+    return math.prod(W.shape[1:]) * out_hw[0] * out_hw[1] * W.dtype.itemsize
+
+
 @_kernel
 def _conv_forward(xp, x, W, b, *, kernel, stride, padding, out_hw):
-    """out = W₂·cols (+ b), with cols = im2col(x) kept for the backward."""
+    """out = W₂·cols (+ b), and for the backward the padded input and, when the batch is one
+    chunk (always on JAX), cols itself; otherwise the backward gathers each chunk again."""
     n, f = x.shape[0], W.shape[0]
-    cols = _im2col(xp, _pad(xp, x, padding), kernel, stride, out_hw)
-    # (C_out, K) @ (N, K, P) is one BLAS call per sample and lands directly in NCHW.
-    out = (W.reshape(f, -1) @ cols).reshape(n, f, *out_hw)
+    x_pad = _pad(xp, x, padding)
+    W2 = W.reshape(f, -1)
+    chunks = _chunks(xp, n, _cols_bytes(W, out_hw))
+    if len(chunks) == 1:
+        cols = _im2col(xp, x_pad, kernel, stride, out_hw)
+        # (C_out, K) @ (N, K, P) is one BLAS call per sample and lands directly in NCHW.
+        out = W2 @ cols
+    else:
+        cols = None
+        out = np.empty((n, f, out_hw[0] * out_hw[1]), dtype=x.dtype)
+        for s in chunks:
+            np.matmul(W2, _im2col(np, x_pad[s], kernel, stride, out_hw), out=out[s])
+    out = out.reshape(n, f, *out_hw)
     if b is not None and xp is np:
         # ``out`` is a fresh local array; adding in place spares a full-size allocation.
         out += b.reshape(1, f, 1, 1)
     elif b is not None:
         out = out + b.reshape(1, f, 1, 1)
-    return out, cols
+    return out, x_pad, cols
 
 
 @_kernel
-def _conv_backward(xp, cols, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx):
+def _conv_backward(xp, x_pad, cols, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx):
     n, f = dout.shape[:2]
     out_hw = dout.shape[2:]
     d = dout.reshape(n, f, -1)
-    # Per-sample (C_out, K) products summed over N: no transposed copy of cols is made.
-    dW = (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)
     db = dout.sum(axis=(0, 2, 3)) if bias else None
-    if not need_dx:
-        return dW, db, None
+    if cols is not None:
+        # Per-sample (C_out, K) products summed over N: no transposed copy of cols is made.
+        dW = (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)
+        dx = _conv_dx(xp, W, d, kernel, stride, padding, in_hw, out_hw) if need_dx else None
+        return dW, db, dx
+    # NumPy, several chunks: the same, each chunk's cols gathered again from x_pad.
+    dW = np.zeros((f, math.prod(W.shape[1:])), dtype=W.dtype)
+    dx = np.empty((n, W.shape[1], *in_hw), dtype=dout.dtype) if need_dx else None
+    for s in _chunks(np, n, _cols_bytes(W, out_hw)):
+        chunk = _im2col(np, x_pad[s], kernel, stride, out_hw)
+        dW += (d[s] @ chunk.transpose(0, 2, 1)).sum(axis=0)
+        if need_dx:
+            dx[s] = _conv_dx(np, W, d[s], kernel, stride, padding, in_hw, out_hw)
+    return dW.reshape(W.shape), db, dx
+
+
+def _conv_dx(xp, W, d, kernel, stride, padding, in_hw, out_hw):
+    """∂L/∂x = col2im(W₂ᵀ·dy) for the m samples of ``d`` (m, C_out, OH·OW)."""
+    m, f = d.shape[:2]
     c = W.shape[1]
-    padded = (n, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
+    padded = (m, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
     if c >= DX_BY_OFFSET_MIN_CHANNELS:
         # dcols[:, :, i, j] = W[:, :, i, j]ᵀ·dy, made one offset at a time as col2im consumes
-        # it: the peak drops by a cols-sized buffer, and the products are big enough for BLAS.
+        # it: no cols-sized buffer, and the products are still big enough for BLAS.
         def part(i, j):
-            return (W[:, :, i, j].T @ d).reshape(n, c, *out_hw)
+            return (W[:, :, i, j].T @ d).reshape(m, c, *out_hw)
     else:
         # With few input channels the per-offset products are (C, C_out) slivers that BLAS
-        # runs slowly (about 3x slower at C = 1); one product into a full dcols is faster.
-        dcols = (W.reshape(f, -1).T @ d).reshape(n, c, *kernel, *out_hw)
+        # runs slowly (about 3x slower at C = 1); one product into a whole dcols is faster.
+        dcols = (W.reshape(f, -1).T @ d).reshape(m, c, *kernel, *out_hw)
 
         def part(i, j):
             return dcols[:, :, i, j]
 
-    dx_pad = _col2im(xp, part, padded, kernel, stride, out_hw)
-    return dW, db, _crop(dx_pad, in_hw, padding)
+    return _crop(_col2im(xp, part, padded, kernel, stride, out_hw), in_hw, padding)
 
 
 @_kernel
@@ -313,8 +362,10 @@ def Conv(
     y[n,f,p,q] = b[f] + Σ_{c,i,j} W[f,c,i,j]·x_pad[n, c, sh·p + i, sw·q + j].
     With cols = im2col(x) and W₂ = W.reshape(C_out, −1): y = W₂·cols, ∂L/∂W₂ = Σ_n ∂L/∂y·colsᵀ,
     ∂L/∂b = Σ_{n,p,q} ∂L/∂y, ∂L/∂x = col2im(W₂ᵀ·∂L/∂y).  ``W_init`` gets
-    fan_in = C_in·kh·kw and fan_out = C_out·kh·kw (He normal by default).  The cache holds
-    cols: N·OH·OW·C_in·kh·kw·itemsize bytes.
+    fan_in = C_in·kh·kw and fan_out = C_out·kh·kw (He normal by default).  cols takes
+    N·OH·OW·C_in·kh·kw·itemsize bytes; the cache keeps it when that is at most
+    ``IM2COL_CHUNK_BYTES`` (always on JAX).  Beyond that NumPy forms it in chunks of samples,
+    in the forward and again in the backward, and the cache keeps the padded input instead.
     """
     name = name or _label(
         "Conv",
@@ -374,15 +425,17 @@ def Conv(
                 f"{name}: input has {x.shape[1]} channels but W {tuple(W.shape)} expects "
                 f"{W.shape[1]}"
             )
-        out, cols = _conv_forward(namespace(x, W), x, W, b, out_hw=out_hw_of(x), **cfg)
-        # x travels only for its shape; a reference costs nothing.
-        return out, (x, cols, W)
+        out, x_pad, cols = _conv_forward(namespace(x, W), x, W, b, out_hw=out_hw_of(x), **cfg)
+        # x travels only for its shape; a reference costs nothing (x_pad is x without padding).
+        # cols is None when the forward formed it in chunks.
+        return out, (x, x_pad, cols, W)
 
     def backward(cache, dout, *, need_dx=True):
-        x, cols, W = cache
+        x, x_pad, cols, W = cache
         check_dout(name, dout, (x.shape[0], out_channels, *out_hw_of(x)), x.dtype)
         dW, db, dx = _conv_backward(
-            namespace(dout, cols, W),
+            namespace(dout, x_pad, W),
+            x_pad,
             cols,
             W,
             dout,

@@ -13,6 +13,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from funcnet import conv  # noqa: E402
 from funcnet.conv import DX_BY_OFFSET_MIN_CHANNELS, AvgPool, Conv, MaxPool  # noqa: E402
 from funcnet.core import pipeline, to_jax  # noqa: E402
 from funcnet.gradcheck import GradcheckError, check_layer  # noqa: E402
@@ -226,6 +227,40 @@ def test_conv_backward_matches_jax(case):
     layer, params, x = conv_setup(case)
     report = check_layer(layer, params, x)
     assert [r.what for r in report.rows] == ["forward", "params.W", "params.b", "x"]
+
+
+# Batch 3, strides 1-2, paddings 0-2, both dx formulations.
+CHUNKED_CASES = [((3, *c[0][1:]), *c[1:]) for c in CONV_GRAD_CASES[::2] + CONV_GRAD_CASES[-1:]]
+
+
+@pytest.mark.parametrize("samples", [1, 2])
+@pytest.mark.parametrize("case", CHUNKED_CASES)
+def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
+    """A budget of one or two samples' im2col: batches of 3 go in chunks (the last one
+    short); the NumPy forward, backward and need_dx=False still match the references."""
+    layer, params, x = conv_setup(case)
+    _, cache = layer.forward(params, x)
+    assert cache[2] is not None  # with the default budget cols is kept whole
+    oh, ow = layer.init(0, x.shape)[0][2:]
+    sample_bytes = x.shape[1] * int(np.prod(pair(case[2]))) * oh * ow * x.itemsize
+    monkeypatch.setattr(conv, "IM2COL_CHUNK_BYTES", samples * sample_bytes + sample_bytes // 2)
+    out, cache = layer.forward(params, x)
+    assert cache[2] is None  # chunked: the backward gathers again
+    ref = lax_conv(x, params["W"], params["b"], *case[3:])
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    check_layer(layer, params, x)  # NumPy in chunks against jax.vjp of the JAX forward
+    dparams, _ = layer.backward(cache, np.ones_like(out))
+    only, none = layer.backward(cache, np.ones_like(out), need_dx=False)
+    assert none is None
+    assert_trees_close(only, dparams, rtol=0, atol=0)
+
+
+def test_chunks_cover_the_batch_within_the_budget(monkeypatch):
+    monkeypatch.setattr(conv, "IM2COL_CHUNK_BYTES", 1000)
+    assert conv._chunks(np, 7, 300) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert conv._chunks(np, 2, 5000) == [slice(0, 1), slice(1, 2)]  # at least one sample
+    assert conv._chunks(np, 0, 300) == [slice(0, 0)]
+    assert conv._chunks(jnp, 7, 5000) == [slice(0, 7)]  # JAX: always one
 
 
 @pytest.mark.parametrize("kind", [MaxPool, AvgPool])
