@@ -79,7 +79,7 @@ def _cmd_demo(args) -> int:
 def _cmd_train(args) -> int:
     from . import models, optim, plot
     from .data import MNISTError, load_mnist
-    from .train import fit, predict, save_params
+    from .train import accuracy, fit, predict, save_params
 
     convnet = args.model == "convnet"
     try:
@@ -97,10 +97,19 @@ def _cmd_train(args) -> int:
     name = args.optimizer or ("adam" if convnet else "sgd")
     lr = args.lr if args.lr is not None else (0.001 if name == "adam" else 0.1)
     optimizer = optim.by_name(name, lr)
+    decay = args.average if args.average is not None else (0.999 if convnet else 0.0)
+    if decay:
+        optimizer = optim.with_average(optimizer, decay)
     print(
         f"{net.name}\n{len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
         f"{name} lr {lr}, {args.epochs} epochs, seed {args.seed}, backend {args.backend}"
         + (" (whole epoch in lax.scan)" if args.scan else "")
+        + (
+            f"\naccuracies and --save use the moving average of the params (decay {decay}); "
+            "--average 0 turns it off"
+            if decay
+            else ""
+        )
     )
     if convnet and not args.no_plot:
         print("the 30 first-layer filters before training:\n")
@@ -114,12 +123,18 @@ def _cmd_train(args) -> int:
             flush=True,
         )
 
-    params, _, hist = fit(
+    last, opt_state, hist = fit(
         net, params, (x_train, t_train), (x_test, t_test),
         optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
         seed=args.seed, backend=args.backend, scan=args.scan, on_epoch=report,
     )  # fmt: skip
-    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on all {len(x_test)} test images")
+    # What fit scored: the averaged params when averaging, else the last iterate.
+    params = optim.averaged(opt_state, last)
+    note = ""
+    if decay:
+        plain = 100 * accuracy(net, last, x_test, t_test)
+        note = f" (averaged params; the last iterate itself: {plain:.2f}%)"
+    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on all {len(x_test)} test images{note}")
     if args.save:
         save_params(args.save, params)
         print(f"params saved to {args.save}")
@@ -149,6 +164,13 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _decay(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="funcnet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=None,
                    help="default: sgd for mlp, adam for convnet")  # fmt: skip
     p.add_argument("--lr", type=float, default=None, help="default: 0.1 for sgd, 0.001 adam")
+    p.add_argument(
+        "--average", type=_decay, default=None, metavar="DECAY",
+        help="score and save a moving average of the params (optim.with_average); "
+        "0 turns it off (default: 0.999 for convnet, off for mlp)",
+    )  # fmt: skip
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
