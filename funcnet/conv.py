@@ -207,8 +207,9 @@ def _cols_bytes(W, out_hw) -> int:
 
 @_kernel
 def _conv_forward(xp, x, W, b, *, kernel, stride, padding, out_hw):
-    """out = W₂·cols (+ b), and for the backward the padded input and, when the batch is one
-    chunk (always on JAX), cols itself; otherwise the backward gathers each chunk again."""
+    """out = W₂·cols (+ b), and for the backward either cols, when the batch is one chunk
+    (always on JAX), or else the padded input, from which the backward gathers each chunk
+    again; the other one is None."""
     n, f = x.shape[0], W.shape[0]
     x_pad = _pad(xp, x, padding)
     W2 = W.reshape(f, -1)
@@ -228,7 +229,7 @@ def _conv_forward(xp, x, W, b, *, kernel, stride, padding, out_hw):
         out += b.reshape(1, f, 1, 1)
     elif b is not None:
         out = out + b.reshape(1, f, 1, 1)
-    return out, x_pad, cols
+    return out, (x_pad if cols is None else None), cols
 
 
 @_kernel
@@ -426,15 +427,15 @@ def Conv(
                 f"{W.shape[1]}"
             )
         out, x_pad, cols = _conv_forward(namespace(x, W), x, W, b, out_hw=out_hw_of(x), **cfg)
-        # x travels only for its shape; a reference costs nothing (x_pad is x without padding).
-        # cols is None when the forward formed it in chunks.
+        # x travels only for its shape; a reference costs nothing.  Of x_pad and cols one is
+        # None: cols when the forward formed it in chunks.
         return out, (x, x_pad, cols, W)
 
     def backward(cache, dout, *, need_dx=True):
         x, x_pad, cols, W = cache
         check_dout(name, dout, (x.shape[0], out_channels, *out_hw_of(x)), x.dtype)
         dW, db, dx = _conv_backward(
-            namespace(dout, x_pad, W),
+            namespace(dout, W),
             x_pad,
             cols,
             W,

@@ -240,12 +240,12 @@ def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
     short); the NumPy forward, backward and need_dx=False still match the references."""
     layer, params, x = conv_setup(case)
     _, cache = layer.forward(params, x)
-    assert cache[2] is not None  # with the default budget cols is kept whole
+    assert cache[1] is None and cache[2] is not None  # the default budget: cols kept whole
     oh, ow = layer.init(0, x.shape)[0][2:]
     sample_bytes = x.shape[1] * int(np.prod(pair(case[2]))) * oh * ow * x.itemsize
     monkeypatch.setattr(conv, "IM2COL_CHUNK_BYTES", samples * sample_bytes + sample_bytes // 2)
     out, cache = layer.forward(params, x)
-    assert cache[2] is None  # chunked: the backward gathers again
+    assert cache[1] is not None and cache[2] is None  # chunked: the padded input instead
     ref = lax_conv(x, params["W"], params["b"], *case[3:])
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
     check_layer(layer, params, x)  # NumPy in chunks against jax.vjp of the JAX forward
