@@ -403,8 +403,11 @@ def with_average(opt: GradientTransformation, decay: float = 0.999) -> GradientT
     θ_t = θ_{t-1} + u_t;  averaged = a_t / w_t = Σ_s β^(t-s)·(1-β)·θ_s / (1-β^t), a weighted
     mean of θ_1..θ_t.  The updates are ``opt``'s own, so training follows exactly the same
     path; the average only smooths the step-to-step noise of the end point (β = 0.999 weighs
-    about the last 1000 steps).  Needs ``params`` in ``update``.  Parameters that change
-    outside the updates (BatchNorm's running statistics) enter the average one step late.
+    about the last 1000 steps).  Needs ``params`` in ``update``.  Wrap the whole optimizer:
+    inside a ``chain`` it would average θ + u with a u that later transformations still
+    change, and ``averaged`` (like ``train.fit``) looks only at the outermost state.
+    Parameters that change outside the updates (BatchNorm's running statistics) enter the
+    average one step late.
     """
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"with_average: decay must be in [0, 1), got {decay!r}")
