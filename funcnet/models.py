@@ -59,8 +59,8 @@ def simple_convnet(
     Weights N(0, 0.01²) as in the book: over seeds 0–4 (Adam 0.001, batch 100, 20 epochs, on
     a GPU) the last iterate ended at 98.84–98.91 % test accuracy, against 98.58–98.97 % with
     He init.  Its moving average (``optim.with_average``, as ``funcnet train --model convnet``
-    scores it) ended at 99.01–99.05 % over seeds 0–3 on 2 CPU cores, where the last iterate
-    gave 98.62–98.79 %.
+    scores it) ended at 99.01–99.07 % over seeds 0–4 on 2 CPU cores, where the last iterate
+    gave 98.40–98.79 %.
     """
     return pipeline(
         Conv(filters, kernel, W_init=W_init),
