@@ -17,9 +17,6 @@ wait on each other for most of each step.)
 from __future__ import annotations
 
 import argparse
-import time
-
-import jax
 
 from funcnet import initializers, models, optim, plot, train
 from funcnet.data import load_mnist
@@ -49,31 +46,16 @@ def run(
     means)}, "final": {name: mean loss of the last block}, "test_acc": {name: accuracy},
     "seconds": {name: training time}, "every": block size}``.
     """
-    if backend not in ("numpy", "jax"):
-        raise ValueError(f"backend must be 'numpy' or 'jax', got {backend!r}")
     (x_train, t_train), (x_test, t_test) = data if data is not None else load_mnist(data_dir)
-    x_test, t_test = x_test[:test_size], t_test[:test_size]
-    idx = train.sample_batches(len(x_train), batch_size, iters, seed)  # same for every init
-    out = {"losses": {}, "smoothed": {}, "final": {}, "test_acc": {}, "seconds": {}}
+    variants = {}
     for name, init in inits().items():
         net = models.multilayer_net((100,) * 4, init)
-        _, params = net.init(seed, (-1, x_train.shape[1]))
-        opt = optim.sgd(lr)
-        start = time.perf_counter()
-        params, _, losses = train.run_steps(
-            train.make_step(net, optimizer=opt), params, opt.init(params), x_train, t_train, idx,
-            backend,
-        )  # fmt: skip
-        out["seconds"][name] = time.perf_counter() - start
-        out["losses"][name] = losses
-        out["smoothed"][name] = plot.block_means(losses, every)
-        out["final"][name] = float(out["smoothed"][name][1][-1])
-        forward = jax.jit(lambda p, xb, net=net: net.forward(p, xb)[0])
-        out["test_acc"][name] = train.accuracy(
-            net, params, x_test, t_test, forward=forward if backend == "jax" else None
-        )
-    out["every"] = max(1, min(every, iters))
-    return out
+        variants[name] = (net, net.init(seed, (-1, x_train.shape[1]))[1], optim.sgd(lr))
+    idx = train.sample_batches(len(x_train), batch_size, iters, seed)  # same for every init
+    return train.compare(
+        variants, (x_train, t_train), (x_test[:test_size], t_test[:test_size]), idx,
+        backend=backend, every=every,
+    )  # fmt: skip
 
 
 def main(argv=None) -> dict:
@@ -95,20 +77,7 @@ def main(argv=None) -> dict:
         args.data_dir, args.iters, args.batch, args.lr, args.backend, args.seed, args.every,
         test_size=args.test_size,
     )  # fmt: skip
-    print(
-        plot.lines(
-            r["smoothed"],
-            f"training loss (mean of every {r['every']} iterations)",
-            xlabel="iteration",
-            ylabel="loss",
-        )
-    )
-    marks = list(range(500, args.iters + 1, 500)) or [args.iters]
-    print("mean loss of the 20 iterations up to:")
-    print(f"{'iteration':<10}" + "".join(f"{name:>10}" for name in r["losses"]))
-    for m in marks:
-        cells = "".join(f"{v[max(0, m - 20) : m].mean():10.4f}" for v in r["losses"].values())
-        print(f"{m:<10}{cells}")
+    print(plot.loss_comparison(r))
     for name in r["losses"]:
         print(
             f"{name:<9} final loss {r['final'][name]:.4f}   "

@@ -15,9 +15,6 @@ iterations, the final losses and the test accuracies.
 from __future__ import annotations
 
 import argparse
-import time
-
-import jax
 
 from funcnet import models, optim, plot, train
 from funcnet.data import load_mnist
@@ -47,28 +44,15 @@ def run(
     "final": {name: mean loss of the last block}, "test_acc": {name: accuracy},
     "seconds": {name: training time}, "every": block size}``.
     """
-    if backend not in ("numpy", "jax"):
-        raise ValueError(f"backend must be 'numpy' or 'jax', got {backend!r}")
     (x_train, t_train), (x_test, t_test) = data if data is not None else load_mnist(data_dir)
-    x_test, t_test = x_test[:test_size], t_test[:test_size]
     net = models.multilayer_net((100,) * 4, "he_normal")
     _, params0 = net.init(seed, (-1, x_train.shape[1]))
+    variants = {name: (net, params0, opt) for name, opt in optimizers(rates).items()}
     idx = train.sample_batches(len(x_train), batch_size, iters, seed)  # same for every optimizer
-    forward = jax.jit(lambda p, xb: net.forward(p, xb)[0]) if backend == "jax" else None
-    out = {"losses": {}, "smoothed": {}, "final": {}, "test_acc": {}, "seconds": {}}
-    for name, opt in optimizers(rates).items():
-        start = time.perf_counter()
-        step = train.make_step(net, optimizer=opt)
-        params, _, losses = train.run_steps(
-            step, params0, opt.init(params0), x_train, t_train, idx, backend
-        )
-        out["seconds"][name] = time.perf_counter() - start
-        out["losses"][name] = losses
-        out["smoothed"][name] = plot.block_means(losses, every)
-        out["final"][name] = float(out["smoothed"][name][1][-1])
-        out["test_acc"][name] = train.accuracy(net, params, x_test, t_test, forward=forward)
-    out["every"] = max(1, min(every, iters))
-    return out
+    return train.compare(
+        variants, (x_train, t_train), (x_test[:test_size], t_test[:test_size]), idx,
+        backend=backend, every=every,
+    )  # fmt: skip
 
 
 def main(argv=None) -> dict:
@@ -89,20 +73,7 @@ def main(argv=None) -> dict:
         args.data_dir, args.iters, args.batch, args.backend, args.seed, args.every,
         test_size=args.test_size,
     )  # fmt: skip
-    print(
-        plot.lines(
-            r["smoothed"],
-            f"training loss (mean of every {r['every']} iterations)",
-            xlabel="iteration",
-            ylabel="loss",
-        )
-    )
-    marks = list(range(500, args.iters + 1, 500)) or [args.iters]
-    print("mean loss of the 20 iterations up to:")
-    print(f"{'iteration':<10}" + "".join(f"{name:>10}" for name in r["losses"]))
-    for m in marks:
-        cells = "".join(f"{v[max(0, m - 20) : m].mean():10.4f}" for v in r["losses"].values())
-        print(f"{m:<10}{cells}")
+    print(plot.loss_comparison(r))
     for name, lr in BOOK_RATES.items():
         print(
             f"{name:<9} lr {lr:<6g} final loss {r['final'][name]:.4f}   "

@@ -72,6 +72,28 @@ def block_means(values, every: int) -> tuple[np.ndarray, np.ndarray]:
     return (np.arange(len(blocks)) + 1) * every, blocks
 
 
+def loss_comparison(result: Mapping, mark_every: int = 500, window: int = 20) -> str:
+    """A ``train.compare`` result as text: its loss curves (block means) on one plot, then
+    the mean loss of the ``window`` steps up to every ``mark_every``-th step (or the last)."""
+    losses = result["losses"]
+    steps = len(next(iter(losses.values())))
+    marks = list(range(mark_every, steps + 1, mark_every)) or [steps]
+    rows = [
+        lines(
+            result["smoothed"],
+            f"training loss (mean of every {result['every']} iterations)",
+            xlabel="iteration",
+            ylabel="loss",
+        ),
+        f"mean loss of the {window} iterations up to:",
+        f"{'iteration':<10}" + "".join(f"{name:>10}" for name in losses),
+    ]
+    for m in marks:
+        cells = "".join(f"{v[max(0, m - window) : m].mean():10.4f}" for v in losses.values())
+        rows.append(f"{m:<10}{cells}")
+    return "\n".join(rows)
+
+
 def path(
     points,
     title: str = "",

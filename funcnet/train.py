@@ -106,6 +106,46 @@ def run_steps(
     return params, opt_state, np.asarray(losses, dtype=np.float64)
 
 
+def compare(
+    variants: dict[str, tuple[Layer, Any, Any]],
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    batches: np.ndarray,
+    *,
+    backend: str = "numpy",
+    every: int = 20,
+) -> dict:
+    """Train every variant ``name: (net, params, optimizer)`` on the same ``batches`` (rows
+    of indices into ``train``, e.g. from ``sample_batches``) and score it on ``test``: the
+    book's chapter-6 comparisons, where the runs differ in one thing only.
+
+    Returns ``{"losses": {name: per-step losses}, "smoothed": {name: (x, means of blocks of
+    ``every`` steps)}, "final": {name: mean loss of the last block}, "test_acc": {name:
+    accuracy}, "seconds": {name: training time}, "every": the block size used}``.
+    """
+    if backend not in ("numpy", "jax"):
+        raise ValueError(f"compare: backend must be 'numpy' or 'jax', got {backend!r}")
+    from .plot import block_means
+
+    (x, t), (x_test, t_test) = train, test
+    out: dict = {"losses": {}, "smoothed": {}, "final": {}, "test_acc": {}, "seconds": {}}
+    forwards: dict = {}  # one jitted forward per distinct net
+    for name, (net, params, opt) in variants.items():
+        start = time.perf_counter()
+        step = make_step(net, optimizer=opt)
+        params, _, losses = run_steps(step, params, opt.init(params), x, t, batches, backend)
+        out["seconds"][name] = time.perf_counter() - start
+        out["losses"][name] = losses
+        out["smoothed"][name] = block_means(losses, every)
+        out["final"][name] = float(out["smoothed"][name][1][-1])
+        if backend == "jax" and id(net) not in forwards:
+            forwards[id(net)] = jax.jit(lambda p, xb, net=net: net.forward(p, xb)[0])
+        forward = forwards.get(id(net))
+        out["test_acc"][name] = accuracy(net, params, x_test, t_test, forward=forward)
+    out["every"] = max(1, min(every, len(batches)))
+    return out
+
+
 def predict(net: Layer, params, x, batch_size: int = 1000, forward=None) -> np.ndarray:
     """Class predictions (argmax of the outputs), computed in batches of ``batch_size``."""
     forward = forward or (lambda p, xb: net.forward(p, xb)[0])

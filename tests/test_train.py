@@ -348,3 +348,34 @@ def test_block_means():
     xs, means = plot.block_means([1, 3, 5, 7, 9], 2)
     np.testing.assert_array_equal(xs, [2, 4])
     np.testing.assert_array_equal(means, [2, 6])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_compare_trains_each_variant_on_the_same_batches(backend):
+    from funcnet import plot
+
+    net, params = mlp(seed=2)
+    x, t = blobs(700, seed=2)
+    idx = train.sample_batches(600, 20, 50, seed=0)
+    variants = {"sgd": (net, params, optim.sgd(0.1)), "frozen": (net, params, optim.sgd(0.0))}
+    r = train.compare(variants, (x[:600], t[:600]), (x[600:], t[600:]), idx, backend=backend,
+                      every=20)  # fmt: skip
+    assert list(r["losses"]) == ["sgd", "frozen"] and r["every"] == 20
+    # Each variant is make_step + run_steps over the same batches, scored on the test set.
+    step = train.make_step(net, optimizer=optim.sgd(0.1))
+    p, _, expected = train.run_steps(step, params, optim.sgd(0.1).init(params), x, t, idx, backend)
+    np.testing.assert_allclose(r["losses"]["sgd"], expected, rtol=1e-6)
+    assert r["test_acc"]["sgd"] == train.accuracy(net, p, x[600:], t[600:])
+    xs, means = r["smoothed"]["frozen"]
+    np.testing.assert_array_equal(xs, [20, 40])
+    assert r["final"]["frozen"] == means[-1] == pytest.approx(r["losses"]["frozen"][20:40].mean())
+    assert r["final"]["sgd"] < r["final"]["frozen"]
+    assert r["losses"]["sgd"][0] == r["losses"]["frozen"][0]  # same start, same first batch
+    text = plot.loss_comparison(r, mark_every=25)
+    assert "training loss (mean of every 20 iterations)" in text
+    table = text.splitlines()[-3:]
+    assert table[0].split() == ["iteration", "sgd", "frozen"]
+    assert [row.split()[0] for row in table[1:]] == ["25", "50"]
+    assert float(table[2].split()[2]) == pytest.approx(r["losses"]["frozen"][30:50].mean(), 1e-4)
+    with pytest.raises(ValueError, match="backend must be 'numpy' or 'jax'"):
+        train.compare(variants, (x, t), (x, t), idx, backend="torch")
