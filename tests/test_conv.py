@@ -287,6 +287,19 @@ def test_perturbed_backward_fails(layer, params_of, factors):
         check_layer(perturbed(layer, **factors), params, x)
 
 
+@pytest.mark.parametrize("factors", [{"dx_factor": 1 + 1e-3}, {"dW_factor": 1 + 1e-3}])
+def test_perturbed_backward_fails_in_chunks_and_by_offset(monkeypatch, factors):
+    """The same sensitivity where dx is formed per kernel offset and cols in chunks."""
+    monkeypatch.setattr(conv, "IM2COL_CHUNK_BYTES", 1)  # one sample per chunk
+    layer = Conv(3, 3, stride=2, padding=1)
+    params = layer.init(0, (-1, DX_BY_OFFSET_MIN_CHANNELS, 7, 7), np.float64)[1]
+    x = np.random.default_rng(4).standard_normal((3, DX_BY_OFFSET_MIN_CHANNELS, 7, 7))
+    assert layer.forward(params, x)[1][2] is None  # chunked
+    check_layer(layer, params, x)
+    with pytest.raises(GradcheckError):
+        check_layer(perturbed(layer, **factors), params, x)
+
+
 def test_to_jax_grad_matches_lax():
     case = ((2, 2, 7, 9), 3, 3, 2, 1)
     layer, params, x = conv_setup(case)
