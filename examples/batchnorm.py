@@ -46,8 +46,8 @@ def train_pair(x, t, std, *, epochs, batch_size, lr, seed, backend) -> dict:
     for name, net, params in (("plain", plain, p_plain), ("batchnorm", bn, p_bn)):
         start = time.perf_counter()
         _, _, hist = train.fit(
-            net, params, (x, t), optimizer=optim.sgd(lr), epochs=epochs,
-            batch_size=batch_size, seed=seed, backend=backend, progress=False,
+            net, train.to_backend(params, backend), (x, t), optimizer=optim.sgd(lr), epochs=epochs,
+            batch_size=batch_size, seed=seed, progress=False,
         )  # fmt: skip
         out[name] = {
             "train_acc": np.asarray(hist.train_acc),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from funcnet import initializers, models, optim, plot, train
+from funcnet import experiments, initializers, models, optim, plot, train
 from funcnet.data import load_mnist
 
 
@@ -40,21 +40,19 @@ def run(
     every: int = 20,
     data=None,
     test_size: int | None = None,
-) -> dict:
+) -> experiments.Comparison:
     """Train one net per initialization.  ``data`` (``load_mnist``'s return value) skips
-    loading.  Returns ``{"losses": {name: per-step losses}, "smoothed": {name: (x, block
-    means)}, "final": {name: mean loss of the last block}, "test_acc": {name: accuracy},
-    "seconds": {name: training time}, "every": block size}``.
-    """
+    loading.  Returns an ``experiments.Comparison``."""
     (x_train, t_train), (x_test, t_test) = data if data is not None else load_mnist(data_dir)
     variants = {}
     for name, init in inits().items():
         net = models.multilayer_net((100,) * 4, init)
-        variants[name] = (net, net.init(seed, (-1, x_train.shape[1]))[1], optim.sgd(lr))
-    idx = train.sample_batches(len(x_train), batch_size, iters, seed)  # same for every init
-    return train.compare(
+        params = train.to_backend(net.init(seed, (-1, x_train.shape[1]))[1], backend)
+        variants[name] = (net, params, optim.sgd(lr))
+    idx = experiments.sample_batches(len(x_train), batch_size, iters, seed)  # same for every init
+    return experiments.compare(
         variants, (x_train, t_train), (x_test[:test_size], t_test[:test_size]), idx,
-        backend=backend, every=every,
+        every=every,
     )  # fmt: skip
 
 
@@ -78,10 +76,10 @@ def main(argv=None) -> dict:
         test_size=args.test_size,
     )  # fmt: skip
     print(plot.loss_comparison(r))
-    for name in r["losses"]:
+    for name in r.losses:
         print(
-            f"{name:<9} final loss {r['final'][name]:.4f}   "
-            f"test accuracy {100 * r['test_acc'][name]:6.2f}%   {r['seconds'][name]:5.1f} s"
+            f"{name:<9} final loss {r.final[name]:.4f}   "
+            f"test accuracy {100 * r.test_acc[name]:6.2f}%   {r.seconds[name]:5.1f} s"
         )
     return r
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from funcnet import models, optim, plot, train
+from funcnet import experiments, models, optim, plot, train
 from funcnet.data import load_mnist
 
 BOOK_RATES = {"SGD": 0.01, "Momentum": 0.01, "AdaGrad": 0.01, "Adam": 0.001}
@@ -37,21 +37,19 @@ def run(
     rates: dict[str, float] | None = None,
     data=None,
     test_size: int | None = None,
-) -> dict:
+) -> experiments.Comparison:
     """Train one net per optimizer.  ``data`` (``load_mnist``'s return value) skips loading.
-
-    Returns ``{"losses": {name: per-step losses}, "smoothed": {name: (x, block means)},
-    "final": {name: mean loss of the last block}, "test_acc": {name: accuracy},
-    "seconds": {name: training time}, "every": block size}``.
-    """
+    Returns an ``experiments.Comparison``."""
     (x_train, t_train), (x_test, t_test) = data if data is not None else load_mnist(data_dir)
     net = models.multilayer_net((100,) * 4, "he_normal")
-    _, params0 = net.init(seed, (-1, x_train.shape[1]))
+    params0 = train.to_backend(net.init(seed, (-1, x_train.shape[1]))[1], backend)
     variants = {name: (net, params0, opt) for name, opt in optimizers(rates).items()}
-    idx = train.sample_batches(len(x_train), batch_size, iters, seed)  # same for every optimizer
-    return train.compare(
+    idx = experiments.sample_batches(
+        len(x_train), batch_size, iters, seed
+    )  # same for every optimizer
+    return experiments.compare(
         variants, (x_train, t_train), (x_test[:test_size], t_test[:test_size]), idx,
-        backend=backend, every=every,
+        every=every,
     )  # fmt: skip
 
 
@@ -76,8 +74,8 @@ def main(argv=None) -> dict:
     print(plot.loss_comparison(r))
     for name, lr in BOOK_RATES.items():
         print(
-            f"{name:<9} lr {lr:<6g} final loss {r['final'][name]:.4f}   "
-            f"test accuracy {100 * r['test_acc'][name]:6.2f}%   {r['seconds'][name]:5.1f} s"
+            f"{name:<9} lr {lr:<6g} final loss {r.final[name]:.4f}   "
+            f"test accuracy {100 * r.test_acc[name]:6.2f}%   {r.seconds[name]:5.1f} s"
         )
     return r
 

@@ -78,8 +78,9 @@ def run(
     for name, net, params in (("plain", plain, p_plain), ("dropout", drop, p_drop)):
         start = time.perf_counter()
         _, _, hist = train.fit(
-            net, params, train_set, test_set, optimizer=optim.sgd(lr), epochs=epochs,
-            batch_size=batch_size, seed=seed, backend=backend, progress=False,
+            net, train.to_backend(params, backend), train_set, test_set,
+            optimizer=optim.sgd(lr), epochs=epochs, batch_size=batch_size, seed=seed,
+            progress=False,
         )  # fmt: skip
         train_acc, test_acc = np.asarray(hist.train_acc), np.asarray(hist.test_acc)
         out[name] = {

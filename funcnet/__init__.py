@@ -6,55 +6,100 @@ out_shape, params = net.init(0, (-1, 784))
 logits, cache = net.forward(params, x)
 loss, lcache = fn.softmax_cross_entropy.forward(logits, t)
 dparams, dx = net.backward(cache, fn.softmax_cross_entropy.backward(lcache))
+
+The protocol, the layers and the losses are here at the top; the rest are submodules,
+loaded on first use (``fn.optim``, ``fn.train``, ``fn.models``, ``fn.data``, ...), so that
+``import funcnet`` imports NumPy and nothing heavier.
 """
 
-from . import initializers
-from .activations import Relu, Sigmoid, Softmax, Tanh, relu_fn, sigmoid_fn, softmax_fn
-from .conv import AvgPool, Conv, MaxPool
-from .core import Layer, StateUpdate, namespace, pipeline, split_rng, to_jax, update_state
-from .gradcheck import GradcheckError, check_layer, check_loss
-from .graph import add, mul
-from .linear import Bias, Dense, Flatten, MatMul
-from .losses import Loss, l2_penalty, mean_squared_error, softmax_cross_entropy
+from __future__ import annotations
+
+import importlib
+
+from . import layers
+from ._arrays import namespace, split_rng
+from .core import (
+    STATE,
+    Layer,
+    Loss,
+    StateUpdate,
+    pipeline,
+    to_jax,
+    trainable,
+    update_state,
+    with_trainable,
+)
+from .graph import Node, add, mul
+from .layers import *  # noqa: F403  (the export list to edit is layers.__all__)
+from .losses import mean_squared_error, softmax_cross_entropy
 from .numerical import gradient_descent, numerical_gradient
-from .stateful import BatchNorm, Dropout
 
 __version__ = "0.1.0"
 
+# Submodules, and names of submodules, that are imported on first use (PEP 562).
+_SUBMODULES = (
+    "checkpoints",
+    "data",
+    "experiments",
+    "gradcheck",
+    "initializers",
+    "models",
+    "optim",
+    "plot",
+    "train",
+)
+_LAZY_NAMES = {
+    "GradcheckError": "gradcheck",
+    "check_layer": "gradcheck",
+    "check_loss": "gradcheck",
+    "check_vjp": "gradcheck",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
+    raise AttributeError(f"module 'funcnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
 __all__ = [
-    "AvgPool",
-    "BatchNorm",
-    "Bias",
-    "Conv",
-    "Dense",
-    "Dropout",
-    "Flatten",
+    "STATE",
     "GradcheckError",
     "Layer",
     "Loss",
-    "MatMul",
-    "MaxPool",
-    "Relu",
-    "Sigmoid",
-    "Softmax",
+    "Node",
     "StateUpdate",
-    "Tanh",
     "add",
     "check_layer",
     "check_loss",
+    "check_vjp",
+    "checkpoints",
+    "data",
+    "experiments",
+    "gradcheck",
     "gradient_descent",
     "initializers",
-    "l2_penalty",
+    "layers",
     "mean_squared_error",
+    "models",
     "mul",
     "namespace",
     "numerical_gradient",
+    "optim",
     "pipeline",
-    "relu_fn",
-    "sigmoid_fn",
+    "plot",
     "softmax_cross_entropy",
-    "softmax_fn",
     "split_rng",
     "to_jax",
+    "train",
+    "trainable",
     "update_state",
+    "with_trainable",
+    *layers.__all__,
 ]

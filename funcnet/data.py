@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from ._progress import ProgressBar
+
 __all__ = [
     "ENV_VAR",
     "MD5",
@@ -157,22 +159,13 @@ def _md5_table(checksums: Mapping[str, str] | bool) -> dict[str, str | None]:
     return {**MD5, **{_base(k): v for k, v in checksums.items()}}
 
 
-def _show_progress(name: str, done: int, total: int | None) -> None:
-    if total:
-        bar = "#" * (30 * done // total)
-        line = f"{name} [{bar:<30}] {done / total:4.0%} {done / 1e6:.1f}/{total / 1e6:.1f} MB"
-    else:
-        line = f"{name} {done / 1e6:.1f} MB"
-    sys.stderr.write("\r" + line)
-    sys.stderr.flush()
-
-
 def _fetch(url: str, dest: Path, base: str, md5: str | None, timeout: float, progress: bool):
     """Download ``url`` to ``dest`` atomically, verifying it first; no file is left on failure."""
     # Same directory as dest so os.replace is atomic; open() rather than mkstemp so the file
     # gets the usual umask permissions instead of 0600.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     done = 0
+    bar = ProgressBar(sys.stderr, enabled=progress)
     try:
         with open(tmp, "xb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
@@ -180,8 +173,8 @@ def _fetch(url: str, dest: Path, base: str, md5: str | None, timeout: float, pro
             while chunk := resp.read(_CHUNK):
                 f.write(chunk)
                 done += len(chunk)
-                if progress:
-                    _show_progress(dest.name, done, total)
+                size = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if total else "") + " MB"
+                bar.show(dest.name, done, total, (f"{done / total:4.0%} " if total else "") + size)
         # http.client returns a short body without complaint when the server hangs up early.
         if total is not None and done != total:
             raise MNISTError(f"{url}: transfer cut short, {done} of {total} bytes")
@@ -193,8 +186,7 @@ def _fetch(url: str, dest: Path, base: str, md5: str | None, timeout: float, pro
         tmp.unlink(missing_ok=True)
         raise
     finally:
-        if progress and done:
-            sys.stderr.write("\n")
+        bar.finish()
 
 
 def find_or_download(

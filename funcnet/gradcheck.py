@@ -12,6 +12,11 @@ A leaf passes when ``jax_rel ≤ rtol`` and (``num_rel ≤ num_rtol`` or ``num_a
 finite differences carry an absolute noise of about ε·|⟨g, out⟩|/h, which dominates when a
 gradient is nearly zero, e.g. BatchNorm's input gradient at batch 2), and when the gradient has
 the structure, shape and dtype of what it differentiates.
+
+``arrays="jax"`` runs the hand-written forward and backward on JAX arrays instead of NumPy
+ones, so that a layer's JAX code path is the one checked.  The checker knows only the
+protocol (``core``): it differentiates ``trainable(params)`` and leaves running state as it
+is, and it imports no layer.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .core import Layer
+from .core import Layer, Loss, trainable, with_trainable
 
 
 class GradcheckError(AssertionError):
@@ -79,15 +84,23 @@ def _f64(a):
 
 
 def _errors(a, r) -> tuple[float, float]:
+    """(max |a − r|, that / max |r|) over the finite part of ``r``; an element where ``a`` and
+    ``r`` are equal (infinities of the same sign included) differs by 0, and one where only
+    one of them is finite, or either is NaN, makes both errors inf."""
     a, r = np.asarray(a, dtype=np.float64), np.asarray(r, dtype=np.float64)
     if a.size == 0:
         return 0.0, 0.0
-    err = float(np.max(np.abs(a - r)))
-    scale = float(np.max(np.abs(r)))
+    same = a == r
+    if not np.all(same | (np.isfinite(a) & np.isfinite(r))):
+        return np.inf, np.inf
+    with np.errstate(invalid="ignore"):  # inf − inf where equal: masked out by ``same``
+        err = float(np.max(np.where(same, 0.0, np.abs(a - r))))
+    finite = r[np.isfinite(r)]
+    scale = float(np.max(np.abs(finite))) if finite.size else 0.0
     return err, (err / scale if scale > 0 else (0.0 if err == 0 else np.inf))
 
 
-def _label(path) -> str:
+def _leaf_name(path) -> str:
     return jax.tree_util.keystr(path).replace("['", ".").replace("']", "").lstrip(".") or "x"
 
 
@@ -105,17 +118,31 @@ def _check(
     h: float = 1e-6,
     numerical: bool = True,
     max_numerical: int = 40,
+    arrays: str = "numpy",
+    cotangent: Callable[[np.random.Generator, tuple], np.ndarray] | None = None,
 ) -> Report:
+    if arrays not in ("numpy", "jax"):
+        raise ValueError(f"gradcheck: arrays must be 'numpy' or 'jax', got {arrays!r}")
     rng = np.random.default_rng(seed)
+    draw = cotangent or (lambda rng, shape: rng.standard_normal(shape))
     with jax.enable_x64(True):
         primal = jax.tree_util.tree_map(_f64, primal)
         before = jax.tree_util.tree_map(np.copy, primal)
-        out = np.asarray(fwd(primal))
-        g = rng.standard_normal(out.shape)
-        hand = hand_grad(primal, g)
-        # jit: one compiled program instead of one compile per op for every new shape
-        out_ref, vjp = jax.vjp(jax.jit(fwd), jax.tree_util.tree_map(jnp.asarray, primal))
-        (ref,) = vjp(jnp.asarray(g))
+        as_jax = jax.tree_util.tree_map(jnp.asarray, primal)
+        g = draw(rng, jax.eval_shape(fwd, as_jax).shape)
+
+        def reference(p, g):
+            out, pull = jax.vjp(fwd, p)
+            return out, pull(g)[0]
+
+        # One compiled program each: op-by-op dispatch would compile every op separately.
+        out_ref, ref = jax.jit(reference)(as_jax, jnp.asarray(g))
+        out = np.asarray(fwd(primal))  # the NumPy forward: the forward row compares the two
+        if arrays == "jax":
+            hand = jax.jit(hand_grad)(as_jax, jnp.asarray(g))
+            hand = jax.tree_util.tree_map(np.asarray, hand)
+        else:
+            hand = hand_grad(primal, g)
 
         rows = []
         fwd_err = _errors(out, out_ref)
@@ -131,7 +158,7 @@ def _check(
 
         flat_primal = [leaf for _, leaf in p_leaves]
         for k, ((path, p), a, r) in enumerate(zip(p_leaves, h_leaves, r_leaves, strict=True)):
-            what = _label(path)
+            what = _leaf_name(path)
             if a is None:
                 rows.append(Row(what, p.shape, np.inf, np.inf, np.inf, np.inf, False, "is None"))
                 continue
@@ -157,7 +184,7 @@ def _check(
 
         for (path, p), q in zip(p_leaves, jax.tree_util.tree_leaves(before), strict=True):
             if not np.array_equal(p, q, equal_nan=True):
-                rows.append(Row(_label(path), p.shape, 0, 0, 0, 0, False, "input was mutated"))
+                rows.append(Row(_leaf_name(path), p.shape, 0, 0, 0, 0, False, "input was mutated"))
     return Report(name, in_shapes, rows)
 
 
@@ -193,24 +220,32 @@ def check_layer(
     ``raise_on_failure=False``.  ``forward_kwargs`` (e.g. ``train=True``) go to the forward.
     ``options``: ``seed=0`` (the cotangent and the sampled elements), ``rtol=1e-9`` (vs
     JAX), ``num_rtol=1e-6`` and ``num_atol=1e-8`` (vs differences), ``h=1e-6`` (the step),
-    ``numerical=True``, ``max_numerical=40`` (elements differenced per leaf).
+    ``numerical=True``, ``max_numerical=40`` (elements differenced per leaf),
+    ``arrays="numpy"`` (or ``"jax"``: run the hand-written code on JAX arrays),
+    ``cotangent=None`` (a function ``(rng, shape) -> array`` replacing the Gaussian one,
+    e.g. to send an infinite gradient through; turn ``numerical`` off with it).
     """
     kw = dict(forward_kwargs or {})
+    # Running state is data here, like x's labels for a loss: held fixed, in float64.
+    params = jax.tree_util.tree_map(_f64, params)
+
+    def full(tree):
+        return with_trainable(params, tree["params"])
 
     def fwd(tree):
-        return layer.forward(tree["params"], tree["x"], **kw)[0]
+        return layer.forward(full(tree), tree["x"], **kw)[0]
 
     def hand(tree, g):
-        _, cache = layer.forward(tree["params"], tree["x"], **kw)
+        _, cache = layer.forward(full(tree), tree["x"], **kw)
         dparams, dx = layer.backward(cache, g)
         return {"params": dparams, "x": dx}
 
-    primal = {"params": params, "x": x}
+    primal = {"params": trainable(params), "x": x}
     report = _check(layer.name, str(tuple(np.shape(x))), fwd, hand, primal, **options)
     return report.raise_for_failure() if raise_on_failure else report
 
 
-def check_loss(loss, y, t, *, raise_on_failure: bool = True, **options) -> Report:
+def check_loss(loss: Loss, y, t, *, raise_on_failure: bool = True, **options) -> Report:
     """Like :func:`check_layer` for a loss: the gradient w.r.t. ``y`` (``t`` is data), under a
     random scalar cotangent ``dloss``; the same ``options``."""
     t = _f64(t)
@@ -227,61 +262,30 @@ def check_loss(loss, y, t, *, raise_on_failure: bool = True, **options) -> Repor
     return report.raise_for_failure() if raise_on_failure else report
 
 
-def builtin_checks(seed: int = 0) -> list[Report]:
-    """Run the check on every built-in layer and loss (random shapes, batch 1 included)."""
-    from . import activations as act
-    from . import conv, losses
-    from . import linear as lin
-    from .core import pipeline
-    from .stateful import BatchNorm, Dropout
+def check_vjp(
+    name: str,
+    forward: Callable[..., tuple[Any, Any]],
+    backward: Callable[[Any, Any], Any],
+    primals: dict,
+    *,
+    raise_on_failure: bool = True,
+    **options,
+) -> Report:
+    """The same check for any pure pair ``forward(**primals) -> (out, cache)`` and
+    ``backward(cache, dout) -> grads``, with ``grads`` a tuple in ``primals``' order (a
+    computational-graph node's ``(dx, dy)``); the same ``options``."""
+    keys = list(primals)
 
-    rng = np.random.default_rng(seed)
-    train = {"train": True}
-    layer_cases = [
-        (lin.Dense(7), (5, 4), {}),
-        (lin.Dense(3), (1, 2, 5), {}),
-        (lin.MatMul(6), (3, 4), {}),
-        (lin.Bias(), (4, 3), {}),
-        (lin.Flatten(), (3, 2, 5), {}),
-        (act.Relu(), (4, 6), {}),
-        (act.Sigmoid(), (4, 6), {}),
-        (act.Tanh(), (4, 6), {}),
-        (act.Softmax(), (4, 6), {}),
-        (Dropout(0.4), (4, 6), {"train": True, "rng": seed}),
-        (Dropout(0.4, scale_at="eval"), (4, 6), {}),
-        (BatchNorm(), (5, 4), train),
-        (BatchNorm(), (3, 2, 4, 4), train),
-        (BatchNorm(), (2, 3), {}),
-        (conv.Conv(4, 3, padding=1), (2, 3, 6, 6), {}),
-        (conv.Conv(2, (3, 2), stride=2), (1, 2, 7, 6), {}),
-        (conv.MaxPool(2), (2, 3, 6, 6), {}),
-        (conv.AvgPool(3, stride=1, padding=1), (2, 2, 5, 5), {}),
-        (pipeline(lin.Flatten(), lin.Dense(8), act.Relu(), lin.Dense(3)), (4, 2, 3), {}),
-        (pipeline(conv.Conv(3, 3), act.Relu(), conv.MaxPool(2), lin.Flatten()), (2, 1, 6, 6), {}),
-    ]
-    reports = []
-    for i, (layer, shape, kw) in enumerate(layer_cases):
-        _, params = layer.init(seed + i, (-1, *shape[1:]), dtype=np.float64)
-        # Random (not zero) biases: a zero parameter can hide a missing gradient term.  A
-        # running variance must stay positive.
-        params = jax.tree_util.tree_map_with_path(
-            lambda path, a: (
-                rng.random(a.shape) + 0.5 if _label(path) == "var" else rng.standard_normal(a.shape)
-            ),
-            params,
-        )
-        x = rng.standard_normal(shape)
-        reports.append(
-            check_layer(
-                layer, params, x, seed=seed + i, forward_kwargs=kw, raise_on_failure=False
-            )._replace(name=layer.name + (" (train)" if kw.get("train") else ""))
-        )
-    z = rng.standard_normal((5, 4)) * 3
-    labels = rng.integers(0, 4, 5)
-    for loss, y, t in [
-        (losses.softmax_cross_entropy, z, labels),
-        (losses.softmax_cross_entropy, z, np.eye(4)[labels]),
-        (losses.mean_squared_error, z, rng.standard_normal(z.shape)),
-    ]:
-        reports.append(check_loss(loss, y, t, seed=seed, raise_on_failure=False))
-    return reports
+    def fwd(tree):
+        return forward(*(tree[k] for k in keys))[0]
+
+    def hand(tree, g):
+        _, cache = forward(*(tree[k] for k in keys))
+        return dict(zip(keys, backward(cache, g), strict=True))
+
+    shapes = ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in primals.items())
+    report = _check(name, shapes, fwd, hand, dict(primals), **options)
+    return report.raise_for_failure() if raise_on_failure else report
+
+
+__all__ = ["GradcheckError", "Report", "Row", "check_layer", "check_loss", "check_vjp"]

@@ -7,11 +7,24 @@ its input was broadcast along, so it always has its input's shape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
-from .core import Op, namespace
+from ._arrays import namespace
 
-Node = Op  # forward(x, y) -> (z, cache); backward(cache, dz) -> (dx, dy)
+
+class Node(NamedTuple):
+    """A node of a computational graph: ``forward(x, y) -> (z, cache)`` and
+    ``backward(cache, dz) -> (dx, dy)``."""
+
+    name: str
+    forward: Callable
+    backward: Callable
+
+    def __repr__(self) -> str:
+        return self.name
 
 
 def unbroadcast(g, shape):
@@ -53,3 +66,11 @@ def _add_backward(cache, dout):
 
 mul = Node("mul", _mul_forward, _mul_backward)
 add = Node("add", _add_forward, _add_backward)
+
+
+__all__ = [
+    "Node",
+    "add",
+    "mul",
+    "unbroadcast",
+]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .core import as_rng
+from ._arrays import as_rng
 
 Initializer = Callable[..., np.ndarray]
 
@@ -43,7 +43,7 @@ def _gaussian(std_of: Callable[[int, int], float], name: str) -> Initializer:
     return init
 
 
-def _uniform(limit_of: Callable[[int, int], float], name: str) -> Initializer:
+def _uniform_draw(limit_of: Callable[[int, int], float], name: str) -> Initializer:
     def init(rng, shape, dtype=np.float32, *, fan_in=None, fan_out=None):
         a = limit_of(*_fans(shape, fan_in, fan_out))
         return as_rng(rng).uniform(-a, a, size=shape).astype(dtype)
@@ -81,7 +81,7 @@ def glorot_normal() -> Initializer:
 
 def glorot_uniform() -> Initializer:
     """Xavier/Glorot uniform: U(−a, a), a = √(6/(fan_in + fan_out)), variance 2/(fan_in+fan_out)."""
-    return _uniform(lambda fi, fo: math.sqrt(6.0 / (fi + fo)), "glorot_uniform")
+    return _uniform_draw(lambda fi, fo: math.sqrt(6.0 / (fi + fo)), "glorot_uniform")
 
 
 def he_normal() -> Initializer:
@@ -91,7 +91,7 @@ def he_normal() -> Initializer:
 
 def he_uniform() -> Initializer:
     """He uniform: U(−a, a), a = √(6/fan_in), variance 2/fan_in."""
-    return _uniform(lambda fi, fo: math.sqrt(6.0 / fi), "he_uniform")
+    return _uniform_draw(lambda fi, fo: math.sqrt(6.0 / fi), "he_uniform")
 
 
 _NAMED = {
@@ -116,3 +116,15 @@ def get(spec) -> Initializer:
     raise ValueError(
         f"unknown initializer {spec!r}: use a callable, a float std, or one of {sorted(_NAMED)}"
     )
+
+
+__all__ = [
+    "get",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "normal",
+    "zeros",
+]

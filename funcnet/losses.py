@@ -1,15 +1,16 @@
-"""Losses: ``loss, cache = L.forward(y, t)`` and ``dy = L.backward(cache, dloss=1.0)``.
+"""Losses (``core.Loss``): ``loss, cache = L.forward(y, t)``, ``dy = L.backward(cache, dloss=1.0)``.
 
 A loss is a scalar of ``y``'s dtype; ``t`` (the target) is data and gets no gradient.
+Weight decay is not a loss here but a gradient transformation: ``optim.add_decayed_weights``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .core import Op, check_finite, check_float, check_ndim, is_concrete, namespace
-
-Loss = Op  # forward(y, t) -> (loss, cache); backward(cache, dloss=1.0) -> dy
+from ._arrays import is_concrete, namespace
+from ._checks import check_finite, check_float, check_ndim
+from .core import Loss
 
 
 def _labels_to_targets(name: str, logits, t):
@@ -120,30 +121,4 @@ def _mse_backward(cache, dloss=1.0):
 mean_squared_error = Loss("mean_squared_error", _mse_forward, _mse_backward)
 
 
-def _is_decayed(path, names) -> bool:
-    last = path[-1] if path else None
-    return getattr(last, "key", None) in names
-
-
-def _l2_forward(params, lam: float, names=("W",)):
-    """L2 weight decay: L = (λ/2) Σ ‖W‖² over the leaves whose key is in ``names``
-    (the weights, as in the book: biases and BatchNorm parameters are not decayed)."""
-    import jax
-
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    chosen = [(a if _is_decayed(path, names) else None) for path, a in leaves]
-    total = sum(namespace(a).sum(a * a) for a in chosen if a is not None)
-    return 0.5 * lam * total, (treedef, [a for _, a in leaves], chosen, lam)
-
-
-def _l2_backward(cache, dloss=1.0):
-    """∂L/∂W = λW for the decayed leaves, 0 for the others (same structure as params)."""
-    treedef, leaves, chosen, lam = cache
-    grads = [
-        (a * (lam * dloss) if c is not None else namespace(a).zeros_like(a))
-        for a, c in zip(leaves, chosen, strict=True)
-    ]
-    return treedef.unflatten(grads)
-
-
-l2_penalty = Loss("l2_penalty", _l2_forward, _l2_backward)
+__all__ = ["Loss", "mean_squared_error", "softmax_cross_entropy"]

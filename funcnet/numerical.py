@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
 
@@ -24,7 +23,7 @@ def numerical_gradient(f: Callable[[Any], Any], x, h: float = 1e-4):
     input is never modified (``f`` sees a private float copy), and the divisor is the step
     actually taken, (x_i + h) − (x_i − h), which is exact in floating point.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(x)
+    leaves, unflatten = _flatten(x)
     work = [_float_copy(leaf) for leaf in leaves]
     grads = []
     for leaf in work:
@@ -33,17 +32,33 @@ def numerical_gradient(f: Callable[[Any], Any], x, h: float = 1e-4):
         for i in range(flat.size):
             xi = flat[i]
             flat[i] = xi + h
-            fp = float(f(treedef.unflatten(work)))
+            fp = float(f(unflatten(work)))
             up = flat[i]
             flat[i] = xi - h
-            fm = float(f(treedef.unflatten(work)))
+            fm = float(f(unflatten(work)))
             g[i] = (fp - fm) / (up - flat[i])
             flat[i] = xi
         grads.append(g.reshape(leaf.shape))
-    return treedef.unflatten(grads)
+    return unflatten(grads)
 
 
-class History(NamedTuple):
+def _flatten(x):
+    """(leaves, unflatten): a single array needs no JAX; a pytree uses ``jax.tree_util``."""
+    if isinstance(x, np.ndarray | np.generic | float | int):
+        return [x], lambda leaves: leaves[0]
+    import jax
+
+    leaves, treedef = jax.tree_util.tree_flatten(x)
+    return leaves, treedef.unflatten
+
+
+def _tree_map(fn, x, *rest):
+    leaves, unflatten = _flatten(x)
+    others = [_flatten(r)[0] for r in rest]
+    return unflatten([fn(*args) for args in zip(leaves, *others, strict=True)])
+
+
+class DescentPath(NamedTuple):
     """Every point visited (``points[0]`` is the start) and f at each of them."""
 
     points: list
@@ -57,7 +72,7 @@ def gradient_descent(
     steps: int = 100,
     grad: Callable[[Any], Any] | None = None,
 ):
-    """x ← x − lr · ∇f(x), ``steps`` times; returns ``(x, History)``.
+    """x ← x − lr · ∇f(x), ``steps`` times; returns ``(x, DescentPath)``.
 
     ``grad`` defaults to the numerical gradient of ``f``; pass ``jax.grad(f)`` or any other
     function with the same structure.  ``x0`` may be an array or a pytree and is not modified.
@@ -65,11 +80,14 @@ def gradient_descent(
     if steps < 0:
         raise ValueError(f"gradient_descent: steps must be >= 0, got {steps}")
     grad = grad or (lambda x: numerical_gradient(f, x))
-    x = jax.tree_util.tree_map(_float_copy, x0)
+    x = _tree_map(_float_copy, x0)
     points, values = [x], [float(f(x))]
     for _ in range(steps):
         g = grad(x)
-        x = jax.tree_util.tree_map(lambda p, d: p - lr * np.asarray(d, dtype=p.dtype), x, g)
+        x = _tree_map(lambda p, d: p - lr * np.asarray(d, dtype=p.dtype), x, g)
         points.append(x)
         values.append(float(f(x)))
-    return x, History(points, np.array(values))
+    return x, DescentPath(points, np.array(values))
+
+
+__all__ = ["DescentPath", "gradient_descent", "numerical_gradient"]

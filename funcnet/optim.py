@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import jax
 
-from .core import is_concrete, namespace
+from ._arrays import is_concrete, namespace
 
 Params = Any  # a pytree of arrays
 Updates = Any  # a pytree shaped like Params
@@ -273,6 +273,19 @@ def add_decayed_weights(weight_decay: float, mask: Any = None) -> GradientTransf
     return _stateless(fn)
 
 
+def key_mask(*keys: str) -> Callable[[Params], Any]:
+    """A ``mask`` for ``add_decayed_weights``: True for the leaves whose own dict key is one
+    of ``keys``.  ``key_mask("W")`` decays the weights of Dense and Conv layers and leaves
+    biases and BatchNorm's γ, β alone, as the book's weight decay does."""
+
+    def mask(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda path, _: bool(path) and getattr(path[-1], "key", None) in keys, params
+        )
+
+    return mask
+
+
 def clip_by_global_norm(max_norm: float) -> GradientTransformation:
     """u = g·min(1, c/‖g‖), with ‖g‖ = √(Σ over all leaves of Σ g²) and c = ``max_norm``."""
 
@@ -507,6 +520,7 @@ def cosine_decay(lr: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
 __all__ = [
     "AdaGradState",
     "AdamState",
+    "AveragedState",
     "EmptyState",
     "GradientTransformation",
     "MomentumState",
@@ -517,12 +531,15 @@ __all__ = [
     "adamw",
     "add_decayed_weights",
     "apply_updates",
+    "averaged",
+    "by_name",
     "chain",
     "clip_by_global_norm",
     "constant",
     "cosine_decay",
     "exponential_decay",
     "identity",
+    "key_mask",
     "momentum",
     "nesterov",
     "rmsprop",
@@ -534,4 +551,5 @@ __all__ = [
     "sgd",
     "step_decay",
     "trace",
+    "with_average",
 ]

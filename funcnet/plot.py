@@ -63,25 +63,16 @@ def lines(
 _MARKERS = ("•", "x", "+", "o", "*", "#")
 
 
-def block_means(values, every: int) -> tuple[np.ndarray, np.ndarray]:
-    """(x, the mean of each block of ``every`` values), x = each block's last index (from 1);
-    a partial last block is dropped.  Per-batch losses are too noisy to compare by eye."""
-    values = np.asarray(values, dtype=np.float64)
-    every = max(1, min(every, len(values)))
-    blocks = values[: len(values) // every * every].reshape(-1, every).mean(axis=1)
-    return (np.arange(len(blocks)) + 1) * every, blocks
-
-
-def loss_comparison(result: Mapping, mark_every: int = 500, window: int = 20) -> str:
-    """A ``train.compare`` result as text: its loss curves (block means) on one plot, then
+def loss_comparison(result, mark_every: int = 500, window: int = 20) -> str:
+    """An ``experiments.Comparison`` as text: its loss curves (block means) on one plot, then
     the mean loss of the ``window`` steps up to every ``mark_every``-th step (or the last)."""
-    losses = result["losses"]
+    losses = result.losses
     steps = len(next(iter(losses.values())))
     marks = list(range(mark_every, steps + 1, mark_every)) or [steps]
     rows = [
         lines(
-            result["smoothed"],
-            f"training loss (mean of every {result['every']} iterations)",
+            result.smoothed,
+            f"training loss (mean of every {result.every} iterations)",
             xlabel="iteration",
             ylabel="loss",
         ),
@@ -161,3 +152,6 @@ def filters(W, *, per_row: int | None = None) -> str:
         chunk = blocks[start : start + per_row]
         out += [" ".join(b[r] for b in chunk) for r in range(len(chunk[0]))] + [""]
     return "\n".join(out)
+
+
+__all__ = ["filters", "image_text", "images", "lines", "loss_comparison", "path"]

@@ -136,26 +136,26 @@ def test_optimizer_paths_script_prints_one_plot_with_all_four():
 
 def test_compare_optimizers_adaptive_methods_beat_sgd_early(mnist):
     r = load("compare_optimizers").run(data=mnist, iters=60, every=20, test_size=500)
-    assert set(r["losses"]) == {"SGD", "Momentum", "AdaGrad", "Adam"}
-    for name, losses in r["losses"].items():
+    assert set(r.losses) == {"SGD", "Momentum", "AdaGrad", "Adam"}
+    for name, losses in r.losses.items():
         assert losses.shape == (60,) and np.all(np.isfinite(losses)), name
-        xs, ys = r["smoothed"][name]
+        xs, ys = r.smoothed[name]
         np.testing.assert_array_equal(xs, [20, 40, 60])
         np.testing.assert_allclose(ys, losses.reshape(3, 20).mean(axis=1))
-        assert r["final"][name] == pytest.approx(losses[40:].mean())
-        assert 0.0 <= r["test_acc"][name] <= 1.0
+        assert r.final[name] == pytest.approx(losses[40:].mean())
+        assert 0.0 <= r.test_acc[name] <= 1.0
     # Same initial weights and first batch: the first loss cannot depend on the optimizer.
-    firsts = [v[0] for v in r["losses"].values()]
+    firsts = [v[0] for v in r.losses.values()]
     np.testing.assert_allclose(firsts, firsts[0], rtol=1e-6)
-    assert max(r["final"]["AdaGrad"], r["final"]["Adam"]) < r["final"]["SGD"] - 0.5
+    assert max(r.final["AdaGrad"], r.final["Adam"]) < r.final["SGD"] - 0.5
 
 
 def test_compare_optimizers_numpy_and_jax_backends_agree(mnist):
     mod = load("compare_optimizers")
     kw = dict(data=mnist, iters=4, every=2, test_size=100)
     a, b = mod.run(backend="numpy", **kw), mod.run(backend="jax", **kw)
-    for name in a["losses"]:
-        np.testing.assert_allclose(a["losses"][name], b["losses"][name], rtol=1e-4, err_msg=name)
+    for name in a.losses:
+        np.testing.assert_allclose(a.losses[name], b.losses[name], rtol=1e-4, err_msg=name)
 
 
 def test_compare_optimizers_script(mnist_dir):
@@ -172,9 +172,9 @@ def test_compare_optimizers_script(mnist_dir):
 
 def test_compare_init_small_std_stalls_and_he_learns(mnist):
     r = load("compare_init").run(data=mnist, iters=300, every=20, test_size=500)
-    assert list(r["losses"]) == ["std=0.01", "Xavier", "He"]
-    assert all(v.shape == (300,) for v in r["losses"].values())
-    final = r["final"]
+    assert list(r.losses) == ["std=0.01", "Xavier", "He"]
+    assert all(v.shape == (300,) for v in r.losses.values())
+    final = r.final
     assert final["std=0.01"] > 2.2  # ln 10 ≈ 2.303: the output is still uniform
     assert final["He"] < 2.2 and final["He"] < final["Xavier"] < final["std=0.01"]
 

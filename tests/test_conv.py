@@ -1,4 +1,4 @@
-"""Tests for funcnet.conv: forwards against jax.lax, backwards against jax.vjp (check_layer),
+"""Tests for funcnet.layers.conv: forwards against jax.lax, backwards against jax.vjp (check_layer),
 NumPy/JAX/jit agreement, dtypes, the max-pool tie rule and the error messages."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from funcnet import conv  # noqa: E402
-from funcnet.conv import DX_BY_OFFSET_MIN_CHANNELS, AvgPool, Conv, MaxPool  # noqa: E402
 from funcnet.core import pipeline, to_jax  # noqa: E402
 from funcnet.gradcheck import GradcheckError, check_layer  # noqa: E402
+from funcnet.layers import _conv_fast as fast  # noqa: E402
+from funcnet.layers import conv  # noqa: E402
+from funcnet.layers._conv_fast import DX_BY_OFFSET_MIN_CHANNELS  # noqa: E402
+from funcnet.layers.conv import AvgPool, Conv, MaxPool  # noqa: E402
 
 # (in_shape, out_channels, kernel, stride, padding): strides 1–2, paddings 0–2, odd and
 # rectangular sizes, several channels, batch 1; every combination tiles its input exactly.
@@ -186,8 +188,7 @@ def test_names():
 
 
 def test_in_pipeline():
-    from funcnet.activations import Relu
-    from funcnet.linear import Dense, Flatten
+    from funcnet.layers import Dense, Flatten, Relu
 
     net = pipeline(Conv(4, 3, padding=1), Relu(), MaxPool(2), Flatten(), Dense(5))
     out_shape, params = net.init(0, (-1, 1, 8, 8))
@@ -243,7 +244,7 @@ def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
     assert cache[1] is None and cache[2] is not None  # the default budget: cols kept whole
     oh, ow = layer.init(0, x.shape)[0][2:]
     sample_bytes = x.shape[1] * int(np.prod(pair(case[2]))) * oh * ow * x.itemsize
-    monkeypatch.setattr(conv, "IM2COL_CHUNK_BYTES", samples * sample_bytes + sample_bytes // 2)
+    monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", samples * sample_bytes + sample_bytes // 2)
     out, cache = layer.forward(params, x)
     assert cache[1] is not None and cache[2] is None  # chunked: the padded input instead
     ref = lax_conv(x, params["W"], params["b"], *case[3:])
@@ -256,11 +257,75 @@ def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
 
 
 def test_chunks_cover_the_batch_within_the_budget(monkeypatch):
-    monkeypatch.setattr(conv, "IM2COL_CHUNK_BYTES", 1000)
-    assert conv._chunks(np, 7, 300) == [slice(0, 3), slice(3, 6), slice(6, 7)]
-    assert conv._chunks(np, 2, 5000) == [slice(0, 1), slice(1, 2)]  # at least one sample
-    assert conv._chunks(np, 0, 300) == [slice(0, 0)]
-    assert conv._chunks(jnp, 7, 5000) == [slice(0, 7)]  # JAX: always one
+    monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", 1000)
+    assert fast.chunks(7, 300) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert fast.chunks(2, 5000) == [slice(0, 1), slice(1, 2)]  # at least one sample
+    assert fast.chunks(0, 300) == [slice(0, 0)]
+
+
+@pytest.mark.parametrize("case", CONV_GRAD_CASES)
+def test_conv_backward_on_jax_arrays_matches_jax(case):
+    """JAX arrays take the reference kernels: the hand-written backward run on them."""
+    layer, params, x = conv_setup(case)
+    check_layer(layer, params, x, arrays="jax", numerical=False)
+
+
+@pytest.mark.parametrize("kind", [MaxPool, AvgPool])
+@pytest.mark.parametrize("case", POOL_GRAD_CASES)
+def test_pool_backward_on_jax_arrays_matches_jax(kind, case):
+    x = distinct(np.random.default_rng(3), case[0])
+    check_layer(pool_layer(kind, case), (), x, arrays="jax", numerical=False)
+
+
+@pytest.mark.parametrize("budget", [None, 1])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_fast_numpy_kernels_equal_the_reference_im2col(monkeypatch, case, budget):
+    """The teaching kernels of ``conv`` run on NumPy too: the fast ones must agree, whole
+    and in chunks, with both dx formulations."""
+    if budget is not None:
+        monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", budget)
+    layer, params, x = conv_setup(case)
+    W, b = params["W"], params["b"]
+    cfg = {"kernel": pair(case[2]), "stride": pair(case[3]), "padding": pair(case[4])}
+    out_hw = layer.init(0, x.shape)[0][2:]
+    ref_out, cols = conv.conv_forward(x, W, b, out_hw=out_hw, **cfg)
+    out, x_pad, fast_cols = fast.conv_forward(x, W, b, out_hw=out_hw, **cfg)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
+    dout = np.random.default_rng(7).standard_normal(out.shape)
+    opts = dict(in_hw=x.shape[2:], bias=True, need_dx=True, **cfg)
+    expect = conv.conv_backward(cols, W, dout, **opts)
+    got = fast.conv_backward(x_pad, fast_cols, W, dout, **opts)
+    for a, r in zip(got, expect, strict=True):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_fast_numpy_pool_kernels_equal_the_reference(case):
+    shape, size, stride, padding = case
+    kernel = pair(size)
+    cfg = {"kernel": kernel, "stride": kernel if stride is None else pair(stride),
+           "padding": pair(padding)}  # fmt: skip
+    rng = np.random.default_rng(2)
+    x = rng.integers(-2, 3, shape).astype(np.float64)  # ties in most windows
+    out_hw = MaxPool(size, stride, padding).init(0, shape)[0][2:]
+    best, arg = conv.maxpool_forward(x, out_hw=out_hw, **cfg)
+    fbest, (farg,) = fast.maxpool_forward(x, out_hw=out_hw, **cfg)
+    np.testing.assert_array_equal(fbest, best)
+    np.testing.assert_array_equal(farg, arg)
+    dout = rng.standard_normal(best.shape)
+    dout.reshape(-1)[::3] = np.inf  # the non-finite route too
+    for d in (np.where(np.isinf(dout), 1.0, dout), dout):
+        np.testing.assert_array_equal(
+            fast.maxpool_backward(arg, d, in_hw=shape[2:], **cfg),
+            conv.maxpool_backward(arg, d, in_hw=shape[2:], **cfg),
+        )
+    finite = rng.standard_normal(best.shape)
+    np.testing.assert_allclose(
+        fast.avgpool_backward(finite, in_hw=shape[2:], **cfg),
+        conv.avgpool_backward(finite, in_hw=shape[2:], **cfg),
+        rtol=1e-13,
+        atol=1e-15,
+    )
 
 
 @pytest.mark.parametrize("kind", [MaxPool, AvgPool])
@@ -290,7 +355,7 @@ def test_perturbed_backward_fails(layer, params_of, factors):
 @pytest.mark.parametrize("factors", [{"dx_factor": 1 + 1e-3}, {"dW_factor": 1 + 1e-3}])
 def test_perturbed_backward_fails_in_chunks_and_by_offset(monkeypatch, factors):
     """The same sensitivity where dx is formed per kernel offset and cols in chunks."""
-    monkeypatch.setattr(conv, "IM2COL_CHUNK_BYTES", 1)  # one sample per chunk
+    monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", 1)  # one sample per chunk
     layer = Conv(3, 3, stride=2, padding=1)
     params = layer.init(0, (-1, DX_BY_OFFSET_MIN_CHANNELS, 7, 7), np.float64)[1]
     x = np.random.default_rng(4).standard_normal((3, DX_BY_OFFSET_MIN_CHANNELS, 7, 7))

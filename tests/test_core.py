@@ -131,7 +131,8 @@ def test_to_jax_uses_the_hand_written_backward():
 
 
 def test_split_rng_accepts_seeds_generators_and_jax_keys():
-    as_rng = fn.core.as_rng
+    from funcnet._arrays import as_rng
+
     a = [as_rng(r).standard_normal() for r in fn.split_rng(5, 3)]
     b = [as_rng(r).standard_normal() for r in fn.split_rng(5, 3)]
     assert a == b and len(set(a)) == 3

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import funcnet as fn
-from funcnet import cli, models, optim, train
+from funcnet import checkpoints, cli, models, optim, train
 from funcnet.data import load_mnist
 
 
@@ -32,7 +32,7 @@ def test_step_on_numpy_and_jitted_jax_agree_and_stay_float32():
     step = train.make_step(net, fn.softmax_cross_entropy, opt)
     jstep = jax.jit(step)
     p_np, s_np = params, opt.init(params)
-    p_j = jax.tree_util.tree_map(jnp.asarray, params)
+    p_j = train.to_backend(params, "jax")
     s_j = opt.init(p_j)
     for i in range(0, 300, 50):
         xb, tb = x[i : i + 50], t[i : i + 50]
@@ -79,8 +79,8 @@ def test_fit_converges_on_separable_data(backend, scan):
     x, t = blobs(900, seed=1)
     seen = []
     params, _, hist = train.fit(
-        net, params, (x[:600], t[:600]), (x[600:], t[600:]),
-        optimizer=optim.sgd(0.1), epochs=8, batch_size=30, seed=0, backend=backend, scan=scan,
+        net, train.to_backend(params, backend), (x[:600], t[:600]), (x[600:], t[600:]),
+        optimizer=optim.sgd(0.1), epochs=8, batch_size=30, seed=0, scan=scan,
         progress=False, on_epoch=lambda e, h: seen.append(e),
     )  # fmt: skip
     assert seen == list(range(1, 9))
@@ -94,7 +94,8 @@ def test_fit_is_reproducible_from_the_seed_and_numpy_matches_jax():
     runs = []
     for backend in ("numpy", "numpy", "jax"):
         net, params = mlp(seed=3)
-        p, _, h = train.fit(net, params, (x, t), epochs=2, batch_size=50, seed=5, backend=backend)
+        params = train.to_backend(params, backend)
+        p, _, h = train.fit(net, params, (x, t), epochs=2, batch_size=50, seed=5)
         runs.append((p, h))
     jax.tree_util.tree_map(np.testing.assert_array_equal, runs[0][0], runs[1][0])
     assert runs[0][1].step_loss == runs[1][1].step_loss
@@ -106,7 +107,8 @@ def test_fit_scores_the_averaged_params_and_returns_the_last_iterate(backend, sc
     net, params = mlp(seed=4)
     x, t = blobs(900, seed=4)
     train_set, test_set = (x[:600], t[:600]), (x[600:], t[600:])
-    kw = dict(epochs=2, batch_size=20, seed=0, backend=backend, scan=scan, progress=False)
+    params = train.to_backend(params, backend)
+    kw = dict(epochs=2, batch_size=20, seed=0, scan=scan, progress=False)
     plain_p, _, plain = train.fit(net, params, train_set, test_set, optimizer=optim.sgd(0.02), **kw)
     last, state, hist = train.fit(
         net, params, train_set, test_set, optimizer=optim.with_average(optim.sgd(0.02), 0.99),
@@ -120,6 +122,32 @@ def test_fit_scores_the_averaged_params_and_returns_the_last_iterate(backend, sc
     assert hist.train_acc[-1] == train.accuracy(net, avg, *train_set)
 
 
+def test_fit_visits_every_sample_once_per_epoch_in_a_new_order(monkeypatch):
+    net, params = mlp()
+    x, t = blobs(120)
+    x = x.copy()
+    x[:, 0] = np.arange(120)  # the first feature names the sample
+    seen = []
+    real = train.make_step
+
+    def recording(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def wrapped(params, opt_state, xb, tb, rng=None):
+            seen.append(np.asarray(xb[:, 0]).astype(int))
+            return step(params, opt_state, xb, tb, rng)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_step", recording)
+    train.fit(net, params, (x, t), epochs=3, batch_size=40, seed=0, progress=False)
+    epochs = [np.concatenate(seen[i : i + 3]) for i in (0, 3, 6)]
+    for order in epochs:
+        np.testing.assert_array_equal(np.sort(order), np.arange(120))  # each sample once
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert not np.array_equal(epochs[1], epochs[2])
+
+
 def test_fit_rejects_bad_arguments():
     net, params = mlp()
     x, t = blobs(100)
@@ -127,35 +155,10 @@ def test_fit_rejects_bad_arguments():
         train.fit(net, params, (x, t[:99]))
     with pytest.raises(ValueError, match=r"batch_size must be in \[1, 100\], got 500"):
         train.fit(net, params, (x, t), batch_size=500)
+    with pytest.raises(ValueError, match=r"scan=True .* needs JAX params"):
+        train.fit(net, params, (x, t), scan=True)
     with pytest.raises(ValueError, match="backend must be 'numpy' or 'jax'"):
-        train.fit(net, params, (x, t), backend="torch")
-
-
-def test_checkpoint_round_trip_is_exact_and_atomic(tmp_path):
-    net, params = mlp()
-    path = tmp_path / "net.npz"
-    train.save_params(path, params)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.npz"]  # no temp file left over
-    _, fresh = net.init(99, (-1, 8))
-    loaded = train.load_params(path, fresh)
-    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(params)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
-    assert all(a.dtype == np.float32 for a in jax.tree_util.tree_leaves(loaded))
-
-
-def test_checkpoint_mismatch_errors(tmp_path):
-    net, params = mlp(hidden=16)
-    path = tmp_path / "net.npz"
-    train.save_params(path, params)
-    _, wider = fn.pipeline(fn.Dense(32), fn.Relu(), fn.Dense(3)).init(0, (-1, 8))
-    with pytest.raises(ValueError, match=r"\[0\]\['W'\] is float32\[8, 16\].*float32\[8, 32\]"):
-        train.load_params(path, wider)
-    _, deeper = fn.pipeline(fn.Dense(16), fn.Relu(), fn.Dense(3), fn.Dense(3)).init(0, (-1, 8))
-    with pytest.raises(ValueError, match=r"does not match the network: missing \[\"\[3\]"):
-        train.load_params(path, deeper)
-    _, f64 = net.init(0, (-1, 8), dtype=np.float64)
-    with pytest.raises(ValueError, match=r"float32\[8, 16\].*expects float64"):
-        train.load_params(path, f64)
+        train.to_backend(params, "torch")
 
 
 def test_cli_train_on_synthetic_digits(monkeypatch, capsys, tmp_path):
@@ -192,8 +195,9 @@ def test_real_mnist_subset_learns(mnist_dir):
     net = models.two_layer_net(100, 0.01)
     _, params = net.init(0, (-1, 784))
     params, _, hist = train.fit(
-        net, params, (x[:10000], t[:10000]), (xt[:2000], tt[:2000]), epochs=5, backend="jax"
-    )
+        net, train.to_backend(params, "jax"), (x[:10000], t[:10000]), (xt[:2000], tt[:2000]),
+        epochs=5,
+    )  # fmt: skip
     assert hist.test_acc[-1] > 0.85, hist.test_acc
 
 
@@ -203,7 +207,7 @@ def test_seed_settings_full_mnist(mnist_dir):
     (x, t), (xt, tt) = load_mnist(mnist_dir, download=False)
     net = models.two_layer_net(100, 0.01)
     _, params = net.init(0, (-1, 784))
-    _, _, hist = train.fit(net, params, (x, t), (xt, tt), epochs=20, backend="numpy")
+    _, _, hist = train.fit(net, params, (x, t), (xt, tt), epochs=20)
     # Measured: 97.51 % (seed 0) on all 10,000 test images, 97.51-97.65 % over seeds 0-4.
     assert hist.test_acc[-1] >= 0.975, hist.test_acc
 
@@ -214,25 +218,28 @@ def test_fit_feeds_dropout_fresh_randomness_and_updates_batchnorm(backend, scan)
         fn.Dense(32, W_init="he"), fn.BatchNorm(), fn.Relu(), fn.Dropout(0.3), fn.Dense(3)
     )
     _, params = net.init(0, (-1, 8))
+    params = train.to_backend(params, backend)
     x, t = blobs(600, seed=4)
+    decayed = optim.chain(optim.add_decayed_weights(1e-4, optim.key_mask("W")), optim.sgd(0.1))
     params, _, hist = train.fit(
         net, params, (x[:450], t[:450]), (x[450:], t[450:]), epochs=3, batch_size=50,
-        backend=backend, scan=scan, weight_decay=1e-4, progress=False,
+        optimizer=decayed, scan=scan, progress=False,
     )  # fmt: skip
     assert hist.test_acc[-1] > 0.95
-    assert np.asarray(params[1]["mean"]).any()  # running statistics were threaded through
+    # running statistics were threaded through
+    assert np.asarray(params[1]["state"]["mean"]).any()
     # With lr 0 and the whole set as one batch, every step sees the same function of the
     # same data: only fresh dropout masks can make the losses differ.
     _, _, frozen = train.fit(
         net, params, (x, t), epochs=4, batch_size=600, optimizer=optim.sgd(0.0),
-        backend=backend, scan=scan, progress=False,
+        scan=scan, progress=False,
     )  # fmt: skip
     assert np.ptp(frozen.step_loss) > 1e-3, frozen.step_loss
     without = fn.pipeline(fn.Dense(32), fn.Relu(), fn.Dense(3))
     _, p0 = without.init(0, (-1, 8))
     _, _, still = train.fit(
-        without, p0, (x, t), epochs=4, batch_size=600, optimizer=optim.sgd(0.0),
-        backend=backend, scan=scan, progress=False,
+        without, train.to_backend(p0, backend), (x, t), epochs=4, batch_size=600,
+        optimizer=optim.sgd(0.0), scan=scan, progress=False,
     )  # fmt: skip
     assert np.ptp(still.step_loss) < 1e-5, still.step_loss
 
@@ -271,7 +278,7 @@ def test_cli_train_average_flag(monkeypatch, capsys, tmp_path):
     plain = float(out.split("the last iterate itself: ")[1].split("%")[0])
     # What was saved is what was scored: the average, not the last iterate.
     net = models.two_layer_net(8)
-    saved = train.load_params(tmp_path / "a.npz", net.init(0, (-1, 784))[1])
+    saved = checkpoints.load_params(tmp_path / "a.npz", net.init(0, (-1, 784))[1])
     assert round(100 * train.accuracy(net, saved, x[600:], t[600:]), 2) == scored != plain
     assert cli.main(base) == 0  # the mlp default: no averaging
     out = capsys.readouterr().out
@@ -301,8 +308,8 @@ def test_simple_convnet_full_mnist(mnist_dir):
     net = models.simple_convnet()
     _, params = net.init(0, (-1, 1, 28, 28))
     last, _, hist = train.fit(
-        net, params, (x, t), (xt, tt), optimizer=optim.with_average(optim.adam(0.001), 0.999),
-        epochs=20, backend="jax", scan=True,
+        net, train.to_backend(params, "jax"), (x, t), (xt, tt),
+        optimizer=optim.with_average(optim.adam(0.001), 0.999), epochs=20, scan=True,
     )  # fmt: skip
     # Measured on 2 CPU cores, seed 0: the average 99.04 %, the last iterate 98.64 %.
     assert hist.test_acc[-1] >= 0.989, hist.test_acc
@@ -322,60 +329,3 @@ def test_multilayer_net_variants_and_shared_dense_weights():
     for a, b in zip(models.dense_weights(shared), models.dense_weights(p_plain), strict=True):
         assert a is b
     assert shared[1] is p_full[1]  # BatchNorm params untouched
-
-
-def test_sample_batches_and_run_steps_match_a_hand_loop():
-    idx = train.sample_batches(50, 10, 7, seed=3)
-    assert idx.shape == (7, 10) and idx.min() >= 0 and idx.max() < 50
-    np.testing.assert_array_equal(idx, train.sample_batches(50, 10, 7, seed=3))
-    net, params = mlp()
-    x, t = blobs(50)
-    opt = optim.momentum(0.1)
-    step = train.make_step(net, optimizer=opt)
-    p, _, losses = train.run_steps(step, params, opt.init(params), x, t, idx)
-    q, st = params, opt.init(params)
-    for b in idx:
-        q, st, loss = step(q, st, x[b], t[b])
-    jax.tree_util.tree_map(np.testing.assert_array_equal, p, q)
-    assert losses[-1] == float(loss) and losses.dtype == np.float64
-    _, _, lj = train.run_steps(step, params, opt.init(params), x, t, idx, backend="jax")
-    np.testing.assert_allclose(lj, losses, rtol=1e-4)
-
-
-def test_block_means():
-    from funcnet import plot
-
-    xs, means = plot.block_means([1, 3, 5, 7, 9], 2)
-    np.testing.assert_array_equal(xs, [2, 4])
-    np.testing.assert_array_equal(means, [2, 6])
-
-
-@pytest.mark.parametrize("backend", ["numpy", "jax"])
-def test_compare_trains_each_variant_on_the_same_batches(backend):
-    from funcnet import plot
-
-    net, params = mlp(seed=2)
-    x, t = blobs(700, seed=2)
-    idx = train.sample_batches(600, 20, 50, seed=0)
-    variants = {"sgd": (net, params, optim.sgd(0.1)), "frozen": (net, params, optim.sgd(0.0))}
-    r = train.compare(variants, (x[:600], t[:600]), (x[600:], t[600:]), idx, backend=backend,
-                      every=20)  # fmt: skip
-    assert list(r["losses"]) == ["sgd", "frozen"] and r["every"] == 20
-    # Each variant is make_step + run_steps over the same batches, scored on the test set.
-    step = train.make_step(net, optimizer=optim.sgd(0.1))
-    p, _, expected = train.run_steps(step, params, optim.sgd(0.1).init(params), x, t, idx, backend)
-    np.testing.assert_allclose(r["losses"]["sgd"], expected, rtol=1e-6)
-    assert r["test_acc"]["sgd"] == train.accuracy(net, p, x[600:], t[600:])
-    xs, means = r["smoothed"]["frozen"]
-    np.testing.assert_array_equal(xs, [20, 40])
-    assert r["final"]["frozen"] == means[-1] == pytest.approx(r["losses"]["frozen"][20:40].mean())
-    assert r["final"]["sgd"] < r["final"]["frozen"]
-    assert r["losses"]["sgd"][0] == r["losses"]["frozen"][0]  # same start, same first batch
-    text = plot.loss_comparison(r, mark_every=25)
-    assert "training loss (mean of every 20 iterations)" in text
-    table = text.splitlines()[-3:]
-    assert table[0].split() == ["iteration", "sgd", "frozen"]
-    assert [row.split()[0] for row in table[1:]] == ["25", "50"]
-    assert float(table[2].split()[2]) == pytest.approx(r["losses"]["frozen"][30:50].mean(), 1e-4)
-    with pytest.raises(ValueError, match="backend must be 'numpy' or 'jax'"):
-        train.compare(variants, (x, t), (x, t), idx, backend="torch")

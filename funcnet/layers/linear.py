@@ -9,11 +9,13 @@ import math
 
 import numpy as np
 
-from . import initializers
-from .core import Layer, check_dout, check_dtype, check_same_shape, namespace, shape_str, split_rng
+from .. import initializers
+from .._arrays import namespace, split_rng
+from .._checks import check_dout, check_dtype, check_same_shape, shape_str
+from ..core import Layer
 
 
-def _check_input(name: str, x, W_or_b, axis_size: int) -> None:
+def _check_features(name: str, x, W_or_b, axis_size: int) -> None:
     check_dtype(name, x, W_or_b.dtype)
     if x.ndim < 2:
         raise ValueError(
@@ -62,7 +64,7 @@ def MatMul(out_features: int, *, W_init="he_normal", name: str | None = None) ->
 
     def forward(params, x, *, train=False, rng=None):
         W = params["W"]
-        _check_input(name, x, W, W.shape[0])
+        _check_features(name, x, W, W.shape[0])
         return x @ W, (x, W)
 
     def backward(cache, dout, *, need_dx=True):
@@ -84,7 +86,7 @@ def Bias(*, b_init=initializers.zeros, name: str = "Bias") -> Layer:
 
     def forward(params, x, *, train=False, rng=None):
         b = params["b"]
-        _check_input(name, x, b, b.shape[0])
+        _check_features(name, x, b, b.shape[0])
         # x is cached only for dout's expected shape and dtype; a reference costs nothing.
         return x + b, (x,)
 
@@ -124,7 +126,7 @@ def Dense(
 
     def forward(params, x, *, train=False, rng=None):
         W, b = params["W"], params["b"]
-        _check_input(name, x, W, W.shape[0])
+        _check_features(name, x, W, W.shape[0])
         check_same_shape(name, W[0], b, "W's output axis", "b")
         return x @ W + b, (x, W)
 
@@ -158,3 +160,11 @@ def Flatten(*, name: str = "Flatten") -> Layer:
         return (), (dout.reshape(x.shape) if need_dx else None)
 
     return Layer(name, init, forward, backward)
+
+
+__all__ = [
+    "Bias",
+    "Dense",
+    "Flatten",
+    "MatMul",
+]

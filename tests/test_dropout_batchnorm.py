@@ -7,7 +7,7 @@ import pytest
 
 import funcnet as fn
 from funcnet import optim, train
-from funcnet.stateful import BatchNorm, Dropout
+from funcnet.layers import BatchNorm, Dropout
 
 
 def test_dropout_train_mask_scale_and_gradient_vs_jax():
@@ -65,8 +65,10 @@ def _bn_params(c, seed, dtype=np.float64):
     return {
         "gamma": rng.standard_normal(c).astype(dtype),
         "beta": rng.standard_normal(c).astype(dtype),
-        "mean": rng.standard_normal(c).astype(dtype),
-        "var": rng.random(c).astype(dtype) + 0.5,
+        "state": {
+            "mean": rng.standard_normal(c).astype(dtype),
+            "var": rng.random(c).astype(dtype) + 0.5,
+        },
     }
 
 
@@ -77,10 +79,10 @@ def test_batchnorm_train_backward_matches_jax(shape):
     x = np.random.default_rng(1).standard_normal(shape) * 3 + 1
     report = fn.check_layer(layer, params, x, forward_kwargs={"train": True})
     assert report.ok
-    # train-mode output does not depend on the running statistics: zero gradient
+    # The running statistics are state, not trained: the gradient has only gamma and beta.
     out, cache = layer.forward(params, x, train=True)
     dp, _ = layer.backward(cache, np.ones_like(out))
-    assert not dp["mean"].any() and not dp["var"].any()
+    assert set(dp) == {"gamma", "beta"}
 
 
 @pytest.mark.parametrize("shape", [(1, 4), (5, 3), (2, 3, 4, 4)])
@@ -90,10 +92,12 @@ def test_batchnorm_eval_forward_formula_and_backward(shape):
     x = np.random.default_rng(3).standard_normal(shape)
     out, _ = layer.forward(params, x)
     b = (1, -1) if len(shape) == 2 else (1, -1, 1, 1)
-    p = {k: v.reshape(b) for k, v in params.items()}
+    p = {k: v.reshape(b) for k, v in {**params, **params["state"]}.items() if k != "state"}
     ref = p["gamma"] * (x - p["mean"]) / np.sqrt(p["var"] + 1e-5) + p["beta"]
     np.testing.assert_allclose(out, ref, rtol=1e-13)
     fn.check_layer(layer, params, x)
+    # Eval mode: no gradient for the running statistics either (nothing would use it).
+    assert set(layer.backward(layer.forward(params, x)[1], out)[0]) == {"gamma", "beta"}
 
 
 def test_batchnorm_train_stats_normalize_and_running_stats_are_returned_not_mutated():
@@ -106,9 +110,9 @@ def test_batchnorm_train_stats_normalize_and_running_stats_are_returned_not_muta
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0, atol=1e-5)
     np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1, rtol=1e-3)
     new = fn.update_state(params, cache)
-    np.testing.assert_allclose(new["mean"], 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-5)
-    np.testing.assert_allclose(new["var"], 0.9 + 0.1 * x.var(axis=(0, 2, 3)), rtol=1e-5)
-    assert new["mean"].dtype == np.float32 and new["gamma"] is params["gamma"]
+    np.testing.assert_allclose(new["state"]["mean"], 0.1 * x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(new["state"]["var"], 0.9 + 0.1 * x.var(axis=(0, 2, 3)), rtol=1e-5)
+    assert new["state"]["mean"].dtype == np.float32 and new["gamma"] is params["gamma"]
 
 
 def test_batchnorm_errors():
@@ -135,49 +139,89 @@ def test_update_state_threads_through_nested_pipelines_in_a_jitted_step():
     t = rng.integers(0, 3, 16)
     opt = optim.sgd(0.1)
     step = train.make_step(net, fn.softmax_cross_entropy, opt)
-    p1, _, _ = step(params, opt.init(params), x, t, rng=(0, 1))
-    assert p1[1][0]["mean"].any() and p1[3]["mean"].any()  # both running means moved
+    p1, _, _ = step(params, opt.init(fn.trainable(params)), x, t, rng=(0, 1))
+    # both running means moved
+    assert p1[1][0]["state"]["mean"].any() and p1[3]["state"]["mean"].any()
     jp = jax.tree_util.tree_map(jnp.asarray, params)
     key = jax.random.key(0)
-    p2, _, loss2 = jax.jit(step)(jp, opt.init(jp), jnp.asarray(x), jnp.asarray(t), key)
-    assert p2[1][0]["mean"].any() and np.isfinite(loss2)
+    p2, _, loss2 = jax.jit(step)(
+        jp, opt.init(fn.trainable(jp)), jnp.asarray(x), jnp.asarray(t), key
+    )
+    assert p2[1][0]["state"]["mean"].any() and np.isfinite(loss2)
     # Eval mode uses the running statistics: its output differs from the train-mode one.
     out_eval, _ = net.forward(p1, x)
     out_train, _ = net.forward(p1, x, train=True, rng=(0, 1))
     assert not np.allclose(out_eval, out_train)
 
 
-def test_l2_penalty_and_its_gradient_vs_jax():
+def test_an_unroutable_state_update_raises_instead_of_being_lost():
+    bn = BatchNorm()
+
+    def residual(layer):  # a hand-made combinator: dict params, cache shaped differently
+        def init(rng, in_shape, dtype=np.float32):
+            return layer.init(rng, in_shape, dtype)[0], {
+                "inner": layer.init(rng, in_shape, dtype)[1]
+            }
+
+        def forward(params, x, *, train=False, rng=None):
+            out, cache = layer.forward(params["inner"], x, train=train, rng=rng)
+            return x + out, [cache]
+
+        return fn.Layer("residual", init, forward, None)
+
+    net = residual(bn)
+    _, params = net.init(0, (-1, 3))
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    _, cache = net.forward(params, x, train=True)
+    with pytest.raises(ValueError, match=r"update_state: the cache at params holds a StateUpdate"):
+        fn.update_state(params, cache)
+    # A StateUpdate aimed at params without a state entry is refused too.
+    _, bn_cache = bn.forward(bn.init(0, (-1, 3))[1], x, train=True)
+    with pytest.raises(ValueError, match=r"no 'state' entry"):
+        fn.update_state({"gamma": 1}, bn_cache)
+    # Eval caches carry no update: params come back as they were.
+    _, eval_cache = net.forward(params, x)
+    assert fn.update_state(params, eval_cache) is params
+
+
+def test_no_optimizer_decay_or_average_touches_running_statistics():
     net = fn.pipeline(fn.Dense(5), BatchNorm(), fn.Relu(), fn.Dense(3))
-    _, params = net.init(0, (-1, 4), dtype=np.float64)
-    value, cache = fn.l2_penalty.forward(params, 0.1)
-    grads = fn.l2_penalty.backward(cache, 2.0)
-    weights = [params[0]["W"], params[3]["W"]]
-    np.testing.assert_allclose(value, 0.05 * sum(np.sum(w**2) for w in weights), rtol=1e-13)
-
-    def ref(p):
-        return 0.05 * (jnp.sum(p[0]["W"] ** 2) + jnp.sum(p[3]["W"] ** 2))
-
-    expect = jax.tree_util.tree_map(lambda g: 2.0 * g, jax.grad(ref)(params))
-    jax.tree_util.tree_map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-13, atol=0), grads, expect
-    )
-
-
-def test_weight_decay_in_the_step_adds_the_penalty_and_its_gradient():
-    net = fn.pipeline(fn.Dense(5), fn.Relu(), fn.Dense(3))
     _, params = net.init(0, (-1, 4), dtype=np.float64)
     x = np.random.default_rng(0).standard_normal((8, 4))
     t = np.arange(8) % 3
-    opt = optim.sgd(1.0)
-    plain = train.make_step(net, fn.softmax_cross_entropy, opt)
-    decayed = train.make_step(net, fn.softmax_cross_entropy, opt, weight_decay=0.1)
-    p0, _, l0 = plain(params, opt.init(params), x, t)
-    p1, _, l1 = decayed(params, opt.init(params), x, t)
-    penalty, _ = fn.l2_penalty.forward(params, 0.1)
-    np.testing.assert_allclose(l1, l0 + penalty, rtol=1e-13)
-    np.testing.assert_allclose(p0[0]["W"] - p1[0]["W"], 0.1 * params[0]["W"], atol=1e-14)
-    np.testing.assert_array_equal(p0[0]["b"], p1[0]["b"])
+    opt = optim.with_average(
+        optim.chain(optim.add_decayed_weights(0.5), optim.adam(0.1)), decay=0.9
+    )
+    state = opt.init(fn.trainable(params))
+    assert "state" not in str(jax.tree_util.tree_structure(state))
+    step = train.make_step(net, fn.softmax_cross_entropy, opt)
+    new, state, _ = step(params, state, x, t)
+    # The running statistics are exactly the momentum update of the batch's, nothing else.
+    h = x @ params[0]["W"] + params[0]["b"]
+    np.testing.assert_allclose(new[1]["state"]["mean"], 0.1 * h.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(new[1]["state"]["var"], 0.9 + 0.1 * h.var(axis=0), rtol=1e-12)
+    averaged = optim.averaged(state, fn.trainable(new))
+    assert "state" not in averaged[1]
+
+
+def test_weight_decay_is_one_transform_with_a_key_mask():
+    net = fn.pipeline(fn.Dense(5), BatchNorm(), fn.Relu(), fn.Dense(3))
+    _, params = net.init(0, (-1, 4), dtype=np.float64)
+    x = np.random.default_rng(0).standard_normal((8, 4))
+    t = np.arange(8) % 3
+    plain = optim.sgd(1.0)
+    decayed = optim.chain(optim.add_decayed_weights(0.1, optim.key_mask("W")), optim.sgd(1.0))
+    p0, _, l0 = train.make_step(net, optimizer=plain)(
+        params, plain.init(fn.trainable(params)), x, t
+    )
+    p1, _, l1 = train.make_step(net, optimizer=decayed)(
+        params, decayed.init(fn.trainable(params)), x, t
+    )
+    assert l0 == l1  # the decay changes the update, not the loss
+    for i in (0, 3):
+        np.testing.assert_allclose(p0[i]["W"] - p1[i]["W"], 0.1 * params[i]["W"], atol=1e-14)
+        np.testing.assert_array_equal(p0[i]["b"], p1[i]["b"])
+    np.testing.assert_array_equal(p0[1]["gamma"], p1[1]["gamma"])
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,86 @@
+"""Validation helpers every layer and loss shares (private).
+
+Each raises a ``ValueError`` (shape, value) or ``TypeError`` (dtype) whose message starts
+with the layer's name and says what was expected and what came; nothing is ever silently
+cast, broadcast or cropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._arrays import is_concrete, namespace
+
+
+def shape_str(shape) -> str:
+    """``(-1, 784)`` as ``(N, 784)``: -1 is the batch dimension in ``init`` shapes."""
+    return str(tuple("N" if d == -1 else d for d in shape)).replace("'", "")
+
+
+def check_ndim(name: str, x, ndim: int | Sequence[int], what: str = "input") -> None:
+    """Raise a ValueError naming the layer if ``x.ndim`` is not (one of) ``ndim``."""
+    allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if getattr(x, "ndim", None) not in allowed:
+        want = " or ".join(str(d) for d in allowed)
+        got = tuple(x.shape) if hasattr(x, "shape") else type(x).__name__
+        raise ValueError(f"{name}: expected a {want}-D {what}, got shape {got}")
+
+
+def check_float(name: str, x, what: str = "input") -> None:
+    """Raise a TypeError naming the layer if ``x`` is not a floating-point array."""
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not np.issubdtype(np.dtype(dtype), np.floating):
+        got = dtype if dtype is not None else type(x).__name__
+        raise TypeError(
+            f"{name}: expected a floating-point {what} array, got {got}; "
+            "cast it first (e.g. x.astype(np.float32))"
+        )
+
+
+def check_dtype(name: str, x, dtype, what: str = "input") -> None:
+    """Raise a TypeError if ``x`` does not have the params' dtype (no silent up/down-cast)."""
+    check_float(name, x, what)
+    if np.dtype(x.dtype) != np.dtype(dtype):
+        raise TypeError(
+            f"{name}: {what} dtype {np.dtype(x.dtype)} does not match the params dtype "
+            f"{np.dtype(dtype)}; cast one of them (funcnet never converts silently)"
+        )
+
+
+def check_same_shape(name: str, a, b, what_a: str, what_b: str) -> None:
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"{name}: {what_b} shape {tuple(b.shape)} does not match {what_a} shape "
+            f"{tuple(a.shape)}"
+        )
+
+
+def check_dout(name: str, dout, shape, dtype) -> None:
+    """Raise if ``dout`` does not have exactly the forward output's ``shape`` and ``dtype``:
+    no silent broadcasting or upcasting in a backward."""
+    if tuple(dout.shape) != tuple(shape):
+        raise ValueError(
+            f"{name}: backward expected dout of shape {tuple(shape)}, got {tuple(dout.shape)}"
+        )
+    if np.dtype(dout.dtype) != np.dtype(dtype):
+        raise TypeError(
+            f"{name}: backward expected dout of dtype {np.dtype(dtype)}, got "
+            f"{np.dtype(dout.dtype)} (funcnet never converts silently)"
+        )
+
+
+def check_no_params(name: str, params) -> None:
+    """Raise if a parameter-free layer is handed params (likely a misaligned pipeline)."""
+    if not (params is None or (isinstance(params, tuple | dict) and len(params) == 0)):
+        raise ValueError(f"{name}: takes no params, got {type(params).__name__}")
+
+
+def check_finite(name: str, x, what: str = "input") -> None:
+    """Raise a ValueError naming the layer if a concrete ``x`` holds NaN or inf."""
+    if is_concrete(x):
+        xp = namespace(x)
+        if not bool(xp.all(xp.isfinite(x))):
+            bad = int(xp.sum(~xp.isfinite(x)))
+            raise ValueError(f"{name}: {what} contains {bad} non-finite value(s) (NaN or inf)")

@@ -1,0 +1,238 @@
+"""``funcnet check``: every built-in layer, loss and graph node against ``jax.vjp``.
+
+The catalogue below is the one place that knows the built-in layers' code paths; the
+checker (``funcnet.gradcheck``) knows only the protocol.  It reaches every path: each layer
+on NumPy and on JAX arrays (the two run different kernels), train and eval modes, Conv's
+whole and per-offset input gradient, its im2col in chunks, non-square and overlapping
+pooling windows, MaxPool's ties and an infinite gradient, soft cross-entropy targets.
+A new built-in layer adds its cases here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import gradcheck, graph, losses
+from ..core import pipeline
+from ..layers import _conv_fast, activations, conv, dropout, linear, normalization
+
+
+class Case(NamedTuple):
+    """One check: ``make()`` builds the layer (at check time, from its module, so a patched
+    module is what gets checked) and it runs on an input of ``shape``."""
+
+    kind: str  # the layer family, for running a part of the catalogue
+    make: Callable[[], Any]
+    shape: tuple
+    forward_kwargs: dict | None = None
+    chunk_bytes: int | None = None  # NumPy Conv: im2col budget, to force chunks
+    ties: bool = False  # small integers as input: MaxPool windows with equal maxima
+    cotangent: Callable | None = None
+    note: str = ""
+
+
+def _inf_cotangent(rng, shape):
+    g = rng.standard_normal(shape)
+    g.reshape(-1)[:: max(1, g.size // 3)] = np.inf
+    return g
+
+
+def layer_cases() -> list[Case]:
+    """Every layer case; each is run on NumPy arrays and again on JAX arrays."""
+    lin, act, cv = linear, activations, conv
+    train = {"train": True}
+    eight = _conv_fast.DX_BY_OFFSET_MIN_CHANNELS
+    return [
+        Case("linear", lambda: lin.Dense(7), (5, 4)),
+        Case("linear", lambda: lin.Dense(3), (1, 2, 5)),
+        Case("linear", lambda: lin.MatMul(6), (3, 4)),
+        Case("linear", lambda: lin.Bias(), (4, 3)),
+        Case("linear", lambda: lin.Flatten(), (3, 2, 5)),
+        Case("activation", lambda: act.Relu(), (4, 6)),
+        Case("activation", lambda: act.Sigmoid(), (4, 6)),
+        Case("activation", lambda: act.Tanh(), (4, 6)),
+        Case("activation", lambda: act.Softmax(), (4, 6)),
+        Case("dropout", lambda: dropout.Dropout(0.4), (4, 6), {"train": True, "rng": 3}),
+        Case("dropout", lambda: dropout.Dropout(0.4), (4, 6)),
+        Case("dropout", lambda: dropout.Dropout(0.4, scale_at="eval"), (4, 6), {**train, "rng": 3}),
+        Case("dropout", lambda: dropout.Dropout(0.4, scale_at="eval"), (4, 6)),
+        Case("batchnorm", lambda: normalization.BatchNorm(), (5, 4), train),
+        Case("batchnorm", lambda: normalization.BatchNorm(), (3, 2, 4, 4), train),
+        Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3)),
+        Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3, 2, 2)),
+        Case("conv", lambda: cv.Conv(4, 3, padding=1), (2, 3, 6, 6)),
+        Case("conv", lambda: cv.Conv(2, (3, 2), stride=2), (1, 2, 7, 6)),
+        Case(
+            "conv",
+            lambda: cv.Conv(3, 3, padding=1, bias=False),
+            (2, eight, 5, 5),
+            note="dx by offset",
+        ),
+        Case(
+            "conv",
+            lambda: cv.Conv(3, (2, 3), stride=2, padding=1),
+            (2, eight + 1, 6, 7),
+            note="dx by offset",
+        ),
+        Case("conv", lambda: cv.Conv(4, 3, padding=1), (3, 3, 6, 6), chunk_bytes=1, note="chunks"),
+        Case(
+            "conv",
+            lambda: cv.Conv(3, 3, stride=2),
+            (3, eight, 7, 7),
+            chunk_bytes=1,
+            note="chunks, dx by offset",
+        ),
+        Case("pool", lambda: cv.MaxPool(2), (2, 3, 6, 6)),
+        Case("pool", lambda: cv.MaxPool((2, 3), stride=1), (2, 2, 5, 6)),
+        Case("pool", lambda: cv.MaxPool(3, stride=2, padding=1), (2, 2, 7, 7)),
+        Case("pool", lambda: cv.MaxPool((3, 2), stride=1), (2, 2, 5, 5), ties=True, note="ties"),
+        Case(
+            "pool", lambda: cv.MaxPool(2), (2, 2, 4, 4), cotangent=_inf_cotangent, note="inf dout"
+        ),
+        Case("pool", lambda: cv.AvgPool(3, stride=1, padding=1), (2, 2, 5, 5)),
+        Case("pool", lambda: cv.AvgPool((2, 3), stride=(2, 1)), (1, 2, 6, 6)),
+        Case(
+            "pipeline",
+            lambda: pipeline(lin.Flatten(), lin.Dense(8), act.Relu(), lin.Dense(3)),
+            (4, 2, 3),
+        ),
+        Case(
+            "pipeline",
+            lambda: pipeline(cv.Conv(3, 3), act.Relu(), cv.MaxPool(2), lin.Flatten()),
+            (2, 1, 6, 6),
+        ),
+        Case(
+            "pipeline",
+            lambda: pipeline(lin.Dense(5), act.Tanh(), normalization.BatchNorm()),
+            (4, 3),
+            train,
+        ),
+    ]
+
+
+def _random_params(params, rng):
+    """Random (not zero) values: a zero parameter can hide a missing gradient term.  A
+    running variance must stay positive."""
+    import jax
+
+    def draw(path, a):
+        last = getattr(path[-1], "key", None) if path else None
+        return rng.random(a.shape) + 0.5 if last == "var" else rng.standard_normal(a.shape)
+
+    return jax.tree_util.tree_map_with_path(draw, params)
+
+
+def _run_layer_case(i: int, case: Case, arrays: str, seed: int) -> gradcheck.Report:
+    rng = np.random.default_rng([seed, i])
+    layer = case.make()
+    _, params = layer.init(seed + i, (-1, *case.shape[1:]), dtype=np.float64)
+    params = _random_params(params, rng)
+    if case.ties:
+        x = rng.integers(-2, 3, case.shape).astype(np.float64)
+    else:
+        x = rng.standard_normal(case.shape)
+    kwargs = case.forward_kwargs or {}
+    budget = case.chunk_bytes is not None and arrays == "numpy"
+    with _conv_fast.chunk_budget(case.chunk_bytes) if budget else nullcontext():
+        report = gradcheck.check_layer(
+            layer,
+            params,
+            x,
+            seed=seed + i,
+            forward_kwargs=kwargs,
+            raise_on_failure=False,
+            arrays=arrays,
+            # Differences add nothing at a kink (ties) or with an infinite cotangent, and the
+            # JAX run checks the other kernels against the same exact reference.
+            numerical=arrays == "numpy" and not case.ties and case.cotangent is None,
+            cotangent=case.cotangent,
+        )
+    tags = [t for t in ("train" if kwargs.get("train") else "", case.note) if t]
+    label = f"{layer.name}{' (' + ', '.join(tags) + ')' if tags else ''} [{arrays}]"
+    return report._replace(name=label)
+
+
+def _other_cases(seed: int) -> list[tuple[str, Callable[[str], gradcheck.Report]]]:
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((5, 4)) * 3
+    labels = rng.integers(0, 4, 5)
+    soft = rng.random((5, 4))
+    soft /= soft.sum(axis=1, keepdims=True)
+    loss_cases = [
+        ("softmax_cross_entropy", z, labels, "labels"),
+        ("softmax_cross_entropy", z, np.eye(4)[labels], "one-hot"),
+        ("softmax_cross_entropy", z, soft, "soft targets"),
+        ("mean_squared_error", z, rng.standard_normal(z.shape), ""),
+    ]
+    out = []
+    for name, y, t, note in loss_cases:
+
+        def run(arrays, name=name, y=y, t=t, note=note):
+            loss = getattr(losses, name)
+            r = gradcheck.check_loss(
+                loss, y, t, seed=seed, raise_on_failure=False, arrays=arrays,
+                numerical=arrays == "numpy",
+            )  # fmt: skip
+            return r._replace(name=f"{loss.name}{' (' + note + ')' if note else ''} [{arrays}]")
+
+        out.append(("loss", run))
+    node_inputs = {
+        "mul": {"x": rng.standard_normal((3, 4)), "y": rng.standard_normal(4)},
+        "add": {"x": rng.standard_normal((3, 1)), "y": rng.standard_normal((1, 4))},
+    }
+    for name, primals in node_inputs.items():
+
+        def run(arrays, name=name, primals=primals):
+            node = getattr(graph, name)
+            r = gradcheck.check_vjp(
+                node.name, node.forward, node.backward, primals, seed=seed,
+                raise_on_failure=False, arrays=arrays, numerical=arrays == "numpy",
+            )  # fmt: skip
+            return r._replace(name=f"{node.name} (broadcast) [{arrays}]")
+
+        out.append(("node", run))
+    return out
+
+
+def builtin_checks(
+    seed: int = 0, kinds: set[str] | None = None, arrays: set[str] | None = None
+) -> list[gradcheck.Report]:
+    """Run the whole catalogue on NumPy and on JAX arrays, one report per case and array
+    type; ``kinds`` (e.g. ``{"conv"}``) and ``arrays`` (``{"numpy"}``) select a part."""
+    reports = []
+    for arrays in [a for a in ("numpy", "jax") if arrays is None or a in arrays]:
+        for i, case in enumerate(layer_cases()):
+            if kinds is not None and case.kind not in kinds:
+                continue
+            if arrays == "jax" and case.chunk_bytes is not None:
+                continue  # JAX never chunks: the same case without a budget is above
+            reports.append(_run_layer_case(i, case, arrays, seed))
+        for kind, run in _other_cases(seed):
+            if kinds is None or kind in kinds:
+                reports.append(run(arrays))
+    return reports
+
+
+def run(args) -> int:
+    reports = builtin_checks(args.seed)
+    width = max(len(r.name) for r in reports)
+    head = (
+        f"{'layer / loss / node':<{width}} {'input shape':<22} {'rel err vs jax':>14} "
+        f"{'vs numerical':>13}  result"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in reports:
+        print(
+            f"{r.name:<{width}} {r.in_shapes:<22} {r.max_jax_rel:>14.2e} "
+            f"{r.max_num_rel:>13.2e}  {'pass' if r.ok else 'FAIL'}"
+        )
+    failed = [r for r in reports if not r.ok]
+    for r in failed:
+        print("\n" + str(r))
+    print(f"\n{len(reports) - len(failed)} passed, {len(failed)} failed")
+    return 1 if failed else 0

@@ -1,0 +1,356 @@
+"""``funcnet check`` reaches every code path of every built-in layer, loss and graph node.
+
+Each mutation below puts a realistic error (a factor 1.001, a wrong axis, a skipped guard)
+into one path, in a fresh copy of the function that holds it; the part of the catalogue
+that covers that kind must then fail.  The mutations are textual: a mutation whose text is
+no longer in the source fails loudly, so a rewrite of a kernel must update its mutation.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+import funcnet as fn
+from funcnet.cli import check
+
+FAST = "funcnet.layers._conv_fast"
+REF = "funcnet.layers.conv"
+
+# (module, function, old text, new text, kinds of the catalogue, array types to run)
+MUTATIONS = [
+    (FAST, "conv_forward", "out = W2 @ cols", "out = 1.001 * (W2 @ cols)", "conv", "numpy"),
+    (
+        FAST,
+        "conv_forward",
+        "np.matmul(W2, ref.im2col(x_pad[s], kernel, stride, out_hw), out=out[s])",
+        "out[s] = 1.001 * (W2 @ ref.im2col(x_pad[s], kernel, stride, out_hw))",
+        "conv",
+        "numpy",
+    ),
+    (
+        FAST,
+        "conv_backward",
+        "dW = (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)",
+        "dW = 1.001 * (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)",
+        "conv",
+        "numpy",
+    ),
+    (
+        FAST,
+        "conv_backward",
+        "dW += (d[s] @ chunk.transpose(0, 2, 1)).sum(axis=0)",
+        "dW += 1.001 * (d[s] @ chunk.transpose(0, 2, 1)).sum(axis=0)",
+        "conv",
+        "numpy",
+    ),
+    (FAST, "conv_backward", "dx[s] = conv_dx(", "dx[s] = 1.001 * conv_dx(", "conv", "numpy"),
+    (
+        FAST,
+        "conv_backward",
+        "db = dout.sum(axis=(0, 2, 3))",
+        "db = 1.001 * dout.sum(axis=(0, 2, 3))",
+        "conv",
+        "numpy",
+    ),
+    (
+        FAST,
+        "dx_parts_by_offset",
+        "(W[:, :, i, j].T @ d)",
+        "1.001 * (W[:, :, i, j].T @ d)",
+        "conv",
+        "numpy",
+    ),
+    (
+        FAST,
+        "dx_parts_whole",
+        "lambda i, j: dcols[:, :, i, j]",
+        "lambda i, j: 1.001 * dcols[:, :, i, j]",
+        "conv",
+        "numpy",
+    ),
+    (FAST, "col2im", "[...] += p", "[...] += 1.001 * p", "pool", "numpy"),
+    (
+        FAST,
+        "maxpool_forward",
+        "best = windows.max(axis=0)",
+        "best = 1.001 * windows.max(axis=0)",
+        "pool",
+        "numpy",
+    ),
+    (
+        FAST,
+        "maxpool_forward",
+        "for k in range(len(windows) - 2, -1, -1):",
+        "for k in range(len(windows) - 1):",
+        "pool",
+        "numpy",
+    ),  # the last max wins ties
+    (
+        FAST,
+        "maxpool_backward",
+        "hit = arg == i * kernel[1] + j",
+        "hit = arg == i * kernel[0] + j",
+        "pool",
+        "numpy",
+    ),
+    (
+        FAST,
+        "maxpool_backward",
+        "return dout * hit if fast",
+        "return 1.001 * dout * hit if fast",
+        "pool",
+        "numpy",
+    ),
+    (
+        FAST,
+        "maxpool_backward",
+        "fast = bool(np.isfinite(dout).all())",
+        "fast = True",
+        "pool",
+        "numpy",
+    ),
+    (
+        FAST,
+        "avgpool_backward",
+        "share = dout / (kernel[0] * kernel[1])",
+        "share = 1.001 * dout / (kernel[0] * kernel[1])",
+        "pool",
+        "numpy",
+    ),
+    (
+        REF,
+        "conv_backward",
+        "dW = (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)",
+        "dW = 1.001 * (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)",
+        "conv",
+        "jax",
+    ),
+    (
+        REF,
+        "conv_backward",
+        "dcols = (W.reshape(f, -1).T @ d)",
+        "dcols = 1.001 * (W.reshape(f, -1).T @ d)",
+        "conv",
+        "jax",
+    ),
+    (REF, "col2im", "total + p", "total + 1.001 * p", "conv", "jax"),
+    (
+        REF,
+        "conv_forward",
+        "out = (W.reshape(f, -1) @ cols)",
+        "out = 1.001 * (W.reshape(f, -1) @ cols)",
+        "conv",
+        "jax",
+    ),
+    (REF, "maxpool_forward", "better = s > best", "better = s >= best", "pool", "numpy jax"),
+    (
+        REF,
+        "maxpool_backward",
+        "arg == i * kernel[1] + j",
+        "arg == i * kernel[0] + j",
+        "pool",
+        "jax",
+    ),
+    (
+        REF,
+        "avgpool_forward",
+        "return total / (kernel[0] * kernel[1])",
+        "return 1.001 * total / (kernel[0] * kernel[1])",
+        "pool",
+        "numpy jax",
+    ),
+    (
+        REF,
+        "avgpool_backward",
+        "share = dout / (kernel[0] * kernel[1])",
+        "share = 1.001 * dout / (kernel[0] * kernel[1])",
+        "pool",
+        "jax",
+    ),
+    (
+        "funcnet.layers.normalization",
+        "BatchNorm",
+        "return dparams, (g - mean_g - xn * mean_gx) / bstd",
+        "return dparams, 1.001 * (g - mean_g - xn * mean_gx) / bstd",
+        "batchnorm",
+        "numpy jax",
+    ),
+    (
+        "funcnet.layers.normalization",
+        "BatchNorm",
+        "return dparams, g / bstd",
+        "return dparams, 1.001 * g / bstd",
+        "batchnorm",
+        "numpy jax",
+    ),
+    (
+        "funcnet.layers.normalization",
+        "BatchNorm",
+        '"gamma": xp.sum(dout * xn, axis=axes)',
+        '"gamma": 1.001 * xp.sum(dout * xn, axis=axes)',
+        "batchnorm",
+        "numpy jax",
+    ),
+    (
+        "funcnet.layers.dropout",
+        "Dropout",
+        "return (), dout * mask",
+        "return (), 1.001 * dout * mask",
+        "dropout",
+        "numpy jax",
+    ),
+    (
+        "funcnet.layers.dropout",
+        "Dropout",
+        "else dout * scale)",
+        "else 1.001 * dout * scale)",
+        "dropout",
+        "numpy jax",
+    ),
+    (
+        "funcnet.layers.linear",
+        "_matmul_backward",
+        "dW = x2.T @ d2",
+        "dW = 1.001 * (x2.T @ d2)",
+        "linear",
+        "numpy jax",
+    ),
+    (
+        "funcnet.layers.linear",
+        "_bias_backward",
+        "return namespace(dout).sum(",
+        "return 1.001 * namespace(dout).sum(",
+        "linear",
+        "numpy jax",
+    ),
+    (
+        "funcnet.layers.activations",
+        "Softmax",
+        "return y * (dout -",
+        "return 1.001 * y * (dout -",
+        "activation",
+        "numpy jax",
+    ),
+    (
+        "funcnet.losses",
+        "_cross_entropy_backward",
+        "y = t.astype(p.dtype)",
+        "y = (t == t.max(axis=1, keepdims=True)).astype(p.dtype)",
+        "loss",
+        "numpy jax",
+    ),
+    (
+        "funcnet.losses",
+        "_mse_backward",
+        "return d * (2 * dloss / d.size)",
+        "return d * (2.002 * dloss / d.size)",
+        "loss",
+        "numpy jax",
+    ),
+    (
+        "funcnet.graph",
+        "_mul_backward",
+        "unbroadcast(dout * x, np.shape(y))",
+        "unbroadcast(1.001 * dout * x, np.shape(y))",
+        "node",
+        "numpy jax",
+    ),
+    (
+        "funcnet.graph",
+        "_add_backward",
+        "unbroadcast(dout, sy)",
+        "unbroadcast(1.001 * dout, sy)",
+        "node",
+        "numpy jax",
+    ),
+]
+
+
+def mutate(monkeypatch, module_name, func, old, new):
+    """Replace ``module.func`` by a copy whose source has ``old`` replaced by ``new``, and
+    every ``Loss``/``Node`` value of the module that held the original by one holding it."""
+    module = importlib.import_module(module_name)
+    original = getattr(module, func)
+    source = textwrap.dedent(inspect.getsource(inspect.unwrap(original)))
+    if "@jit_static" not in source and hasattr(original, "__wrapped__"):
+        source = "@jit_static\n" + source
+    assert source.count(old) == 1, f"{func}: {old!r} is not (once) in its source any more"
+    namespace = dict(vars(module))
+    exec(compile(source.replace(old, new), f"<mutant of {func}>", "exec"), namespace)
+    mutant = namespace[func]
+    monkeypatch.setattr(module, func, mutant)
+    for name, value in vars(module).items():
+        if isinstance(value, fn.Loss | fn.Node) and original in value:
+            fields = {k: mutant for k, v in value._asdict().items() if v is original}
+            monkeypatch.setattr(module, name, value._replace(**fields))
+    # Jitted kernels that call the original were traced already: trace them afresh.
+    jax.clear_caches()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_traces():
+    # XLA's optimizations only cost compile time here: every case is a tiny float64 program.
+    saved = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", saved)
+    jax.clear_caches()  # no mutant stays in a compiled kernel for the next test
+
+
+def failures(kinds, arrays):
+    return [
+        r.name for r in check.builtin_checks(kinds={kinds}, arrays=set(arrays.split())) if not r.ok
+    ]
+
+
+@pytest.mark.parametrize(
+    ("module", "func", "old", "new", "kinds", "arrays"),
+    MUTATIONS,
+    ids=[f"{m[1]}:{m[3][:40]}" for m in MUTATIONS],
+)
+def test_an_error_in_any_path_makes_the_check_fail(
+    monkeypatch, module, func, old, new, kinds, arrays
+):
+    mutate(monkeypatch, module, func, old, new)
+    assert failures(kinds, arrays), f"no {kinds} case caught {new!r} in {func}"
+
+
+def test_every_public_layer_loss_and_node_is_in_the_catalogue():
+    names = {case.make().name.split("(")[0] for case in check.layer_cases()}
+    args = {"Dense": (3,), "MatMul": (3,), "Conv": (3, 3), "MaxPool": (2,), "AvgPool": (2,)}
+    layers = [n for n in fn.layers.__all__ if n[0].isupper()]
+    for n in layers:
+        assert isinstance(getattr(fn, n)(*args.get(n, ())), fn.Layer), n
+    assert set(layers) <= names, set(layers) - names
+    checked = {r.name.split(" ")[0] for r in check.builtin_checks(kinds={"loss", "node"})}
+    assert checked == {"softmax_cross_entropy", "mean_squared_error", "mul", "add"}
+
+
+def test_the_catalogue_runs_the_chunked_and_per_offset_conv_paths(monkeypatch):
+    from funcnet.layers import _conv_fast
+
+    seen = {"chunks": 0, "offset": 0, "whole": 0}
+    real_chunks, real_offset, real_whole = (
+        _conv_fast.chunks, _conv_fast.dx_parts_by_offset, _conv_fast.dx_parts_whole,
+    )  # fmt: skip
+
+    def chunks(n, sample_bytes):
+        out = real_chunks(n, sample_bytes)
+        seen["chunks"] += len(out) > 1
+        return out
+
+    def count(key, real):
+        return lambda *a: seen.__setitem__(key, seen[key] + 1) or real(*a)
+
+    monkeypatch.setattr(_conv_fast, "chunks", chunks)
+    monkeypatch.setattr(_conv_fast, "dx_parts_by_offset", count("offset", real_offset))
+    monkeypatch.setattr(_conv_fast, "dx_parts_whole", count("whole", real_whole))
+    check.builtin_checks(kinds={"conv"}, arrays={"numpy"})
+    assert all(seen.values()), seen
+    assert np.isfinite(_conv_fast.IM2COL_CHUNK_BYTES)  # the budget was restored

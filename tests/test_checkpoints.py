@@ -1,0 +1,56 @@
+"""Checkpoints: exact round trips, atomic writes, and files that do not fit refused."""
+
+import jax
+import numpy as np
+import pytest
+
+import funcnet as fn
+from funcnet import checkpoints
+
+
+def mlp(hidden=16, classes=3, dim=8, seed=0):
+    net = fn.pipeline(fn.Dense(hidden, W_init=0.01), fn.Relu(), fn.Dense(classes, W_init=0.01))
+    _, params = net.init(seed, (-1, dim))
+    return net, params
+
+
+def test_checkpoint_round_trip_is_exact_and_atomic(tmp_path):
+    net, params = mlp()
+    path = tmp_path / "net.npz"
+    checkpoints.save_params(path, params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.npz"]  # no temp file left over
+    _, fresh = net.init(99, (-1, 8))
+    loaded = checkpoints.load_params(path, fresh)
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(params)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
+    assert all(a.dtype == np.float32 for a in jax.tree_util.tree_leaves(loaded))
+
+
+def test_checkpoint_mismatch_errors(tmp_path):
+    net, params = mlp(hidden=16)
+    path = tmp_path / "net.npz"
+    checkpoints.save_params(path, params)
+    _, wider = fn.pipeline(fn.Dense(32), fn.Relu(), fn.Dense(3)).init(0, (-1, 8))
+    with pytest.raises(ValueError, match=r"\[0\]\['W'\] is float32\[8, 16\].*float32\[8, 32\]"):
+        checkpoints.load_params(path, wider)
+    _, deeper = fn.pipeline(fn.Dense(16), fn.Relu(), fn.Dense(3), fn.Dense(3)).init(0, (-1, 8))
+    with pytest.raises(ValueError, match=r"does not match the network: missing \[\"\[3\]"):
+        checkpoints.load_params(path, deeper)
+    _, f64 = net.init(0, (-1, 8), dtype=np.float64)
+    with pytest.raises(ValueError, match=r"float32\[8, 16\].*expects float64"):
+        checkpoints.load_params(path, f64)
+
+
+def test_checkpoints_keep_running_state_and_refuse_extra_entries(tmp_path):
+    net = fn.pipeline(fn.Dense(4), fn.BatchNorm(), fn.Dense(3))
+    _, params = net.init(0, (-1, 5))
+    params = (params[0], {**params[1], "state": {"mean": params[1]["state"]["mean"] + 1,
+              "var": params[1]["state"]["var"] * 2}}, params[2])  # fmt: skip
+    path = tmp_path / "bn.npz"
+    checkpoints.save_params(path, params)
+    loaded = checkpoints.load_params(path, net.init(1, (-1, 5))[1])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
+    # A deeper net's file in a shallower net: the entries it does not have are named.
+    _, shallow = fn.pipeline(fn.Dense(4), fn.BatchNorm()).init(0, (-1, 5))
+    with pytest.raises(ValueError, match=r"missing none, unexpected \[\"\[2\]\['W'\]\""):
+        checkpoints.load_params(path, shallow)
