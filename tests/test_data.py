@@ -234,10 +234,12 @@ def test_regzipped_file_with_same_content_is_accepted(tmp_path, files):
     assert xt.shape == (3, 784)
 
 
-def test_count_mismatch(tmp_path, files):
-    files["t10k-labels-idx1-ubyte"] = idx_bytes(2049, (4,), bytes([0, 1, 2, 3]))
+@pytest.mark.parametrize("labels", [4, 2], ids=["more-labels", "fewer-labels"])
+def test_count_mismatch(tmp_path, files, labels):
+    """Either way round: 3 images with 4 labels, or with 2, is refused (never truncated)."""
+    files["t10k-labels-idx1-ubyte"] = idx_bytes(2049, (labels,), bytes(range(labels)))
     d = write(tmp_path / "m", files)
-    with pytest.raises(MNISTError, match=r"3 images but .* 4 labels") as e:
+    with pytest.raises(MNISTError, match=rf"3 images but .* {labels} labels") as e:
         load_mnist(d, download=False, checksums=md5s(files))
     assert "t10k-images-idx3-ubyte.gz" in str(e.value)
     assert "t10k-labels-idx1-ubyte.gz" in str(e.value)

@@ -18,14 +18,26 @@ SETTINGS = settings(max_examples=15, deadline=None)
 
 @SETTINGS
 @given(n=st.integers(1, 7), c=st.integers(2, 6), seed=st.integers(0, 2**16), one_hot=st.booleans())
-def test_cross_entropy_matches_optax_and_jax_vjp(n, c, seed, one_hot):
+def test_cross_entropy_matches_optax(n, c, seed, one_hot):
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, c)) * 3
     labels = rng.integers(0, c, n)
     t = np.eye(c)[labels] if one_hot else labels
     loss, _ = fn.softmax_cross_entropy.forward(z, t)
     ref = optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
-    np.testing.assert_allclose(loss, ref, rtol=1e-12)
+    # Two float64 sums of log-probabilities near 1: they may differ by a few ulps of the
+    # per-sample terms even where the mean itself is tiny (a loss of 6e-5 off by 1.5e-16).
+    atol = 8 * np.finfo(np.float64).eps * max(1.0, float(np.abs(z).max()))
+    np.testing.assert_allclose(loss, ref, rtol=1e-12, atol=atol)
+
+
+@SETTINGS
+@given(n=st.integers(1, 7), c=st.integers(2, 6), seed=st.integers(0, 2**16), one_hot=st.booleans())
+def test_cross_entropy_backward_matches_jax_vjp(n, c, seed, one_hot):
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, c)) * 3
+    labels = rng.integers(0, c, n)
+    t = np.eye(c)[labels] if one_hot else labels
     assert fn.check_loss(fn.softmax_cross_entropy, z, t, seed=seed).ok
 
 
