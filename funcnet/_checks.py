@@ -77,10 +77,14 @@ def check_no_params(name: str, params) -> None:
         raise ValueError(f"{name}: takes no params, got {type(params).__name__}")
 
 
+class NonFiniteError(ValueError):
+    """A NaN or inf where a finite value is needed (in training: a diverged step)."""
+
+
 def check_finite(name: str, x, what: str = "input") -> None:
     """Raise a ValueError naming the layer if a concrete ``x`` holds NaN or inf."""
     if is_concrete(x):
         xp = namespace(x)
         if not bool(xp.all(xp.isfinite(x))):
             bad = int(xp.sum(~xp.isfinite(x)))
-            raise ValueError(f"{name}: {what} contains {bad} non-finite value(s) (NaN or inf)")
+            raise NonFiniteError(f"{name}: {what} contains {bad} non-finite value(s) (NaN or inf)")

@@ -21,6 +21,7 @@ import numpy as np
 
 from . import optim
 from ._arrays import tree_namespace
+from ._checks import NonFiniteError
 from ._progress import ProgressBar
 from .core import Layer, Loss, trainable, update_state, with_trainable
 from .losses import softmax_cross_entropy
@@ -84,7 +85,13 @@ def compiled(fn: Callable, donate: tuple[int, ...] = ()) -> Callable:
     updates them in place; the CPU backend often cannot reuse them and only warns)."""
     import jax
 
-    return jax.jit(fn, donate_argnums=() if jax.default_backend() == "cpu" else donate)
+    return jax.jit(fn, donate_argnums=_donates(donate))
+
+
+def _donates(donate: tuple[int, ...] = (0, 1)) -> tuple[int, ...]:
+    import jax
+
+    return () if jax.default_backend() == "cpu" else donate
 
 
 def to_backend(tree, backend: str):
@@ -134,6 +141,36 @@ def _forward(net: Layer, params) -> Callable:
     return hit[1]
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``: carries what the last finished epoch left, so nothing finished
+    is lost.  ``epochs_done`` may be 0, and then ``params`` are the initial ones."""
+
+    def __init__(self, params, opt_state, history, epochs_done: int):
+        super().__init__(f"fit interrupted after {epochs_done} finished epoch(s)")
+        self.params, self.opt_state = params, opt_state
+        self.history, self.epochs_done = history, epochs_done
+
+
+def _check_targets(net: Layer, params, loss: Loss, x, t, what: str) -> None:
+    """Validate every target once, on the host, before any step: under ``jit`` the loss
+    cannot look at values, and a label out of range would train silently."""
+    out = net.forward(params, x[:1])[0]
+    zeros = np.zeros((len(t), *np.shape(out)[1:]), dtype=np.dtype(out.dtype))
+    try:
+        loss.forward(zeros, np.asarray(t))
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"fit: {what} targets: {e}") from None
+
+
+def _check_finite(losses, epoch: int) -> None:
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if bad.size:
+        raise FloatingPointError(
+            f"fit: the loss is {losses[bad[0]]} from step {bad[0] + 1} of epoch {epoch} on; "
+            "the learning rate is probably too large"
+        )
+
+
 class History(NamedTuple):
     """What ``fit`` saw: the loss of every step and, per epoch, mean loss and accuracies."""
 
@@ -170,6 +207,11 @@ def fit(
     ``jax.random`` key on JAX.  With an optimizer wrapped in ``optim.with_average`` the
     accuracies are those of the averaged parameters; the returned ``params`` are always the
     last iterate, from which training continues.
+
+    Every target is validated once on the host before the first step (the loss's own checks
+    on all of them), and the losses once per epoch: a non-finite one raises
+    ``FloatingPointError`` on every backend.  Ctrl-C raises ``Interrupted``, which carries
+    the params, optimizer state and history of the last finished epoch.
     """
     x_train, t_train = train
     if len(x_train) != len(t_train):
@@ -182,6 +224,9 @@ def fit(
             "fit: scan=True compiles the epoch with JAX and needs JAX params; pass "
             "jax.device_put(params)"
         )
+    _check_targets(net, params, loss, x_train, t_train, "training")
+    if test is not None:
+        _check_targets(net, params, loss, *test, "test")
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
     step = make_step(net, loss, opt)
     if scan:
@@ -195,7 +240,8 @@ def fit(
     rng = np.random.default_rng(seed)
     steps = len(x_train) // batch_size
     hist = History([], [], [], [], [])
-    for epoch in range(1, epochs + 1):
+
+    def run_epoch_(epoch, params, opt_state):
         start = time.perf_counter()
         perm = rng.permutation(len(x_train))[: steps * batch_size]
         rngs = step_rngs(seed, epoch, steps, jax_keys=on_jax)
@@ -208,29 +254,59 @@ def fit(
             losses = []
             for i in range(steps):
                 idx = perm[i * batch_size : (i + 1) * batch_size]
-                params, opt_state, value = step(
-                    params, opt_state, x_train[idx], t_train[idx], rng=rngs[i]
-                )
+                try:
+                    params, opt_state, value = step(
+                        params, opt_state, x_train[idx], t_train[idx], rng=rngs[i]
+                    )
+                except NonFiniteError as e:  # NumPy sees it mid-epoch, in the loss
+                    raise FloatingPointError(
+                        f"fit: step {i + 1} of epoch {epoch}: {e}; the learning rate is "
+                        "probably too large"
+                    ) from None
                 losses.append(value)
                 if bar.enabled and (i + 1) % max(1, steps // 50) == 0:
                     bar.show(f"epoch {epoch:>3}/{epochs}", i + 1, steps, f"loss {float(value):.4f}")
         # One conversion at the end: a float() per step would make JAX wait for every step.
-        losses = np.asarray(losses, dtype=np.float64).tolist()
+        losses = np.asarray(losses, dtype=np.float64)
+        _check_finite(losses, epoch)
         hist.epoch_time.append(time.perf_counter() - start)
-        hist.step_loss.extend(losses)
+        hist.step_loss.extend(losses.tolist())
         hist.epoch_loss.append(float(np.mean(losses)))
         scored = with_trainable(params, optim.averaged(opt_state, trainable(params)))
         hist.train_acc.append(accuracy(net, scored, x_train, t_train))
         if test is not None:
             hist.test_acc.append(accuracy(net, scored, *test))
         bar.clear()
-        if on_epoch is not None:
-            on_epoch(epoch, hist)
+        return params, opt_state
+
+    def keep(tree):
+        # What the last finished epoch left.  Pure steps never change it, but a donating
+        # (accelerator) step reuses its buffers: then it is copied.
+        if not on_jax or _donates() == ():
+            return tree
+        import jax
+
+        return jax.tree_util.tree_map(lambda a: a.copy(), tree)
+
+    done, finished = keep((params, opt_state)), 0
+    try:
+        for epoch in range(1, epochs + 1):
+            params, opt_state = run_epoch_(epoch, params, opt_state)
+            done, finished = keep((params, opt_state)), epoch
+            if on_epoch is not None:
+                on_epoch(epoch, hist)
+    except KeyboardInterrupt:
+        bar.clear()
+        del hist.step_loss[finished * steps :], hist.epoch_time[finished:]
+        del hist.epoch_loss[finished:]
+        del hist.train_acc[finished:], hist.test_acc[finished:]
+        raise Interrupted(*done, hist, finished) from None
     return params, opt_state, hist
 
 
 __all__ = [
     "History",
+    "Interrupted",
     "accuracy",
     "compiled",
     "fit",

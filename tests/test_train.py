@@ -329,3 +329,52 @@ def test_multilayer_net_variants_and_shared_dense_weights():
     for a, b in zip(models.dense_weights(shared), models.dense_weights(p_plain), strict=True):
         assert a is b
     assert shared[1] is p_full[1]  # BatchNorm params untouched
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_fit_validates_every_label_before_training_on_both_backends(backend):
+    net, params = mlp()
+    params = train.to_backend(params, backend)
+    x, t = blobs(90)
+    bad = t.copy()
+    bad[-1] = 7  # 3 classes: the last sample's label is out of range
+    with pytest.raises(ValueError, match=r"fit: training targets: .*labels must be in \[0, 2\]"):
+        train.fit(net, params, (x, bad), epochs=1, batch_size=30)
+    with pytest.raises(ValueError, match=r"fit: test targets: .*one-hot"):
+        train.fit(net, params, (x, t), (x, np.eye(4)[t]), epochs=1, batch_size=30)
+
+
+def test_fit_stops_on_a_non_finite_loss_under_jit():
+    net, params = mlp()
+    x, t = blobs(90)
+    with pytest.raises(FloatingPointError, match=r"the loss is (nan|inf) from step \d+ of epoch 1"):
+        train.fit(
+            net, train.to_backend(params, "jax"), (x, t), epochs=2, batch_size=30,
+            optimizer=optim.sgd(1e30),
+        )  # fmt: skip
+
+
+def test_ctrl_c_in_fit_hands_back_the_last_finished_epoch(monkeypatch):
+    net, params = mlp()
+    x, t = blobs(90)
+    calls = []
+    real = train.make_step
+
+    def interrupting(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def wrapped(*a, **k):
+            calls.append(1)
+            if len(calls) == 5:  # the second step of epoch 2
+                raise KeyboardInterrupt
+            return step(*a, **k)
+
+        return wrapped
+
+    monkeypatch.setattr(train, "make_step", interrupting)
+    with pytest.raises(train.Interrupted) as stop:
+        train.fit(net, params, (x, t), epochs=5, batch_size=30, progress=False)
+    assert stop.value.epochs_done == 1 and len(stop.value.history.epoch_loss) == 1
+    monkeypatch.setattr(train, "make_step", real)
+    one, _, _ = train.fit(net, params, (x, t), epochs=1, batch_size=30, progress=False)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, stop.value.params, one)

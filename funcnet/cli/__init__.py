@@ -6,63 +6,166 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, exit status 2 (argparse's convention), instead of the usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each default, except where there is none to show (None, a flag's False)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _number(kind, text: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
 def _decay(text: str) -> float:
-    value = float(text)
+    value = _number(float, text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="funcnet", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _positive(kind):
+    def parse(text: str):
+        value = _number(kind, text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
 
-    p = sub.add_parser("check", help="check every built-in layer and loss against jax.vjp")
-    p.add_argument("--seed", type=int, default=0)
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _non_negative_int(text: str) -> int:
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = _number(float, text)
+    if abs(value) > 1e100:  # x1² + x2² would overflow to inf
+        raise argparse.ArgumentTypeError(f"must be within ±1e100, got {text}")
+    return value
+
+
+def _save_path(text: str) -> str:
+    """A file the run can write at the end: checked before any work, so that a finished run
+    is never lost to a bad path found late."""
+    path = os.path.abspath(text)
+    folder = os.path.dirname(path)
+    if os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(
+        prog="funcnet",
+        description="funcnet: check (gradient table), demo (gradient descent), "
+        "train (MNIST with terminal plots).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    fmt = {"formatter_class": _Help}
+
+    p = sub.add_parser(
+        "check", help="check every built-in layer, loss and node against jax.vjp", **fmt
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="cotangents and samples")
     p.set_defaults(command_module="check")
 
-    p = sub.add_parser("demo", help="gradient descent on x1² + x2² with terminal plots")
-    p.add_argument("--x0", type=float, nargs=2, default=[-3.0, 4.0], metavar=("X1", "X2"))
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--grad", choices=["numerical", "jax"], default="numerical")
-    p.add_argument("--no-plot", action="store_true")
+    p = sub.add_parser("demo", help="gradient descent on x1² + x2² with terminal plots", **fmt)
+    p.add_argument("--x0", type=_finite, nargs=2, default=[-3.0, 4.0], metavar=("X1", "X2"),
+                   help="the starting point")  # fmt: skip
+    p.add_argument("--lr", type=_positive(float), default=0.1, help="learning rate")
+    p.add_argument("--steps", type=_non_negative_int, default=20, help="gradient steps")
+    p.add_argument("--grad", choices=["numerical", "jax"], default="numerical",
+                   help="central differences (h=1e-4) or jax.grad")  # fmt: skip
+    p.add_argument("--no-plot", action="store_true", help="print the numbers only")
     p.set_defaults(command_module="demo")
 
-    p = sub.add_parser("train", help="train on MNIST: the two-layer net or SimpleConvNet")
-    p.add_argument("--model", choices=["mlp", "convnet"], default="mlp")
-    p.add_argument("--hidden", type=int, default=100, help="mlp hidden units")
-    p.add_argument("--epochs", type=int, default=20)
+    p = sub.add_parser("train", help="train on MNIST: the two-layer net or SimpleConvNet", **fmt)
+    p.add_argument("--model", choices=["mlp", "convnet"], default="mlp",
+                   help="784-H-10 or the book's SimpleConvNet")  # fmt: skip
+    p.add_argument("--hidden", type=_positive(int), default=100, help="mlp hidden units")
+    p.add_argument("--epochs", type=_positive(int), default=20, help="passes over the data")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=None,
-                   help="default: sgd for mlp, adam for convnet")  # fmt: skip
-    p.add_argument("--lr", type=float, default=None, help="default: 0.1 for sgd, 0.001 adam")
+                   help="None: sgd for mlp, adam for convnet")  # fmt: skip
+    p.add_argument("--lr", type=_positive(float), default=None,
+                   help="None: 0.1 for sgd and momentum, 0.001 for adam")  # fmt: skip
     p.add_argument(
         "--average", type=_decay, default=None, metavar="DECAY",
         help="score and save a moving average of the params (optim.with_average); "
-        "0 turns it off (default: 0.999 for convnet, off for mlp)",
+        "0 turns it off; None: 0.999 for convnet, off for mlp",
     )  # fmt: skip
-    p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--weight-std", type=float, default=None, help="weights N(0, std²) (default 0.01)"
-    )
-    p.add_argument("--backend", choices=["numpy", "jax"], default="numpy")
+    p.add_argument("--batch", type=_positive(int), default=100, help="mini-batch size")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="initial weights, shuffling and dropout")  # fmt: skip
+    p.add_argument("--weight-std", type=_positive(float), default=0.01,
+                   help="initial weights N(0, std²)")  # fmt: skip
+    p.add_argument("--backend", choices=["numpy", "jax"], default="numpy",
+                   help="numpy: eager steps; jax: a jitted step")  # fmt: skip
     p.add_argument("--scan", action="store_true", help="jax: run each epoch as one lax.scan")
-    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
-    p.add_argument("--subset", type=int, default=0, help="use only the first N training images")
-    p.add_argument("--save", default=None, help="write the trained params to this .npz")
-    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the four MNIST files; None: $FUNCNET_DATA, then "
+                   "~/.cache/funcnet/mnist, downloading there if missing")  # fmt: skip
+    p.add_argument("--subset", type=_non_negative_int, default=0,
+                   help="use only the first N training images (0: all)")  # fmt: skip
+    p.add_argument("--save", type=_save_path, default=None, metavar="FILE.npz",
+                   help="write the trained params here (also on Ctrl-C, those of the last "
+                   "finished epoch)")  # fmt: skip
+    p.add_argument("--no-plot", action="store_true", help="print the numbers only")
     p.set_defaults(command_module="train")
 
     args = parser.parse_args(argv)
-    if args.command_module == "train" and args.scan and args.backend != "jax":
-        parser.error("--scan compiles each epoch with JAX: add --backend jax")
+    if args.command_module == "train":
+        train = sub.choices["train"]
+        if args.scan and args.backend != "jax":
+            train.error("--scan compiles each epoch with JAX: add --backend jax")
+        if args.subset and args.batch > args.subset:
+            train.error(f"--batch {args.batch} is larger than --subset {args.subset}")
     # Each command imports only what it needs: `funcnet demo` never loads JAX or MNIST code.
     command = importlib.import_module(f".{args.command_module}", __name__)
-    return command.run(args)
+    try:
+        return command.run(args)
+    except KeyboardInterrupt:  # outside training (which says more): one line, no traceback
+        print(f"funcnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("funcnet")
+    except PackageNotFoundError:  # run from a checkout without installing
+        from .. import __version__
+
+        return __version__
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ def run(args) -> int:
     from ..core import trainable, with_trainable
     from ..data import MNISTError, load_mnist
     from ..experiments import block_means
-    from ..train import accuracy, fit, predict, to_backend
+    from ..train import Interrupted, accuracy, fit, predict, to_backend
 
     convnet = args.model == "convnet"
     try:
@@ -24,9 +24,9 @@ def run(args) -> int:
     if args.subset:
         x_train, t_train = x_train[: args.subset], t_train[: args.subset]
     if convnet:
-        net = models.simple_convnet(W_init=args.weight_std or 0.01)
+        net = models.simple_convnet(W_init=args.weight_std)
     else:
-        net = models.two_layer_net(args.hidden, args.weight_std or 0.01)
+        net = models.two_layer_net(args.hidden, args.weight_std)
     _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
     params = to_backend(params, args.backend)  # JAX arrays: fit compiles the step
     name = args.optimizer or ("adam" if convnet else "sgd")
@@ -37,7 +37,8 @@ def run(args) -> int:
         optimizer = optim.with_average(optimizer, decay)
     print(
         f"{net.name}\n{len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
-        f"{name} lr {lr}, {args.epochs} epochs, seed {args.seed}, backend {args.backend}"
+        f"{name} lr {lr}, {args.epochs} epoch{'s' if args.epochs != 1 else ''}, "
+        f"seed {args.seed}, backend {args.backend}"
         + (" (whole epoch in lax.scan)" if args.scan else "")
         + (
             f"\naccuracies and --save use the moving average of the params (decay {decay}); "
@@ -58,13 +59,36 @@ def run(args) -> int:
             flush=True,
         )
 
-    last, opt_state, hist = fit(
-        net, params, (x_train, t_train), (x_test, t_test),
-        optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
-        seed=args.seed, scan=args.scan, on_epoch=report,
-    )  # fmt: skip
-    # What fit scored: the averaged params when averaging, else the last iterate.
-    params = with_trainable(last, optim.averaged(opt_state, trainable(last)))
+    def scored(last, opt_state):  # what fit scores: the average when averaging
+        return with_trainable(last, optim.averaged(opt_state, trainable(last)))
+
+    try:
+        # A diverging run is reported below in one line; NumPy's overflow warnings would
+        # only repeat it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            last, opt_state, hist = fit(
+                net, params, (x_train, t_train), (x_test, t_test),
+                optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
+                seed=args.seed, scan=args.scan, on_epoch=report,
+            )  # fmt: skip
+    except Interrupted as stop:
+        kept = ""
+        if args.save and stop.epochs_done:
+            save_params(args.save, scored(stop.params, stop.opt_state))
+            kept = f"; the params of epoch {stop.epochs_done} are saved to {args.save}"
+        elif args.save:
+            kept = "; no epoch had finished, nothing saved"
+        print(
+            f"funcnet train: interrupted after {stop.epochs_done} epoch(s){kept}", file=sys.stderr
+        )
+        return 130
+    except FloatingPointError as e:
+        print(f"funcnet train: {e} (--lr {lr}: try a smaller one)", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"funcnet train: {e}", file=sys.stderr)
+        return 1
+    params = scored(last, opt_state)
     note = ""
     if decay:
         plain = 100 * accuracy(net, last, x_test, t_test)

@@ -1,0 +1,114 @@
+"""`funcnet` as a person runs it: bad values refused in one line before any work, a --save
+target checked first, Ctrl-C that keeps the finished epochs, a diverging run stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from funcnet import checkpoints, models, train
+from funcnet.data import load_mnist
+
+FUNCNET = [sys.executable, "-m", "funcnet"]
+
+
+def run(*args, **kw):
+    return subprocess.run([*FUNCNET, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["train", "--epochs", "0"], "--epochs: must be > 0, got 0"),
+        (["train", "--lr", "nan"], "--lr: must be finite, got nan"),
+        (["train", "--lr", "-1"], "--lr: must be > 0, got -1"),
+        (["train", "--batch", "x"], "--batch: expected a int, got 'x'"),
+        (["train", "--hidden", "0"], "--hidden: must be > 0"),
+        (["train", "--weight-std", "inf"], "--weight-std: must be finite"),
+        (["train", "--average", "1"], "--average: must be in [0, 1), got 1"),
+        (["train", "--subset", "-3"], "--subset: must be >= 0"),
+        (["train", "--subset", "50", "--batch", "100"], "--batch 100 is larger than --subset 50"),
+        (["train", "--scan"], "--scan compiles each epoch with JAX: add --backend jax"),
+        (["train", "--save", "/nonexistent-dir/p.npz"], "folder /nonexistent-dir does not exist"),
+        (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+        (["demo", "--x0", "nan", "1"], "--x0: must be finite, got nan"),
+        (["demo", "--x0", "1e200", "1e200"], "--x0: must be within ±1e100"),
+        (["demo", "--steps", "-1"], "--steps: must be >= 0"),
+        (["check", "--seed", "-1"], "--seed: must be >= 0"),
+    ],
+)
+def test_bad_values_are_one_line_and_exit_2_before_any_work(tmp_path, argv, says):
+    # A data folder that does not exist: had the command got as far as loading, it would
+    # complain about MNIST instead.
+    extra = ["--data-dir", str(tmp_path / "none")] if argv[0] == "train" else []
+    out = run(*argv, *extra)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], out.stderr
+    assert out.stdout == "" and not (tmp_path / "none").exists()
+
+
+def test_save_to_a_directory_is_refused_first(tmp_path):
+    out = run("train", "--save", str(tmp_path), "--data-dir", str(tmp_path / "none"))
+    assert out.returncode == 2 and "is a directory; give a file name" in out.stderr
+
+
+def test_version_and_help_show_defaults():
+    out = run("--version")
+    assert out.returncode == 0 and out.stdout.startswith("funcnet ")
+    text = run("train", "--help").stdout
+    assert "(default: 100)" in text and "(default: None)" not in text
+
+
+@pytest.fixture
+def mnist_env(mnist_dir):
+    return {**os.environ, "FUNCNET_DATA": str(mnist_dir)}
+
+
+def test_ctrl_c_after_a_finished_epoch_keeps_it(tmp_path, mnist_env, mnist_dir):
+    save = tmp_path / "p.npz"
+    argv = ["train", "--subset", "3000", "--epochs", "1000", "--no-plot", "--save", str(save)]
+    proc = subprocess.Popen(
+        [*FUNCNET, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=mnist_env,
+    )  # fmt: skip
+    printed = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            printed.append(proc.stdout.readline())
+            if printed[-1].startswith("epoch   2/1000"):
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted after" in lines[0] and str(save) in lines[0]
+    assert "Traceback" not in err and not list(tmp_path.glob("*.part"))
+    # What was saved is the last finished epoch: it scores what that epoch printed.
+    epoch = int(lines[0].split("the params of epoch ")[1].split()[0])
+    row = next(r for r in printed + rest.splitlines() if r.startswith(f"epoch {epoch:>3}/"))
+    shown = float(row.split("test ")[1].split("%")[0])
+    net = models.two_layer_net(100)
+    params = checkpoints.load_params(save, net.init(0, (-1, 784))[1])
+    _, (xt, tt) = load_mnist(mnist_dir, download=False)
+    assert round(100 * train.accuracy(net, params, xt, tt), 2) == shown
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(mnist_env, backend):
+    out = run(
+        "train", "--subset", "1000", "--epochs", "3", "--lr", "1e30", "--no-plot",
+        "--backend", backend, env=mnist_env,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--lr 1e+30: try a smaller one" in lines[0], out.stderr
+    assert "learning rate is probably too large" in lines[0]
