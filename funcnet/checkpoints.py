@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import zipfile
 
 import numpy as np
 
@@ -16,12 +17,14 @@ def _flat(params) -> dict[str, np.ndarray]:
 
 
 def save_params(path, params) -> None:
-    """Write ``params`` to ``path`` (``.npz``), atomically: a temp file, then a rename."""
+    """Write ``params`` to ``path`` (``.npz``), atomically: a temp file beside it, then a
+    rename; the temp file is removed on any failure, Ctrl-C included.  The file gets the
+    usual permissions (the umask's), like any file a program saves."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".funcnet-", suffix=".npz.part")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.part")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             np.savez(f, **_flat(params))
         os.replace(tmp, path)
     except BaseException:
@@ -38,8 +41,20 @@ def load_params(path, like):
 
     path = os.fspath(path)
     want = _flat(like)
-    with np.load(path, allow_pickle=False) as f:
-        got = {k: f[k] for k in f.files}
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise ValueError("it holds a single array, not named params")
+        with f:
+            got = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
+        # numpy's own message for a non-npz file suggests allow_pickle=True: never that.
+        reason = "not an .npz file" if "pickle" in str(e) else str(e) or type(e).__name__
+        raise ValueError(
+            f"load_params: {path} is not a checkpoint save_params wrote ({reason})"
+        ) from None
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
         raise ValueError(

@@ -8,6 +8,7 @@ files are downloaded into ``data_dir`` if given, else into the cache. Every prob
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
@@ -85,7 +86,10 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, s
 def _decompressed(path: Path, label: str | None = None) -> bytes:
     """The file's bytes, gunzipped if they start with the gzip magic (whatever the name)."""
     label = label or str(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:  # unreadable (permissions), a folder, a vanished file
+        raise MNISTError(f"{label}: cannot be read ({e.strerror or e})") from None
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:
@@ -206,6 +210,8 @@ def find_or_download(
     failure. ``progress=None`` shows a progress bar only when stderr is a terminal.
     """
     base = _base(name)
+    if data_dir is not None and Path(data_dir).expanduser().is_file():
+        raise MNISTError(f"data_dir {data_dir} is a file; give the folder that holds the files")
     dirs = search_dirs(data_dir)
     for d, _ in dirs:
         for candidate in (d / f"{base}.gz", d / base):
@@ -222,6 +228,9 @@ def find_or_download(
 
     dest_dir = Path(data_dir).expanduser() if data_dir is not None else cache_dir()
     dest = dest_dir / f"{base}.gz"
+    # Folders made for the download are removed again if it fails: a mistyped data_dir must
+    # not be left behind as an empty tree.
+    made = [p for p in (dest_dir, *dest_dir.parents) if not p.exists()]
     mirrors = (mirrors,) if isinstance(mirrors, str) else tuple(mirrors or MIRRORS)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -239,6 +248,9 @@ def find_or_download(
             return dest
         except (OSError, HTTPException, ValueError) as e:  # URLError, timeouts: OSError
             errors.append(f"  {url}: {type(e).__name__}: {e}")
+    for folder in made:  # deepest first
+        with contextlib.suppress(OSError):
+            folder.rmdir()
     tried = "\n".join(errors) or "  (no mirrors given)"
     raise MNISTError(
         f"{base}[.gz] not found and could not be downloaded into {dest_dir}.\n"

@@ -1,5 +1,8 @@
 """Checkpoints: exact round trips, atomic writes, and files that do not fit refused."""
 
+import os
+import stat
+
 import jax
 import numpy as np
 import pytest
@@ -54,3 +57,30 @@ def test_checkpoints_keep_running_state_and_refuse_extra_entries(tmp_path):
     _, shallow = fn.pipeline(fn.Dense(4), fn.BatchNorm()).init(0, (-1, 5))
     with pytest.raises(ValueError, match=r"missing none, unexpected \[\"\[2\]\['W'\]\""):
         checkpoints.load_params(path, shallow)
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    _, params = mlp()
+    old = os.umask(0o022)
+    try:
+        checkpoints.save_params(tmp_path / "p.npz", params)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "p.npz").st_mode) == 0o644
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [(b"", "No data left"), (b"hello\n", "not an .npz file"), (b"PK\x03\x04junk", "zip")],
+    ids=["empty", "text", "truncated"],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_and_never_unpickled(tmp_path, content, reason):
+    _, params = mlp()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{bad} is not a checkpoint .*{reason}") as e:
+        checkpoints.load_params(bad, params)
+    assert "allow_pickle" not in str(e.value)
+    np.save(tmp_path / "one.npy", np.ones(3))
+    with pytest.raises(ValueError, match="a single array, not named params"):
+        checkpoints.load_params(tmp_path / "one.npy", params)

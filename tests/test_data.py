@@ -401,7 +401,7 @@ def test_corrupt_download_rejected_and_leaves_nothing(tmp_path, server, files, m
     with pytest.raises(MNISTError, match="md5" if mirror == "bad" else "cut short") as e:
         find_or_download("t10k-images-idx3-ubyte", d, mirrors=[url], checksums=md5s(files))
     assert url + "t10k-images-idx3-ubyte.gz" in str(e.value)
-    assert os.listdir(d) == []
+    assert not d.exists()  # nothing left, not even the folder made for the download
     # The next mirror is tried after a bad one, and only verified bytes end up on disk.
     path = find_or_download(
         "t10k-images-idx3-ubyte", d, mirrors=[url, server.url + "/good/"], checksums=md5s(files)
@@ -419,7 +419,7 @@ def test_offline_error_is_helpful(tmp_path, dead_url):
     assert "refused" in msg.lower()
     assert str(d) in msg and str(tmp_path / "xdg-cache" / "funcnet" / "mnist") in msg
     assert "FUNCNET_DATA" in msg and all(f"{n}.gz" in msg for n in NAMES)
-    assert os.listdir(d) == []
+    assert not d.exists()  # the folder made for the download is gone with it
 
 
 # --- real MNIST -----------------------------------------------------------------------------
@@ -466,3 +466,27 @@ def test_real_mnist_raw_uint8(mnist_dir, real_mnist):
     np.testing.assert_array_equal(xt, raw.reshape(10000, 784).astype(np.float32) / 255)
     assert tt[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert real_mnist[0][1][:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+
+
+def test_a_failed_download_leaves_no_folder_behind(tmp_path, server):
+    typo = tmp_path / "mnsit" / "data"
+    with pytest.raises(MNISTError, match="could not be downloaded"):
+        load_mnist(typo, mirrors=[server.url + "/missing/"], progress=False)
+    assert not (tmp_path / "mnsit").exists()
+
+
+def test_unreadable_file_and_file_as_folder_are_mnist_errors(tmp_path, files, monkeypatch):
+    d = write(tmp_path / "m", files)
+    with pytest.raises(MNISTError, match=r"is a file; give the folder"):
+        load_mnist(d / "t10k-labels-idx1-ubyte.gz", download=False)
+    # Mode 000 does not stop root, who runs the tests: refuse the read the way the OS would.
+    real = Path.read_bytes
+
+    def read_bytes(path):
+        if path.name == "t10k-labels-idx1-ubyte.gz":
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(MNISTError, match=r"t10k-labels-idx1-ubyte.gz: cannot be read \(Permission"):
+        load_mnist(d, download=False, checksums=md5s(files))

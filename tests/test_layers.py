@@ -186,3 +186,25 @@ def test_same_code_runs_on_jax_arrays_and_matches_numpy():
     jax.tree_util.tree_map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), dp_j, dp_np
     )
+
+
+@pytest.mark.parametrize(
+    ("layer", "params", "says"),
+    [
+        (
+            fn.Dense(3),
+            {"W": np.zeros((2, 3), np.float32)},
+            r"Dense\(3\): expected params with keys \['W', 'b'\], got \['W'\]",
+        ),
+        (
+            fn.Dense(3),
+            {"W": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32), "c": 1},
+            r"got \['W', 'b', 'c'\]",
+        ),
+        (fn.MatMul(3), (), r"MatMul\(3\): expected params with keys \['W'\], got tuple"),
+        (fn.Bias(), {"W": np.zeros(2, np.float32)}, r"Bias: expected params with keys \['b'\]"),
+    ],
+)
+def test_params_with_missing_or_extra_keys_name_the_layer(layer, params, says):
+    with pytest.raises(ValueError, match=says):
+        layer.forward(params, np.zeros((1, 2), np.float32))

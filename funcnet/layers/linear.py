@@ -29,6 +29,15 @@ def _check_features(name: str, x, W_or_b, axis_size: int) -> None:
         )
 
 
+def _unpack(name: str, params, *keys: str):
+    """The arrays under ``keys``, or a ValueError naming the layer when the params dict has
+    other keys (a missing one would be a bare KeyError, an extra one silently ignored)."""
+    if not isinstance(params, dict) or set(params) != set(keys):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"{name}: expected params with keys {sorted(keys)}, got {got}")
+    return [params[k] for k in keys]
+
+
 def _in_features(name: str, in_shape) -> int:
     if len(in_shape) < 2 or in_shape[-1] < 1:
         raise ValueError(
@@ -63,7 +72,7 @@ def MatMul(out_features: int, *, W_init="he_normal", name: str | None = None) ->
         }
 
     def forward(params, x, *, train=False, rng=None):
-        W = params["W"]
+        (W,) = _unpack(name, params, "W")
         _check_features(name, x, W, W.shape[0])
         return x @ W, (x, W)
 
@@ -85,7 +94,7 @@ def Bias(*, b_init=initializers.zeros, name: str = "Bias") -> Layer:
         return tuple(in_shape), {"b": b_init(rng, (n,), dtype, fan_in=n, fan_out=n)}
 
     def forward(params, x, *, train=False, rng=None):
-        b = params["b"]
+        (b,) = _unpack(name, params, "b")
         _check_features(name, x, b, b.shape[0])
         # x is cached only for dout's expected shape and dtype; a reference costs nothing.
         return x + b, (x,)
@@ -125,7 +134,7 @@ def Dense(
         return (*tuple(in_shape)[:-1], out_features), params
 
     def forward(params, x, *, train=False, rng=None):
-        W, b = params["W"], params["b"]
+        W, b = _unpack(name, params, "W", "b")
         _check_features(name, x, W, W.shape[0])
         check_same_shape(name, W[0], b, "W's output axis", "b")
         return x @ W + b, (x, W)
