@@ -15,6 +15,7 @@ import math
 import os
 import secrets
 import sys
+import time
 import urllib.request
 import zlib
 from collections.abc import Iterable, Mapping
@@ -163,18 +164,37 @@ def _md5_table(checksums: Mapping[str, str] | bool) -> dict[str, str | None]:
     return {**MD5, **{_base(k): v for k, v in checksums.items()}}
 
 
-def _fetch(url: str, dest: Path, base: str, md5: str | None, timeout: float, progress: bool):
-    """Download ``url`` to ``dest`` atomically, verifying it first; no file is left on failure."""
+def _fetch(
+    url: str,
+    dest: Path,
+    base: str,
+    md5: str | None,
+    timeout: float,
+    progress: bool,
+    deadline: float | None = None,
+):
+    """Download ``url`` to ``dest`` atomically, verifying it first; no file is left on failure.
+
+    ``timeout`` bounds each wait for the server; ``deadline`` (seconds) the whole transfer,
+    so that a server trickling a byte at a time cannot hold the download forever."""
+    start = time.monotonic()
     # Same directory as dest so os.replace is atomic; open() rather than mkstemp so the file
     # gets the usual umask permissions instead of 0600.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     done = 0
     bar = ProgressBar(sys.stderr, enabled=progress)
+    bar.show(dest.name, 0, None, f"connecting to {url.split('/')[2]} ...")
     try:
         with open(tmp, "xb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            while chunk := resp.read(_CHUNK):
+            # read1: whatever has arrived, so the deadline is checked however slow the server
+            while chunk := resp.read1(_CHUNK):
+                if deadline is not None and time.monotonic() - start > deadline:
+                    raise TimeoutError(
+                        f"deadline of {deadline:g} s passed with {done} of "
+                        f"{total if total is not None else '?'} bytes"
+                    )
                 f.write(chunk)
                 done += len(chunk)
                 size = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if total else "") + " MB"
@@ -202,12 +222,14 @@ def find_or_download(
     checksums: Mapping[str, str] | bool = True,
     timeout: float = 30.0,
     progress: bool | None = None,
+    deadline: float | None = 600.0,
 ) -> Path:
     """Path of one MNIST file (``name`` with or without ``.gz``), downloading it if missing.
 
     A local file is returned as found (it is validated when read); a download is checked
     (size, IDX header, md5) before it is moved into place, and the next mirror is tried on any
     failure. ``progress=None`` shows a progress bar only when stderr is a terminal.
+    ``timeout`` bounds each wait for a server, ``deadline`` each mirror's whole transfer.
     """
     base = _base(name)
     if data_dir is not None and Path(data_dir).expanduser().is_file():
@@ -244,7 +266,7 @@ def find_or_download(
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + dest.name
         try:
-            _fetch(url, dest, base, md5, timeout, progress)
+            _fetch(url, dest, base, md5, timeout, progress, deadline)
             return dest
         except (OSError, HTTPException, ValueError) as e:  # URLError, timeouts: OSError
             errors.append(f"  {url}: {type(e).__name__}: {e}")
@@ -271,6 +293,7 @@ def load_mnist(
     checksums: Mapping[str, str] | bool = True,
     timeout: float = 30.0,
     progress: bool | None = None,
+    deadline: float | None = 600.0,
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Load MNIST as ``((x_train, t_train), (x_test, t_test))``.
 
@@ -289,6 +312,7 @@ def load_mnist(
         checksums=checksums,
         timeout=timeout,
         progress=progress,
+        deadline=deadline,
     )
 
     # Locate (or download) all four files before parsing any, so a missing one fails fast.

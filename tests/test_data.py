@@ -9,6 +9,7 @@ import http.server
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +302,8 @@ class Server:
 
     ``/good/<file>`` serves the gzipped file, ``/bad/<file>`` serves it with one byte
     flipped inside the payload (valid gzip, wrong md5), ``/short/<file>`` announces the full
-    length but hangs up half way, anything else is 404.
+    length but hangs up half way, ``/trickle/`` sends a byte every 0.2 s, ``/silent/`` never
+    answers; anything else is 404.
     """
 
     def __init__(self, files: dict[str, bytes]):
@@ -318,15 +320,25 @@ class Server:
             def do_GET(self):
                 outer.requests.append(self.path)
                 _, mirror, name = [*self.path.split("/", 2), "", ""][:3]
-                blob = {"good": outer.blobs, "short": outer.blobs, "bad": outer.bad}.get(
-                    mirror, {}
-                ).get(name)
+                if mirror == "silent":  # accepts, then never answers
+                    time.sleep(3)
+                    return
+                blob = {
+                    "good": outer.blobs, "short": outer.blobs, "bad": outer.bad,
+                    "trickle": outer.blobs,
+                }.get(mirror, {}).get(name)  # fmt: skip
                 if blob is None:
                     self.send_error(404)
                     return
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(blob)))
                 self.end_headers()
+                if mirror == "trickle":  # a byte every 0.2 s, for at most 5 s
+                    for i in range(25):
+                        self.wfile.write(blob[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                    return
                 self.wfile.write(blob[: len(blob) // 2] if mirror == "short" else blob)
 
             def log_message(self, *args):
@@ -490,3 +502,29 @@ def test_unreadable_file_and_file_as_folder_are_mnist_errors(tmp_path, files, mo
     monkeypatch.setattr(Path, "read_bytes", read_bytes)
     with pytest.raises(MNISTError, match=r"t10k-labels-idx1-ubyte.gz: cannot be read \(Permission"):
         load_mnist(d, download=False, checksums=md5s(files))
+
+
+def test_a_trickling_or_silent_mirror_is_given_up_on_time(tmp_path, server, files):
+    start = time.monotonic()
+    with pytest.raises(MNISTError, match=r"deadline of 1 s passed with \d+ of \d+ bytes") as e:
+        find_or_download(
+            "t10k-labels-idx1-ubyte", tmp_path, mirrors=[server.url + "/trickle/"],
+            checksums=md5s(files), deadline=1.0, progress=False,
+        )  # fmt: skip
+    assert time.monotonic() - start < 4  # one more byte's wait at most, not the 5 s transfer
+    assert not list(tmp_path.iterdir())
+    start = time.monotonic()
+    with pytest.raises(MNISTError, match=r"timed out") as e:
+        find_or_download(
+            "t10k-labels-idx1-ubyte", tmp_path, mirrors=[server.url + "/silent/"],
+            checksums=md5s(files), timeout=0.5, progress=False,
+        )  # fmt: skip
+    assert time.monotonic() - start < 2.5 and "silent" in str(e.value)
+
+
+def test_progress_is_shown_before_the_first_byte(tmp_path, server, files, capsys):
+    find_or_download(
+        "t10k-labels-idx1-ubyte", tmp_path, mirrors=[server.url + "/good/"],
+        checksums=md5s(files), progress=True,
+    )  # fmt: skip
+    assert "connecting to 127.0.0.1:" in capsys.readouterr().err
