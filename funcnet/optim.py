@@ -419,8 +419,8 @@ def with_average(opt: GradientTransformation, decay: float = 0.999) -> GradientT
     about the last 1000 steps).  Needs ``params`` in ``update``.  Wrap the whole optimizer:
     inside a ``chain`` it would average θ + u with a u that later transformations still
     change, and ``averaged`` (like ``train.fit``) looks only at the outermost state.
-    Parameters that change outside the updates (BatchNorm's running statistics) enter the
-    average one step late.
+    Running state (BatchNorm's statistics) is never averaged: ``train`` hands optimizers
+    ``core.trainable(params)`` only, and scores the average with the current state.
     """
     if not 0.0 <= decay < 1.0:
         raise ValueError(f"with_average: decay must be in [0, 1), got {decay!r}")

@@ -230,7 +230,7 @@ def fit(
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
     step = make_step(net, loss, opt)
     if scan:
-        run_epoch = compiled(make_epoch(step), donate=(0, 1))
+        scan_epoch = compiled(make_epoch(step), donate=(0, 1))
         xp = tree_namespace(params)
         x_dev, t_dev = xp.asarray(x_train), xp.asarray(t_train)
     elif on_jax:
@@ -241,13 +241,13 @@ def fit(
     steps = len(x_train) // batch_size
     hist = History([], [], [], [], [])
 
-    def run_epoch_(epoch, params, opt_state):
+    def one_epoch(epoch, params, opt_state):
         start = time.perf_counter()
         perm = rng.permutation(len(x_train))[: steps * batch_size]
         rngs = step_rngs(seed, epoch, steps, jax_keys=on_jax)
         if scan:
             idx = xp.asarray(perm.reshape(steps, batch_size))
-            params, opt_state, losses = run_epoch(
+            params, opt_state, losses = scan_epoch(
                 params, opt_state, x_dev[idx], t_dev[idx], xp.asarray(rngs)
             )
         else:
@@ -291,7 +291,7 @@ def fit(
     done, finished = keep((params, opt_state)), 0
     try:
         for epoch in range(1, epochs + 1):
-            params, opt_state = run_epoch_(epoch, params, opt_state)
+            params, opt_state = one_epoch(epoch, params, opt_state)
             done, finished = keep((params, opt_state)), epoch
             if on_epoch is not None:
                 on_epoch(epoch, hist)
