@@ -1,293 +1,253 @@
-"""What the benchmark scripts share: environment lines, CPU-load metering, interleaved timing.
+"""What the benchmark scripts share (not a benchmark itself): options, environment lines,
+MNIST, epoch loops, CPU-load metering, interleaved round-robin timing and the table.
 
-Not a benchmark itself.  The scripts beside it import it as ``_harness`` (a script's own
-folder is on ``sys.path``); importing it also puts the repository root on ``sys.path``, so
-that ``import funcnet`` works from a checkout without installing.
-
-* ``blas_info``, ``print_environment``: NumPy's BLAS and its threads, versions, CPUs, JAX's
-  devices and the BLAS environment variables, as the first lines of every script's output.
-* ``CpuMeter``: wall time, the busy time of all CPUs (``/proc/stat``), this process's own CPU
-  time and the hypervisor's steal time over a timed region; ``foreign`` is the load other
-  processes put on the CPUs meanwhile, in cores.
-* ``round_robin``: runs every entry ``repeats`` times, interleaved (the starting entry rotates
-  every round, so background noise hits all entries alike), metering each run.
-* ``median_cells``, ``quiet_median``, ``fmt_range``, ``print_table``: the table columns.
-* ``print_load``: the CPU load over the whole timed section, ``/proc/loadavg`` before and
-  after, and a warning when other processes disturbed any run.
+Importing it puts the repository root first on ``sys.path``, so that the checkout's
+``funcnet`` is the one measured.  Table columns: median and min-max over the runs;
+``bg cores``, the load other processes put on the CPUs during the row's runs (median; all
+CPUs' busy time from ``/proc/stat`` minus this process's CPU time, per second of wall time).
 """
 
 from __future__ import annotations
 
-import contextlib
-import cProfile
+import argparse
 import ctypes
-import io
 import os
 import platform
-import pstats
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-if str(REPO) not in sys.path:  # run as a script from a checkout without installing
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path[:1]:
     sys.path.insert(0, str(REPO))
 
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
 QUIET = 0.2  # cores of background load above which a run counts as disturbed
 
 
-# --------------------------------------------------------------------------- environment
-
-
-def _openblas():
-    """NumPy's OpenBLAS as a ctypes library and its symbol suffix, or (None, "")."""
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        path = line.split()[-1] if len(line.split()) >= 6 else ""
-        if "openblas" in os.path.basename(path).lower():
-            lib = ctypes.CDLL(path)
-            for prefix, suffix in (
-                ("scipy_openblas", "64_"),
-                ("scipy_openblas", ""),
-                ("openblas", "64_"),
-                ("openblas", ""),
-            ):
-                if hasattr(lib, f"{prefix}_get_num_threads{suffix}"):
-                    return lib, prefix, suffix
-    return None, "", ""
-
-
-def blas_info() -> tuple[str, int | None]:
-    """A one-line description of NumPy's BLAS and its thread count (None if unknown)."""
-    with contextlib.suppress(ImportError):
-        from threadpoolctl import threadpool_info
-
-        for pool in threadpool_info():
-            if pool.get("user_api") == "blas":
-                desc = (
-                    f"{pool.get('internal_api')} {pool.get('version')} "
-                    f"({pool.get('architecture')}), {pool.get('num_threads')} threads"
-                )
-                return desc, pool.get("num_threads")
-    lib, prefix, suffix = _openblas()
-    if lib is None:
-        cfg = getattr(np, "__config__", None)
-        blas = getattr(cfg, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {})
-        return f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}", None
-    threads = int(getattr(lib, f"{prefix}_get_num_threads{suffix}")())
-    corename = getattr(lib, f"{prefix}_get_corename{suffix}", None)
-    config = getattr(lib, f"{prefix}_get_config{suffix}", None)
-    core = cfg = "?"
-    if corename is not None:
-        corename.restype = ctypes.c_char_p
-        core = corename().decode()
-    if config is not None:
-        config.restype = ctypes.c_char_p
-        cfg = config().decode()
-    return f"{cfg} (core in use: {core}), {threads} threads", threads
-
-
 def usable_cpus() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def check_torch(names: list[str], no_torch: bool, threads: int, row: str = "torch") -> str:
-    """Drop ``row`` from ``names`` (in place) when ``--no-torch`` or torch does not import;
-    return the line the environment header shows about torch ("" when it was not asked for)."""
-    if row not in names:
-        return ""
-    if no_torch:
-        names.remove(row)
-        return ""
-    try:
-        import torch
-    except ImportError:
-        names.remove(row)
-        return f"{row}: not installed, row skipped"
-    return f"torch {torch.__version__}, {threads} intra-op threads"
+def blas_info() -> tuple[str, int]:
+    """NumPy's BLAS in one line, and its thread count (the usable CPUs if unknown)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split()[-1] if len(line.split()) >= 6 else ""
+        if "openblas" not in os.path.basename(path).lower():
+            continue
+        lib = ctypes.CDLL(path)
+        for pre, suf in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"),
+                         ("openblas", "")):  # fmt: skip
+            if hasattr(lib, f"{pre}_get_num_threads{suf}"):
+                get = {k: getattr(lib, f"{pre}_get_{k}{suf}") for k in ("config", "corename")}
+                for f in get.values():
+                    f.restype = ctypes.c_char_p
+                n = int(getattr(lib, f"{pre}_get_num_threads{suf}")())
+                core = get["corename"]().decode()
+                return f"{get['config']().decode()} (core in use: {core}), {n} threads", n
+    blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {})
+    return f"{blas.get('name', 'unknown BLAS')} {blas.get('version', '')}", usable_cpus()
 
 
-def print_environment(blas: str, note: str = "") -> None:
-    """Versions, BLAS, CPUs, JAX devices (and ``note``), BLAS environment variables."""
-    import jax
+def setup(ap: argparse.ArgumentParser, rows: list[str], default: list[str], argv=None):
+    """Add and parse ``--repeats``, ``--data-dir``, ``--only``, ``--no-torch``; drop the torch
+    row if asked or not importable; print the environment.  -> (args, rows, BLAS threads)."""
+    ap.add_argument("--repeats", type=int, default=None, help="timed runs per row")
+    ap.add_argument("--data-dir", type=Path, default=None, help="MNIST directory")
+    ap.add_argument("--only", default=None, help="comma-separated rows: " + ", ".join(rows))
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch row")
+    args = ap.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+    names = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else default
+    if unknown := [n for n in names if n not in rows]:
+        ap.error(f"unknown --only name(s) {unknown}; choose from {', '.join(rows)}")
+    blas, threads = blas_info()
+    names, note = [n for n in names if n != "torch" or not args.no_torch], ""
+    if "torch" in names:
+        try:
+            import torch
 
+            note = f"; torch {torch.__version__}, {threads} intra-op threads"
+        except ImportError:
+            names.remove("torch")
+            note = "; torch: not installed, row skipped"
     print(f"python {platform.python_version()}, numpy {np.__version__}, jax {jax.__version__}")
     print(f"BLAS: {blas}")
     print(
-        f"CPUs: {os.cpu_count()} online, {usable_cpus()} usable; "
-        f"jax devices: {jax.devices()}" + (f"; {note}" if note else "")
+        f"CPUs: {os.cpu_count()} online, {usable_cpus()} usable; jax devices: {jax.devices()}{note}"
     )
     env = [f"{k}={os.environ[k]!r}" for k in BLAS_ENV if k in os.environ]
     print("env: " + (", ".join(env) if env else "none of " + ", ".join(BLAS_ENV) + " set"))
+    return args, names, threads
 
 
-def default_data_dir() -> Path:
-    """``$FUNCNET_DATA``, else ``../shared/mnist`` next to the repository."""
-    return Path(os.environ.get("FUNCNET_DATA") or REPO.parent / "shared" / "mnist")
-
-
-def load_data(data_dir: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """MNIST's training set as (60000, 784) float32 and int64 labels, and where it came from;
-    random data of the same shapes and dtypes, with a notice, if no MNIST is found."""
+def load_data(data_dir: Path | None, batch: int, seed: int = 0):
+    """MNIST's training set (60000, 784) float32, int64 labels, the (steps, batch) indices of
+    an epoch over a fixed permutation, and where the data came from: ``data_dir``, else
+    ``$FUNCNET_DATA``, else ``../shared/mnist`` beside the repository; random data of the same
+    shapes (with a notice) if none is found.  Nothing is downloaded."""
     from funcnet.data import MNISTError, load_mnist
 
+    data_dir = data_dir or Path(os.environ.get("FUNCNET_DATA") or REPO.parent / "shared/mnist")
     try:
         (x, t), _ = load_mnist(data_dir, download=False, progress=False)
-        return x, t, f"MNIST, load_mnist({str(data_dir)!r}, download=False)"
+        source = f"MNIST, load_mnist({str(data_dir)!r}, download=False)"
     except (MNISTError, OSError) as e:
         reason = str(e).split("\n", 1)[0].removesuffix(" Searched:")
         print(f"notice: no MNIST found ({reason}); using random data of the same shapes")
         rng = np.random.default_rng(seed)
         x = rng.random((60000, 784), dtype=np.float32)
         t = rng.integers(0, 10, 60000, dtype=np.int64)
-        return x, t, "random data of MNIST's shapes (timings do not depend on the values)"
+        source = "random data of MNIST's shapes (timings do not depend on the values)"
+    steps = len(x) // batch
+    idx = np.random.default_rng(seed).permutation(len(x))[: steps * batch].reshape(steps, batch)
+    return x, t, idx, source
 
 
-# --------------------------------------------------------------------------- metering
+def family(row: str) -> str:
+    """The funcnet row a row's ``vs funcnet`` divides by: the one with the same dispatch."""
+    if row.startswith("jnp-"):
+        return "funcnet-jax-" + row[4:]
+    return row if row.startswith("funcnet") else "funcnet-np"
 
 
-def read_cpu_stat() -> tuple[int, int]:
+def fresh_state(params0, opt_init=None, on_jax: bool = True):
+    """fresh() -> [params] or [params, opt_init(params)], params a finished copy of
+    ``params0`` (JAX arrays if ``on_jax``)."""
+    copy = (lambda a: jnp.array(a, copy=True)) if on_jax else np.copy
+
+    def fresh():
+        params = jax.tree.map(copy, params0)
+        return jax.block_until_ready([params] if opt_init is None else [params, opt_init(params)])
+
+    return fresh
+
+
+def epoch_fn(kind, step, c, n_state, make_epoch=None):
+    """epoch(state, steps=None) -> losses of ``*state, loss = step(*state, x, t)`` over the
+    batches ``c.idx``: per batch, gathered on the host ("np"; "step": jitted, state donated),
+    or as one jitted ``make_epoch(step)`` (default lax.scan), gathered on the device first
+    ("scan", as ``fit(scan=True)``).  ``epoch.warm(state)``: compile the scan, or run 2 steps."""
+    donate = tuple(range(n_state))
+    if kind != "scan":
+        step = jax.jit(step, donate_argnums=donate) if kind == "step" else step
+
+        def epoch(state, steps=None):
+            losses = []
+            for b in c.idx[:steps]:
+                *state, loss = step(*state, c.x[b], c.t[b])
+                losses.append(loss)
+            return jax.block_until_ready((state, losses))[1]
+
+        epoch.warm = lambda state: epoch(state, 2)
+        return epoch
+
+    def scan(*args):  # (*state, xs, ts) -> (*state, losses)
+        def body(carry, batch):
+            *carry, loss = step(*carry, *batch)
+            return carry, loss
+
+        carry, losses = jax.lax.scan(body, list(args[:-2]), args[-2:])
+        return *carry, losses
+
+    run = jax.jit(make_epoch(step) if make_epoch else scan, donate_argnums=donate)
+    x, t, idx = jnp.asarray(c.x), jnp.asarray(c.t.astype(np.int32)), jnp.asarray(c.idx)
+    prog = [run]
+
+    def epoch(state, steps=None):
+        return jax.block_until_ready(prog[0](*state, x[idx], t[idx]))[-1]
+
+    def warm(state):
+        prog[0] = run.lower(*state, x[idx], t[idx]).compile()
+
+    epoch.warm = warm
+    return epoch
+
+
+def _cpu_stat() -> tuple[int, int]:
     """(busy, steal) jiffies summed over all CPUs, from the first line of /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
-    steal = fields[7] if len(fields) > 7 else 0
-    return user + nice + system + irq + softirq, steal
+    f = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return f[0] + f[1] + f[2] + f[5] + f[6], (f[7] if len(f) > 7 else 0)
 
 
-def own_cpu() -> float:
-    """CPU seconds used by this process so far, all threads (BLAS, XLA, torch) included."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+def _own_cpu() -> float:  # this process's CPU seconds, all threads
+    return sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
 
 
 class CpuMeter:
-    """Wall time, busy time of all CPUs and own CPU time between ``start`` and ``stop``."""
-
-    HZ = os.sysconf("SC_CLK_TCK")
+    """Between ``start`` and ``stop``: wall time, busy and steal time of all CPUs, this
+    process's CPU time (all threads) and ``foreign``, other processes' load in cores."""
 
     def start(self) -> CpuMeter:
-        self.wall0, self.own0 = time.perf_counter(), own_cpu()
-        self.busy0, self.steal0 = read_cpu_stat()
+        self.wall, self.own, (self.busy, self.steal) = time.perf_counter(), _own_cpu(), _cpu_stat()
         return self
 
     def stop(self) -> CpuMeter:
-        busy, steal = read_cpu_stat()
-        self.wall = time.perf_counter() - self.wall0
-        self.own = own_cpu() - self.own0
-        self.busy = (busy - self.busy0) / self.HZ
-        self.steal = (steal - self.steal0) / self.HZ
+        (busy, steal), hz = _cpu_stat(), os.sysconf("SC_CLK_TCK")
+        self.wall, self.own = time.perf_counter() - self.wall, _own_cpu() - self.own
+        self.busy, self.steal = (busy - self.busy) / hz, (steal - self.steal) / hz
+        self.foreign = (self.busy - self.own) / self.wall
         return self
-
-    @property
-    def foreign(self) -> float:
-        """Cores kept busy by other processes: (all CPUs busy − own CPU time) / wall."""
-        return (self.busy - self.own) / self.wall
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-# --------------------------------------------------------------------------- timing
-
-
-class Entry(NamedTuple):
-    """One timed thing: ``prepare()`` (untimed) makes a state, ``run(state)`` is timed.
-
-    With ``self_timed`` ``run`` returns its own time in seconds, which is recorded instead of
-    the metered wall time of the call (the background load is metered over the call anyway).
-    """
-
-    prepare: Callable[[], Any]
-    run: Callable[[Any], Any]
-    self_timed: bool = False
-
-
-class Rounds(NamedTuple):
-    times: dict[str, list[float]]  # seconds per run, in run order
-    foreign: dict[str, list[float]]  # background cores during each run
-    whole: CpuMeter  # over the whole timed section
-    load0: str  # /proc/loadavg before it
-
-
-def round_robin(entries: dict[str, Entry], repeats: int, what: str = "entries") -> Rounds:
-    """``repeats`` rounds over ``entries``, round ``r`` starting at entry ``r mod len``."""
+def round_robin(entries: dict, repeats: int, what: str = "rows"):
+    """``repeats`` rounds over ``entries`` {name: (prepare, run)}, round ``r`` starting at
+    entry ``r mod len`` so that background noise hits all alike.  ``prepare()`` is untimed,
+    ``run(state)`` metered; a float it returns is its time in seconds, else the wall time.
+    -> rounds: .times and .foreign (background cores) per run, in order; .whole, a CpuMeter
+    over the whole section; .load0, /proc/loadavg before it."""
     names = list(entries)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    times, foreign = {n: [] for n in names}, {n: [] for n in names}
     print(f"timing {repeats} rounds of {len(names)} {what} (round-robin) ...", flush=True)
-    foreign: dict[str, list[float]] = {n: [] for n in names}
-    load0 = loadavg()
-    whole = CpuMeter().start()
+    load0, whole = loadavg(), CpuMeter().start()
     for r in range(repeats):
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
-            state = entries[n].prepare()
+        for n in names[r % len(names) :] + names[: r % len(names)]:
+            state = entries[n][0]()
             meter = CpuMeter().start()
-            own = entries[n].run(state)
+            sec = entries[n][1](state)
             meter.stop()
-            times[n].append(own if entries[n].self_timed else meter.wall)
+            times[n].append(sec if isinstance(sec, float) else meter.wall)
             foreign[n].append(meter.foreign)
             del state
-    whole.stop()
-    return Rounds(times, foreign, whole, load0)
+    return argparse.Namespace(times=times, foreign=foreign, whole=whole.stop(), load0=load0)
 
 
-def quiet_median(
-    times: list[float], foreign: list[float], limit: float = QUIET, scale: float = 1.0
-) -> str:
-    """Median of the runs during which other processes used < ``limit`` cores, and how many."""
-    quiet = [sec for sec, bg in zip(times, foreign, strict=True) if bg < limit]
-    if not quiet:
-        return "-"
-    count = f" ({len(quiet)}/{len(times)})" if len(quiet) < len(times) else ""
-    return f"{statistics.median(quiet) * scale:.3f}{count}"
+def report(rounds, first: str, extra, scale=1.0, unit="s", label=str, pre=()) -> dict:
+    """Print the table: ``first`` (the row names, ``label(name)``), the ``pre`` columns,
+    median and min-max (times ``scale``, in ``unit``), the ``extra`` columns, bg cores; a
+    column is (title, cell(name, medians) -> str).  Returns the medians in seconds."""
+    med = {n: statistics.median(v) for n, v in rounds.times.items()}
+    rows = [[first, *(p[0] for p in pre), f"median {unit}", f"min-max {unit}"]]
+    rows[0] += [*(e[0] for e in extra), "bg cores"]
+    for n, t in rounds.times.items():
+        s = [f"{v * scale:.3f}" for v in (med[n], min(t), max(t))]
+        row = [label(n), *(cell(n, med) for _, cell in pre), s[0], f"{s[1]}-{s[2]}"]
+        bg = f"{statistics.median(rounds.foreign[n]):.2f}"
+        rows.append([*row, *(cell(n, med) for _, cell in extra), bg])
+    widths = [max(map(len, col)) for col in zip(*rows, strict=True)]
+    lines = [" ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]) for r in rows]
+    print("\n" + "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]))
+    return med
 
 
-def fmt_range(values: list[float], scale: float = 1.0) -> str:
-    return f"{min(values) * scale:.3f}-{max(values) * scale:.3f}"
+def ratio(med: dict, n: str, ref: str | None) -> str:
+    """median of ``n`` / median of ``ref``; "-" if ``ref`` was not measured."""
+    return f"{med[n] / med[ref]:.2f}" if ref in med else ("-" if ref else "")
 
 
-def print_table(columns: Sequence[tuple[str, int]], rows: Sequence[Sequence[str]]) -> None:
-    """Header, a rule and ``rows`` of preformatted cells; the first column is left-aligned,
-    the others right-aligned, each to its width, one space apart."""
-
-    def line(cells):
-        parts = [f"{cells[0]:<{columns[0][1]}}"]
-        parts += [f"{c:>{w}}" for c, (_, w) in zip(cells[1:], columns[1:], strict=True)]
-        return " ".join(parts)
-
-    header = line([name for name, _ in columns])
-    print(header)
-    print("-" * len(header))
-    for row in rows:
-        print(line(row))
-
-
-def print_runs(rounds: Rounds, scale: float = 1.0, unit: str = "seconds") -> None:
-    """Every run's time (times ``scale``) and background load, in the order they ran."""
-    print(f"\nevery run in order, {unit} [background cores]:")
-    for n, times in rounds.times.items():
-        pairs = zip(times, rounds.foreign[n], strict=True)
-        runs = "  ".join(f"{sec * scale:.3f} [{bg:+.2f}]" for sec, bg in pairs)
-        print(f"  {n:<18} {runs}")
-
-
-def print_load(rounds: Rounds, threads: int, what: str = "run") -> None:
-    """The CPU load over the timed section, the load average, and a warning if disturbed."""
+def print_load(rounds, threads: int, what: str = "run") -> None:
+    """The CPU load over the timed section, the load average, a warning if disturbed."""
     whole, w = rounds.whole, rounds.whole.wall
     print(
         f"CPU load over the {w:.1f} s timed section: all CPUs busy {whole.busy / w:.2f} cores, "
@@ -295,25 +255,11 @@ def print_load(rounds: Rounds, threads: int, what: str = "run") -> None:
         f"steal {whole.steal / w:.2f} cores"
     )
     print(f"loadavg (1/5/15 min): before {rounds.load0}, after {loadavg()}")
-    foreign = rounds.foreign
-    hit = sum(f >= QUIET for v in foreign.values() for f in v)
+    hit = sum(f >= QUIET for v in rounds.foreign.values() for f in v)
     if whole.foreign >= QUIET or hit:
         print(
-            f"warning: other processes used CPU during {hit} of {sum(map(len, foreign.values()))} "
-            f"timed runs (>= {QUIET} cores); with {threads} BLAS threads on "
-            f"{usable_cpus()} CPUs a busy core can slow a BLAS-bound {what} "
-            "many times over: compare the quiet median column, or rerun on a quiet machine"
+            f"warning: other processes used CPU during {hit} of "
+            f"{sum(map(len, rounds.foreign.values()))} timed runs (>= {QUIET} cores); with "
+            f"{threads} BLAS threads on {usable_cpus()} CPUs a busy core can slow a BLAS-bound "
+            f"{what} many times over: see the bg cores column, or rerun on a quiet machine"
         )
-
-
-def print_profile(fn: Callable[[], Any], label: str, top: int = 15) -> None:
-    """cProfile one call of ``fn`` (warm it up first), print the ``top`` lines by tottime."""
-    prof = cProfile.Profile()
-    start = time.perf_counter()
-    prof.enable()
-    fn()
-    prof.disable()
-    print(f"{label} under cProfile: {time.perf_counter() - start:.3f} s")
-    out = io.StringIO()
-    pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(top)
-    print(out.getvalue().rstrip())
