@@ -57,13 +57,13 @@ def layer_cases() -> list[Case]:
         Case("activation", lambda: act.Tanh(), (4, 6)),
         Case("activation", lambda: act.Softmax(), (4, 6)),
         Case("dropout", lambda: dropout.Dropout(0.4), (4, 6), {"train": True, "rng": 3}),
-        Case("dropout", lambda: dropout.Dropout(0.4), (4, 6)),
+        Case("dropout", lambda: dropout.Dropout(0.4), (4, 6), note="eval"),
         Case("dropout", lambda: dropout.Dropout(0.4, scale_at="eval"), (4, 6), {**train, "rng": 3}),
-        Case("dropout", lambda: dropout.Dropout(0.4, scale_at="eval"), (4, 6)),
+        Case("dropout", lambda: dropout.Dropout(0.4, scale_at="eval"), (4, 6), note="eval"),
         Case("batchnorm", lambda: normalization.BatchNorm(), (5, 4), train),
         Case("batchnorm", lambda: normalization.BatchNorm(), (3, 2, 4, 4), train),
-        Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3)),
-        Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3, 2, 2)),
+        Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3), note="eval"),
+        Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3, 2, 2), note="eval"),
         Case("conv", lambda: cv.Conv(4, 3, padding=1), (2, 3, 6, 6)),
         Case("conv", lambda: cv.Conv(2, (3, 2), stride=2), (1, 2, 7, 6)),
         Case(
@@ -126,24 +126,29 @@ def _random_params(params, rng):
     return jax.tree_util.tree_map_with_path(draw, params)
 
 
-def _run_layer_case(i: int, case: Case, arrays: str, seed: int) -> gradcheck.Report:
+def _label(case: Case, layer) -> str:
+    tags = [
+        t for t in ("train" if (case.forward_kwargs or {}).get("train") else "", case.note) if t
+    ]
+    return f"{layer.name}{' (' + ', '.join(tags) + ')' if tags else ''}"
+
+
+def _run_layer_case(i: int, case: Case, layer, arrays: str, seed: int) -> gradcheck.Report:
     rng = np.random.default_rng([seed, i])
-    layer = case.make()
     _, params = layer.init(seed + i, (-1, *case.shape[1:]), dtype=np.float64)
     params = _random_params(params, rng)
     if case.ties:
         x = rng.integers(-2, 3, case.shape).astype(np.float64)
     else:
         x = rng.standard_normal(case.shape)
-    kwargs = case.forward_kwargs or {}
     budget = case.chunk_bytes is not None and arrays == "numpy"
     with _conv_fast.chunk_budget(case.chunk_bytes) if budget else nullcontext():
-        report = gradcheck.check_layer(
+        return gradcheck.check_layer(
             layer,
             params,
             x,
             seed=seed + i,
-            forward_kwargs=kwargs,
+            forward_kwargs=case.forward_kwargs or {},
             raise_on_failure=False,
             arrays=arrays,
             # Differences add nothing at a kink (ties) or with an infinite cotangent, and the
@@ -151,12 +156,20 @@ def _run_layer_case(i: int, case: Case, arrays: str, seed: int) -> gradcheck.Rep
             numerical=arrays == "numpy" and not case.ties and case.cotangent is None,
             cotangent=case.cotangent,
         )
-    tags = [t for t in ("train" if kwargs.get("train") else "", case.note) if t]
-    label = f"{layer.name}{' (' + ', '.join(tags) + ')' if tags else ''} [{arrays}]"
-    return report._replace(name=label)
 
 
-def _other_cases(seed: int) -> list[tuple[str, Callable[[str], gradcheck.Report]]]:
+def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Report]]]:
+    """Every entry as (kind, label, run(arrays) -> report)."""
+    out = []
+    for i, case in enumerate(layer_cases()):
+        layer = case.make()
+
+        def run(arrays, i=i, case=case, layer=layer):
+            if arrays == "jax" and case.chunk_bytes is not None:
+                return None  # JAX never chunks: the same case without a budget is there
+            return _run_layer_case(i, case, layer, arrays, seed)
+
+        out.append((case.kind, _label(case, layer), run))
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((5, 4)) * 3
     labels = rng.integers(0, 4, 5)
@@ -168,18 +181,15 @@ def _other_cases(seed: int) -> list[tuple[str, Callable[[str], gradcheck.Report]
         ("softmax_cross_entropy", z, soft, "soft targets"),
         ("mean_squared_error", z, rng.standard_normal(z.shape), ""),
     ]
-    out = []
     for name, y, t, note in loss_cases:
 
-        def run(arrays, name=name, y=y, t=t, note=note):
-            loss = getattr(losses, name)
-            r = gradcheck.check_loss(
-                loss, y, t, seed=seed, raise_on_failure=False, arrays=arrays,
+        def run(arrays, name=name, y=y, t=t):
+            return gradcheck.check_loss(
+                getattr(losses, name), y, t, seed=seed, raise_on_failure=False, arrays=arrays,
                 numerical=arrays == "numpy",
             )  # fmt: skip
-            return r._replace(name=f"{loss.name}{' (' + note + ')' if note else ''} [{arrays}]")
 
-        out.append(("loss", run))
+        out.append(("loss", f"{name}{' (' + note + ')' if note else ''}", run))
     node_inputs = {
         "mul": {"x": rng.standard_normal((3, 4)), "y": rng.standard_normal(4)},
         "add": {"x": rng.standard_normal((3, 1)), "y": rng.standard_normal((1, 4))},
@@ -188,32 +198,33 @@ def _other_cases(seed: int) -> list[tuple[str, Callable[[str], gradcheck.Report]
 
         def run(arrays, name=name, primals=primals):
             node = getattr(graph, name)
-            r = gradcheck.check_vjp(
+            return gradcheck.check_vjp(
                 node.name, node.forward, node.backward, primals, seed=seed,
                 raise_on_failure=False, arrays=arrays, numerical=arrays == "numpy",
             )  # fmt: skip
-            return r._replace(name=f"{node.name} (broadcast) [{arrays}]")
 
-        out.append(("node", run))
+        out.append(("node", f"{name} (broadcast)", run))
     return out
 
 
 def builtin_checks(
-    seed: int = 0, kinds: set[str] | None = None, arrays: set[str] | None = None
+    seed: int = 0,
+    kinds: set[str] | None = None,
+    arrays: set[str] | None = None,
+    match: str | None = None,
 ) -> list[gradcheck.Report]:
     """Run the whole catalogue on NumPy and on JAX arrays, one report per case and array
-    type; ``kinds`` (e.g. ``{"conv"}``) and ``arrays`` (``{"numpy"}``) select a part."""
+    type.  ``kinds`` (e.g. ``{"conv"}``), ``arrays`` (``{"numpy"}``) and ``match`` (a part
+    of the case's label, e.g. ``"chunks"``) select a part of it."""
     reports = []
-    for arrays in [a for a in ("numpy", "jax") if arrays is None or a in arrays]:
-        for i, case in enumerate(layer_cases()):
-            if kinds is not None and case.kind not in kinds:
-                continue
-            if arrays == "jax" and case.chunk_bytes is not None:
-                continue  # JAX never chunks: the same case without a budget is above
-            reports.append(_run_layer_case(i, case, arrays, seed))
-        for kind, run in _other_cases(seed):
-            if kinds is None or kind in kinds:
-                reports.append(run(arrays))
+    entries = [
+        e for e in _catalogue(seed) if (kinds is None or e[0] in kinds) and (match or "") in e[1]
+    ]
+    for where in [a for a in ("numpy", "jax") if arrays is None or a in arrays]:
+        for _, label, run in entries:
+            report = run(where)
+            if report is not None:
+                reports.append(report._replace(name=f"{label} [{where}]"))
     return reports
 
 
