@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     )
     if not args.no_plot:
         title = "optimizer paths on x²/20 + y²"
-        print(plot.path(r["paths"], title, labels=("x", "y"), width=72))
+        print(plot.path(r["paths"], title, labels=("x", "y"), f=f, width=72))
         # log10: the four curves span five decades by the end.
         logs = {k: np.log10(np.maximum(v, 1e-300)) for k, v in r["values"].items()}
         xs = np.arange(args.steps + 1)

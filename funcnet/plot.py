@@ -1,23 +1,38 @@
 """Terminal plots (plotext) that return strings, so callers decide where they go and tests
-can read them.  Colour only when writing to a terminal (and ``NO_COLOR`` is unset)."""
+can read them.
+
+Every series has its own marker, so plots read without colour; the legend is a line under
+the canvas (marker, name), so it never covers data.  Colour comes on at a terminal, or with
+``FORCE_COLOR``; ``NO_COLOR`` or ``color=False`` turns it off.  x values that are all
+integers (epochs, steps) get integer ticks.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import plotext as plt
 
+MARKERS = ("•", "x", "+", "o", "*", "#", "%", "@")
+COLORS = ("blue", "red", "green", "magenta", "cyan", "orange", "gray", "yellow")
 _SHADES = " .:-=+*#%@"
 
 
-def _use_color(color: bool | None) -> bool:
+def use_color(color: bool | None = None, stream=None) -> bool:
+    """``color`` if given; else off with ``NO_COLOR``, on with ``FORCE_COLOR``, and else on
+    when ``stream`` (stdout) is a terminal (https://no-color.org, https://force-color.org)."""
     if color is not None:
         return color
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
+    return (stream or sys.stdout).isatty()
 
 
 def _start(title: str, xlabel: str, ylabel: str, width: int, height: int) -> None:
@@ -29,10 +44,31 @@ def _start(title: str, xlabel: str, ylabel: str, width: int, height: int) -> Non
     plt.ylabel(ylabel)
 
 
-def _finish(color: bool | None) -> str:
+def _legend(entries: Sequence[tuple[str, str, str]], color: bool) -> str:
+    """The legend as one line under the canvas: ``marker name`` per entry."""
+    cells = [
+        (plt.colorize(marker, hue) if color else marker) + " " + name
+        for marker, hue, name in entries
+    ]
+    return "  " + "   ".join(cells)
+
+
+def _finish(color: bool | None, legend: Sequence[tuple[str, str, str]]) -> str:
+    on = use_color(color)
     out = plt.build()
     plt.clf()
-    return out if _use_color(color) else plt.uncolorize(out)
+    out = out if on else plt.uncolorize(out)
+    return out + ("\n" + _legend(legend, on) if legend else "")
+
+
+def _integer_ticks(xs_all: list[float], most: int = 10) -> None:
+    """Integer ticks for integer x values (epochs, steps): never 1.0 5.8 10.5."""
+    lo, hi = int(min(xs_all)), int(max(xs_all))
+    step = max(1, math.ceil((hi - lo + 1) / most))
+    nice = next((n * 10**k for k in range(12) for n in (1, 2, 5) if n * 10**k >= step), step)
+    first = -(-lo // nice) * nice if lo % nice else lo
+    ticks = sorted({lo, *range(first, hi + 1, nice), hi})
+    plt.xticks(ticks, [str(t) for t in ticks])
 
 
 def lines(
@@ -46,21 +82,43 @@ def lines(
     ylim: tuple[float, float] | None = None,
     color: bool | None = None,
 ) -> str:
-    """One line per entry: ``{"train": ys}`` (x = 1, 2, ...) or ``{"train": (xs, ys)}``."""
-    _start(title, xlabel, ylabel, width, height)
-    for label, data in series.items():
-        if isinstance(data, tuple) and len(data) == 2:
-            xs, ys = (np.asarray(d, dtype=float).tolist() for d in data)
+    """One line per entry, ``{"train": ys}`` (x = 1, 2, ...) or ``{"train": (xs, ys)}``, each
+    with its own marker and colour.  Non-finite points are left out (and counted in the
+    legend); with one point per series there is no line to draw, and the values are listed
+    instead."""
+    data = {}
+    for label, values in series.items():
+        if isinstance(values, tuple) and len(values) == 2:
+            xs, ys = (np.asarray(v, dtype=float).ravel() for v in values)
         else:
-            ys = np.asarray(data, dtype=float).tolist()
-            xs = list(range(1, len(ys) + 1))
-        plt.plot(xs, ys, label=label, marker="braille")
+            ys = np.asarray(values, dtype=float).ravel()
+            xs = np.arange(1, len(ys) + 1, dtype=float)
+        keep = np.isfinite(xs) & np.isfinite(ys)
+        data[label] = (xs[keep], ys[keep], int((~keep).sum()))
+    if max((len(d[0]) for d in data.values()), default=0) <= 1:
+        shown = ", ".join(
+            f"{label} {d[1][0]:.6g}" + (f" at {xlabel or 'x'} {d[0][0]:g}" if len(d[0]) else "")
+            if len(d[0])
+            else f"{label} (no finite value)"
+            for label, d in data.items()
+        )
+        return f"{title}: {shown} (one point each: nothing to draw a line through)"
+    _start(title, xlabel, ylabel, width, height)
+    legend = []
+    for (label, (xs, ys, dropped)), marker, hue in zip(
+        data.items(), MARKERS * len(data), COLORS * len(data), strict=False
+    ):
+        if len(xs):
+            plt.plot(xs.tolist(), ys.tolist(), marker=marker, color=hue)
+        legend.append(
+            (marker, hue, label + (f" ({dropped} non-finite left out)" if dropped else ""))
+        )
+    every_x = [x for xs, _, _ in data.values() for x in xs.tolist()]
+    if every_x and all(float(x).is_integer() for x in every_x):
+        _integer_ticks(every_x)
     if ylim is not None:
         plt.ylim(*ylim)
-    return _finish(color)
-
-
-_MARKERS = ("•", "x", "+", "o", "*", "#")
+    return _finish(color, legend)
 
 
 def loss_comparison(result, mark_every: int = 500, window: int = 20) -> str:
@@ -85,29 +143,79 @@ def loss_comparison(result, mark_every: int = 500, window: int = 20) -> str:
     return "\n".join(rows)
 
 
+def _contours(f: Callable, box, levels, width: int, height: int) -> tuple[list, list]:
+    """Points where f crosses one of ``levels`` on a grid of the canvas's resolution."""
+    (x0, x1), (y0, y1) = box
+    gx, gy = np.meshgrid(np.linspace(x0, x1, 2 * width), np.linspace(y0, y1, 4 * height))
+    values = np.vectorize(lambda a, b: float(f(np.array([a, b]))))(gx, gy)
+    xs, ys = [], []
+    for level in levels:
+        side = values > level
+        edge = np.zeros_like(side)
+        edge[:, 1:] |= side[:, 1:] != side[:, :-1]
+        edge[1:, :] |= side[1:, :] != side[:-1, :]
+        xs += gx[edge].tolist()
+        ys += gy[edge].tolist()
+    return xs, ys
+
+
 def path(
     points,
     title: str = "",
     *,
     labels: tuple[str, str] = ("x1", "x2"),
+    f: Callable | None = None,
+    minimum: tuple[float, float] | None = (0.0, 0.0),
     width: int = 60,
     height: int = 22,
     color: bool | None = None,
 ) -> str:
-    """2-D paths as dots joined in order, with the start and the minimum (0, 0) marked.
+    """2-D paths, each with its own marker, their start (S) and end (E) drawn over them, the
+    ``minimum`` (X), and with ``f`` given, contour rings of f at f(start)/4ᵏ, as the book
+    draws them.
 
-    ``points`` is one path of shape (steps, 2), or a mapping of names to such paths; each
-    gets its own marker so they stay apart without colour.
+    ``points`` is one path of shape (steps, 2), or a mapping of names to such paths.
     """
-    _start(title, labels[0], labels[1], width, height)
     paths = dict(points) if isinstance(points, Mapping) else {"path": points}
-    for (name, p), marker in zip(paths.items(), _MARKERS * len(paths), strict=False):
-        p = np.asarray(p, dtype=float)
-        plt.plot(p[:, 0].tolist(), p[:, 1].tolist(), label=name, marker=marker)
-    first = np.asarray(next(iter(paths.values())), dtype=float)
-    plt.scatter([first[0, 0]], [first[0, 1]], marker="S", label="start")
-    plt.scatter([0.0], [0.0], marker="X", label="minimum (0, 0)")
-    return _finish(color)
+    paths = {name: np.asarray(p, dtype=float).reshape(-1, 2) for name, p in paths.items()}
+    finite = [p[np.isfinite(p).all(axis=1)] for p in paths.values()]
+    every = np.concatenate([*finite, np.zeros((0, 2))])
+    if minimum is not None:
+        every = np.vstack([every, [minimum]])
+    if not len(every):
+        return f"{title}: no finite point to draw"
+    lo, hi = every.min(axis=0), every.max(axis=0)
+    pad = np.maximum((hi - lo) * 0.08, 1e-9)
+    box = ((lo[0] - pad[0], hi[0] + pad[0]), (lo[1] - pad[1], hi[1] + pad[1]))
+    _start(title, labels[0], labels[1], width, height)
+    plt.xlim(*box[0])
+    plt.ylim(*box[1])
+    legend = []
+    start = finite[0][0] if len(finite[0]) else None
+    if f is not None and start is not None:
+        top = float(f(start))
+        if np.isfinite(top) and top > 0:
+            rx, ry = _contours(f, box, [top / 4**k for k in range(6)], width, height)
+            plt.scatter(rx, ry, marker="·", color="gray")
+            legend.append(("·", "gray", "f = f(start)/4ᵏ"))
+    for (name, p), marker, hue in zip(
+        zip(paths, finite, strict=True), MARKERS * len(paths), COLORS * len(paths), strict=False
+    ):
+        if len(p):
+            plt.plot(p[:, 0].tolist(), p[:, 1].tolist(), marker=marker, color=hue)
+        legend.append((marker, hue, name))
+    # Drawn last, so that no path hides them.
+    if minimum is not None:
+        plt.scatter([minimum[0]], [minimum[1]], marker="X", color="black")
+    ends = [p[-1] for p in finite if len(p)]
+    if ends:  # over the minimum: where a run ends is what it reached
+        plt.scatter([e[0] for e in ends], [e[1] for e in ends], marker="E", color="red")
+    if start is not None:
+        plt.scatter([start[0]], [start[1]], marker="S", color="green")
+    legend += [("S", "green", "start"), ("E", "red", "end")]
+    if minimum is not None:
+        legend.append(("X", "black", f"minimum ({minimum[0]:g}, {minimum[1]:g})"))
+    return _finish(color, legend)
 
 
 def image_text(img, width: int = 28) -> list[str]:
@@ -154,4 +262,14 @@ def filters(W, *, per_row: int | None = None) -> str:
     return "\n".join(out)
 
 
-__all__ = ["filters", "image_text", "images", "lines", "loss_comparison", "path"]
+__all__ = [
+    "COLORS",
+    "MARKERS",
+    "filters",
+    "image_text",
+    "images",
+    "lines",
+    "loss_comparison",
+    "path",
+    "use_color",
+]

@@ -45,5 +45,5 @@ def run(args) -> int:
                 ylabel="f",
             )
         )
-        print(plot.path(points, "path on the (x1, x2) plane"))
+        print(plot.path(points, "path on the (x1, x2) plane", f=square))
     return 0
