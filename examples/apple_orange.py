@@ -9,6 +9,7 @@ Prints the graph with the forward value and [gradient] on every edge.
 from __future__ import annotations
 
 import funcnet as fn
+from funcnet.cli import run_script
 
 
 def shop(apple=100.0, apple_num=2.0, orange=150.0, orange_num=3.0, tax=1.1):
@@ -87,4 +88,4 @@ def main() -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -25,6 +25,7 @@ import numpy as np
 
 import funcnet as fn
 from funcnet import models, optim, plot, train
+from funcnet.cli import run_script
 from funcnet.data import load_mnist
 
 DEFAULT_STDS = (1.0, 0.1, 0.01, 0.001)
@@ -140,4 +141,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

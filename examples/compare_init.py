@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 
 from funcnet import experiments, initializers, models, optim, plot, train
+from funcnet.cli import run_script
 from funcnet.data import load_mnist
 
 
@@ -85,4 +86,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from funcnet import experiments, models, optim, plot, train
+from funcnet.cli import run_script
 from funcnet.data import load_mnist
 
 BOOK_RATES = {"SGD": 0.01, "Momentum": 0.01, "AdaGrad": 0.01, "Adam": 0.001}
@@ -81,4 +82,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

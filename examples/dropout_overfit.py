@@ -35,6 +35,7 @@ import numpy as np
 
 import funcnet as fn
 from funcnet import models, optim, plot, train
+from funcnet.cli import run_script
 from funcnet.data import load_mnist
 
 
@@ -160,4 +161,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,6 +14,7 @@ import numpy as np
 
 import funcnet as fn
 from funcnet import plot
+from funcnet.cli import run_script
 
 
 def run(steps: int = 200, lr: float = 0.1, seed: int = 0, noise: float = 0.1):
@@ -53,4 +54,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -18,6 +18,7 @@ import argparse
 import numpy as np
 
 from funcnet import optim, plot
+from funcnet.cli import run_script
 
 START = (-7.0, 2.0)
 # The book's rates, tuned by hand so that each method's path looks its best on this f.
@@ -102,4 +103,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -218,6 +218,30 @@ def path(
     return _finish(color, legend)
 
 
+def confusion(counts, labels: Sequence[str] | None = None, *, color: bool | None = None) -> str:
+    """A confusion matrix (rows: true class, columns: predicted) as a text heatmap: each count
+    with a shade of its share of the row (``_SHADES``), on a coloured background where colour
+    is on.  The diagonal is what was right."""
+    counts = np.asarray(counts, dtype=np.int64)
+    k = counts.shape[0]
+    labels = [str(i) for i in range(k)] if labels is None else list(labels)
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    on = use_color(color)
+    width = max(5, len(str(counts.max())) + 2)
+    head = "true \\ pred " + "".join(f"{lab:>{width + 1}}" for lab in labels)
+    rows = [head]
+    for i in range(k):
+        cells = []
+        for j in range(k):
+            shade = _SHADES[min(len(_SHADES) - 1, int(share[i, j] * (len(_SHADES) - 1) + 0.5))]
+            cell = f"{counts[i, j]:>{width}}{shade}"
+            if on and counts[i, j]:
+                cell = plt.colorize(cell, "green" if i == j else "red")
+            cells.append(cell)
+        rows.append(f"{labels[i]:>11} " + "".join(cells))
+    return "\n".join(rows)
+
+
 def image_text(img, width: int = 28) -> list[str]:
     """A greyscale image (values in [0, 1]) as text rows, two pixel rows per text row."""
     img = np.asarray(img, dtype=float).reshape(-1, width)
@@ -265,6 +289,7 @@ def filters(W, *, per_row: int | None = None) -> str:
 __all__ = [
     "COLORS",
     "MARKERS",
+    "confusion",
     "filters",
     "image_text",
     "images",

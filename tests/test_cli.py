@@ -112,3 +112,38 @@ def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(mnist_env,
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "--lr 1e+30: try a smaller one" in lines[0], out.stderr
     assert "learning rate is probably too large" in lines[0]
+
+
+def test_eval_reads_a_saved_model_back(tmp_path, mnist_env):
+    save = tmp_path / "p.npz"
+    trained = run(
+        "train", "--subset", "2000", "--epochs", "1", "--no-plot", "--save", str(save),
+        env=mnist_env,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    shown = trained.stdout.split("test accuracy ")[1].split("%")[0]
+    out = run("eval", "--load", str(save), "--no-color", "--show", "2", env=mnist_env)
+    assert out.returncode == 0, out.stderr
+    assert f"test accuracy {shown}% on all 10000 test images" in out.stdout
+    assert "confusion matrix" in out.stdout and "true \\ pred" in out.stdout
+    assert "misclassified; the first 2:" in out.stdout and "\x1b[" not in out.stdout
+    wrong = run("eval", "--load", str(save), "--model", "convnet", env=mnist_env)
+    lines = wrong.stderr.strip().splitlines()
+    assert wrong.returncode == 1 and len(lines) == 1
+    assert "does not match the network" in lines[0] and "--model convnet checkpoint" in lines[0]
+    missing = run("eval", "--load", str(tmp_path / "none.npz"))
+    assert missing.returncode == 2 and "none.npz does not exist" in missing.stderr
+
+
+def test_examples_fail_like_the_cli_in_one_line(capsys):
+    from funcnet.cli import run_script
+    from funcnet.data import MNISTError
+
+    def main():
+        raise MNISTError("x.gz not found. Searched:\n  /a\n  /b\nPut the files in one of them.")
+
+    with pytest.raises(SystemExit) as stop:
+        run_script(main, "example.py")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1
+    assert err == ["example.py: x.gz not found. Searched: Put the files in one of them."]

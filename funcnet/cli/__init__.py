@@ -68,6 +68,13 @@ def _finite(text: str) -> float:
     return value
 
 
+def _existing_file(text: str) -> str:
+    if not os.path.isfile(text):
+        what = "is a directory" if os.path.isdir(text) else "does not exist"
+        raise argparse.ArgumentTypeError(f"{text} {what}")
+    return text
+
+
 def _save_path(text: str) -> str:
     """A file the run can write at the end: checked before any work, so that a finished run
     is never lost to a bad path found late."""
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(
         prog="funcnet",
         description="funcnet: check (gradient table), demo (gradient descent), "
-        "train (MNIST with terminal plots).",
+        "train (MNIST with terminal plots), eval (a saved model).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grad", choices=["numerical", "jax"], default="numerical",
                    help="central differences (h=1e-4) or jax.grad")  # fmt: skip
     p.add_argument("--no-plot", action="store_true", help="print the numbers only")
+    p.add_argument("--no-color", action="store_true", help="plots without colour")
     p.set_defaults(command_module="demo")
 
     p = sub.add_parser("train", help="train on MNIST: the two-layer net or SimpleConvNet", **fmt)
@@ -139,7 +147,21 @@ def main(argv: list[str] | None = None) -> int:
                    help="write the trained params here (also on Ctrl-C, those of the last "
                    "finished epoch)")  # fmt: skip
     p.add_argument("--no-plot", action="store_true", help="print the numbers only")
+    p.add_argument("--no-color", action="store_true", help="plots without colour")
     p.set_defaults(command_module="train")
+
+    p = sub.add_parser("eval", help="a saved model on the MNIST test set", **fmt)
+    p.add_argument("--load", type=_existing_file, required=True, metavar="FILE.npz",
+                   help="params saved by funcnet train --save")  # fmt: skip
+    p.add_argument("--model", choices=["mlp", "convnet"], default="mlp",
+                   help="the network the file was saved from")  # fmt: skip
+    p.add_argument("--hidden", type=_positive(int), default=100, help="mlp hidden units")
+    p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
+    p.add_argument("--show", type=_non_negative_int, default=12,
+                   help="misclassified digits to draw")  # fmt: skip
+    p.add_argument("--no-plot", action="store_true", help="print the numbers only")
+    p.add_argument("--no-color", action="store_true", help="plots without colour")
+    p.set_defaults(command_module="evaluate")
 
     args = parser.parse_args(argv)
     if args.command_module == "train":
@@ -155,6 +177,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (which says more): one line, no traceback
         print(f"funcnet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def run_script(main, name: str | None = None) -> None:
+    """Run an example script's ``main()`` the way the ``funcnet`` commands run: missing
+    data or a bad value is one line on stderr (exit 1), Ctrl-C one line (exit 130); never a
+    traceback for those."""
+    name = name or os.path.basename(sys.argv[0])
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, FloatingPointError) as e:  # MNISTError is a ValueError
+        print(f"{name}: {one_line(e)}", file=sys.stderr)
+        sys.exit(1)
+
+
+def one_line(error: BaseException) -> str:
+    """An error message on one line: its first line and, for a longer one (MNIST's list of
+    searched folders), its last, which says what to do."""
+    first, *rest = str(error).splitlines() or [""]
+    return f"{first} {rest[-1].strip()}" if rest else first
 
 
 def _version() -> str:

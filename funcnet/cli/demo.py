@@ -36,6 +36,7 @@ def run(args) -> int:
             f"numerical-gradient run: x = ({x_num[0]:.4f}, {x_num[1]:.4f}); "
             f"max |Δ| between the two paths {diff:.1e}"
         )
+    color = False if args.no_color else None
     if not args.no_plot:
         print(
             plot.lines(
@@ -43,7 +44,8 @@ def run(args) -> int:
                 "f over the steps",
                 xlabel="step",
                 ylabel="f",
+                color=color,
             )
         )
-        print(plot.path(points, "path on the (x1, x2) plane", f=square))
+        print(plot.path(points, "path on the (x1, x2) plane", f=square, color=color))
     return 0

@@ -6,6 +6,8 @@ import sys
 
 import numpy as np
 
+from . import one_line
+
 
 def run(args) -> int:
     from .. import models, optim, plot
@@ -19,7 +21,7 @@ def run(args) -> int:
     try:
         (x_train, t_train), (x_test, t_test) = load_mnist(args.data_dir, flatten=not convnet)
     except MNISTError as e:
-        print(f"funcnet train: {e}", file=sys.stderr)
+        print(f"funcnet train: {one_line(e)}", file=sys.stderr)
         return 2
     if args.subset:
         x_train, t_train = x_train[: args.subset], t_train[: args.subset]
@@ -100,13 +102,17 @@ def run(args) -> int:
     if not args.no_plot:
         # ≤ 200 points: plotext draws braille cells, not data points
         smooth = block_means(hist.step_loss, max(1, len(hist.step_loss) // 200))
-        print(plot.lines({"loss": smooth}, "training loss", xlabel="step", ylabel="loss"))
+        color = False if args.no_color else None
+        print(
+            plot.lines({"loss": smooth}, "training loss", xlabel="step", ylabel="loss", color=color)
+        )
         print(
             plot.lines(
                 {"train": hist.train_acc, "test": hist.test_acc},
                 "accuracy",
                 xlabel="epoch",
                 ylabel="accuracy",
+                color=color,
             )
         )
         if convnet:
