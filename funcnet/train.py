@@ -195,6 +195,7 @@ def fit(
     scan: bool = False,
     progress: bool | None = None,
     on_epoch: Callable[[int, History], Any] | None = None,
+    stop_if_diverged: bool = True,
 ):
     """Train with shuffled mini-batches (a new permutation from ``seed`` each epoch) and
     evaluate train/test accuracy after every epoch.  Returns ``(params, opt_state, History)``.
@@ -210,8 +211,10 @@ def fit(
 
     Every target is validated once on the host before the first step (the loss's own checks
     on all of them), and the losses once per epoch: a non-finite one raises
-    ``FloatingPointError`` on every backend.  Ctrl-C raises ``Interrupted``, which carries
-    the params, optimizer state and history of the last finished epoch.
+    ``FloatingPointError`` on every backend (``stop_if_diverged=False`` trains on, as the
+    book's experiments do with a net that diverges; the NumPy loss still refuses NaN
+    logits).  Ctrl-C raises ``Interrupted``, which carries the params, optimizer state and
+    history of the last finished epoch.
     """
     x_train, t_train = train
     if len(x_train) != len(t_train):
@@ -268,7 +271,8 @@ def fit(
                     bar.show(f"epoch {epoch:>3}/{epochs}", i + 1, steps, f"loss {float(value):.4f}")
         # One conversion at the end: a float() per step would make JAX wait for every step.
         losses = np.asarray(losses, dtype=np.float64)
-        _check_finite(losses, epoch)
+        if stop_if_diverged:
+            _check_finite(losses, epoch)
         hist.epoch_time.append(time.perf_counter() - start)
         hist.step_loss.extend(losses.tolist())
         hist.epoch_loss.append(float(np.mean(losses)))

@@ -354,6 +354,16 @@ def test_fit_stops_on_a_non_finite_loss_under_jit():
         )  # fmt: skip
 
 
+def test_a_diverging_run_can_be_kept_going_for_the_books_experiments():
+    net, params = mlp()
+    x, t = blobs(90)
+    _, _, hist = train.fit(
+        net, train.to_backend(params, "jax"), (x, t), epochs=2, batch_size=30,
+        optimizer=optim.sgd(1e30), stop_if_diverged=False,
+    )  # fmt: skip
+    assert len(hist.epoch_loss) == 2 and not np.isfinite(hist.epoch_loss[-1])
+
+
 def test_ctrl_c_in_fit_hands_back_the_last_finished_epoch(monkeypatch):
     net, params = mlp()
     x, t = blobs(90)

@@ -1,0 +1,62 @@
+"""The README's commands work as written: each one runs, against the MNIST the README says
+to point at.  Training commands get a shortening suffix (fewer epochs, iterations or images)
+so that the default suite stays short; ``--run-slow`` runs them exactly as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTION = ROOT.joinpath("README.md").read_text().split("## Commands and examples", 1)[1]
+BLOCK = re.search(r"```bash\n(.*?)```", SECTION, re.S).group(1)
+COMMANDS = [
+    line.split("  #")[0].strip()
+    for line in BLOCK.splitlines()
+    if line.strip() and not line.lstrip().startswith("#")
+]
+# What makes each long command short; the command itself is run as the README writes it.
+SHORTER = {
+    "funcnet train": ["--epochs", "1", "--subset", "600", "--no-plot"],
+    "examples/train_mnist.py": ["--epochs", "1", "--subset", "600", "--no-plot"],
+    "examples/train_convnet.py": ["--epochs", "1", "--subset", "300", "--no-plot"],
+    "examples/compare_optimizers.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
+    "examples/compare_init.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
+    "examples/batchnorm.py": ["--epochs", "1", "--stds", "1.0"],
+    "examples/dropout_overfit.py": ["--epochs", "2"],
+}
+
+
+def test_the_readme_lists_its_commands():
+    assert any(c.startswith("funcnet train") for c in COMMANDS)
+    assert any(c.startswith("python examples/") for c in COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_runs(command, mnist_dir, tmp_path, request):
+    slow = request.config.getoption("--run-slow") or os.environ.get("FUNCNET_SLOW") == "1"
+    env = {**os.environ, "FUNCNET_DATA": str(mnist_dir), "NO_COLOR": "1"}
+    if command == "funcnet check" and not slow:
+        pytest.skip("the whole catalogue runs in test_examples.py already")
+    for part in command.split("&&"):
+        part = part.replace("../shared/mnist", str(mnist_dir))
+        argv = shlex.split(part.replace("[--grad jax]", ""))
+        if ";" in part:  # a shell line such as `funcnet --version; funcnet train --help`
+            argv = ["bash", "-c", part.replace("funcnet", f"{sys.executable} -m funcnet")]
+        elif argv[0] == "python":
+            argv = [sys.executable, str(ROOT / argv[1]), *argv[2:]]
+        else:
+            argv = [sys.executable, "-m", "funcnet", *argv[1:]]
+        key = next((k for k in SHORTER if k in part), None)
+        if key and not slow:
+            argv += SHORTER[key]
+        out = subprocess.run(
+            argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode == 0, f"{part}\n{out.stderr[-2000:]}"
