@@ -213,6 +213,18 @@ def _fetch(
         bar.finish()
 
 
+def _remove_stale_parts(dest: Path, deadline: float | None) -> None:
+    """Temp files a killed download left beside ``dest``.  One older than the deadline
+    cannot belong to a download still running (it would have been given up)."""
+    if not dest.parent.is_dir():
+        return
+    now = time.time()
+    for part in dest.parent.glob(f".{dest.name}.*.part"):
+        with contextlib.suppress(OSError):
+            if deadline is None or now - part.stat().st_mtime > deadline:
+                part.unlink()
+
+
 def find_or_download(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -263,6 +275,7 @@ def find_or_download(
     except OSError as e:
         errors.append(f"  cannot create {dest_dir}: {e}")
         mirrors = ()
+    _remove_stale_parts(dest, deadline)
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + dest.name
         try:

@@ -528,3 +528,16 @@ def test_progress_is_shown_before_the_first_byte(tmp_path, server, files, capsys
         checksums=md5s(files), progress=True,
     )  # fmt: skip
     assert "connecting to 127.0.0.1:" in capsys.readouterr().err
+
+
+def test_a_part_file_left_by_a_killed_download_is_removed(tmp_path, server, files):
+    stale = tmp_path / ".t10k-labels-idx1-ubyte.gz.1234.abcd.part"
+    stale.write_bytes(b"half")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    fresh = tmp_path / ".t10k-labels-idx1-ubyte.gz.999.ffff.part"  # another run, still going
+    fresh.write_bytes(b"in flight")
+    find_or_download(
+        "t10k-labels-idx1-ubyte", tmp_path, mirrors=[server.url + "/good/"],
+        checksums=md5s(files), deadline=600, progress=False,
+    )  # fmt: skip
+    assert not stale.exists() and fresh.exists()
