@@ -6,15 +6,10 @@ import stat
 import jax
 import numpy as np
 import pytest
+from nets import mlp
 
 import funcnet as fn
 from funcnet import checkpoints
-
-
-def mlp(hidden=16, classes=3, dim=8, seed=0):
-    net = fn.pipeline(fn.Dense(hidden, W_init=0.01), fn.Relu(), fn.Dense(classes, W_init=0.01))
-    _, params = net.init(seed, (-1, dim))
-    return net, params
 
 
 def test_checkpoint_round_trip_is_exact_and_atomic(tmp_path):

@@ -16,13 +16,20 @@ import funcnet as fn
 SETTINGS = settings(max_examples=15, deadline=None)
 
 
-@SETTINGS
-@given(n=st.integers(1, 7), c=st.integers(2, 6), seed=st.integers(0, 2**16), one_hot=st.booleans())
-def test_cross_entropy_matches_optax(n, c, seed, one_hot):
+@st.composite
+def logits_and_targets(draw):
+    """(seed, logits (n, c) of scale 3, integer labels, the targets: labels or one-hot)."""
+    n, c, seed = draw(st.integers(1, 7)), draw(st.integers(2, 6)), draw(st.integers(0, 2**16))
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((n, c)) * 3
     labels = rng.integers(0, c, n)
-    t = np.eye(c)[labels] if one_hot else labels
+    return seed, z, labels, (np.eye(c)[labels] if draw(st.booleans()) else labels)
+
+
+@SETTINGS
+@given(logits_and_targets())
+def test_cross_entropy_matches_optax(case):
+    _, z, labels, t = case
     loss, _ = fn.softmax_cross_entropy.forward(z, t)
     ref = optax.softmax_cross_entropy_with_integer_labels(z, labels).mean()
     # Two float64 sums of log-probabilities near 1: they may differ by a few ulps of the
@@ -32,12 +39,9 @@ def test_cross_entropy_matches_optax(n, c, seed, one_hot):
 
 
 @SETTINGS
-@given(n=st.integers(1, 7), c=st.integers(2, 6), seed=st.integers(0, 2**16), one_hot=st.booleans())
-def test_cross_entropy_backward_matches_jax_vjp(n, c, seed, one_hot):
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, c)) * 3
-    labels = rng.integers(0, c, n)
-    t = np.eye(c)[labels] if one_hot else labels
+@given(logits_and_targets())
+def test_cross_entropy_backward_matches_jax_vjp(case):
+    seed, z, _, t = case
     assert fn.check_loss(fn.softmax_cross_entropy, z, t, seed=seed).ok
 
 

@@ -4,25 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from nets import blobs, mlp
 
 import funcnet as fn
 from funcnet import checkpoints, cli, models, optim, train
 from funcnet.data import load_mnist
-
-
-def blobs(n=600, classes=3, dim=8, seed=0):
-    """A linearly separable problem: Gaussian blobs around well-separated centres."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((classes, dim)).astype(np.float32) * 4
-    t = rng.integers(0, classes, n)
-    x = centres[t] + rng.standard_normal((n, dim)).astype(np.float32)
-    return x, t
-
-
-def mlp(hidden=16, classes=3, dim=8, seed=0):
-    net = fn.pipeline(fn.Dense(hidden, W_init=0.01), fn.Relu(), fn.Dense(classes, W_init=0.01))
-    _, params = net.init(seed, (-1, dim))
-    return net, params
 
 
 def test_step_on_numpy_and_jitted_jax_agree_and_stay_float32():
