@@ -97,10 +97,8 @@ def lines(
         data[label] = (xs[keep], ys[keep], int((~keep).sum()))
     if max((len(d[0]) for d in data.values()), default=0) <= 1:
         shown = ", ".join(
-            f"{label} {d[1][0]:.6g}" + (f" at {xlabel or 'x'} {d[0][0]:g}" if len(d[0]) else "")
-            if len(d[0])
-            else f"{label} (no finite value)"
-            for label, d in data.items()
+            f"{label} {ys[0]:.6g} at {xlabel or 'x'} {xs[0]:g}" if len(xs) else f"{label} (none)"
+            for label, (xs, ys, _) in data.items()
         )
         return f"{title}: {shown} (one point each: nothing to draw a line through)"
     _start(title, xlabel, ylabel, width, height)
