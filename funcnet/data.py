@@ -197,8 +197,10 @@ def _fetch(
                     )
                 f.write(chunk)
                 done += len(chunk)
-                size = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if total else "") + " MB"
-                bar.show(dest.name, done, total, (f"{done / total:4.0%} " if total else "") + size)
+                if bar.enabled:
+                    size = f"{done / 1e6:.1f}" + (f"/{total / 1e6:.1f}" if total else "") + " MB"
+                    share = f"{done / total:4.0%} " if total else ""
+                    bar.show(dest.name, done, total, share + size)
         # http.client returns a short body without complaint when the server hangs up early.
         if total is not None and done != total:
             raise MNISTError(f"{url}: transfer cut short, {done} of {total} bytes")

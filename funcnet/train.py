@@ -107,6 +107,12 @@ def to_backend(tree, backend: str):
     raise ValueError(f"backend must be 'numpy' or 'jax', got {backend!r}")
 
 
+def scored_params(params, opt_state):
+    """The params ``fit`` scores: the moving average when the optimizer keeps one
+    (``optim.with_average``), else ``params``; running state from ``params`` either way."""
+    return with_trainable(params, optim.averaged(opt_state, trainable(params)))
+
+
 def predict(net: Layer, params, x, batch_size: int = 1000) -> np.ndarray:
     """Class predictions (argmax of the eval-mode outputs), in batches of ``batch_size``;
     jitted when ``params`` are JAX arrays."""
@@ -276,7 +282,7 @@ def fit(
         hist.epoch_time.append(time.perf_counter() - start)
         hist.step_loss.extend(losses.tolist())
         hist.epoch_loss.append(float(np.mean(losses)))
-        scored = with_trainable(params, optim.averaged(opt_state, trainable(params)))
+        scored = scored_params(params, opt_state)
         hist.train_acc.append(accuracy(net, scored, x_train, t_train))
         if test is not None:
             hist.test_acc.append(accuracy(net, scored, *test))
@@ -317,6 +323,7 @@ __all__ = [
     "make_epoch",
     "make_step",
     "predict",
+    "scored_params",
     "step_rngs",
     "to_backend",
 ]

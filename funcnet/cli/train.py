@@ -12,10 +12,9 @@ from . import one_line
 def run(args) -> int:
     from .. import models, optim, plot
     from ..checkpoints import save_params
-    from ..core import trainable, with_trainable
     from ..data import MNISTError, load_mnist
     from ..experiments import block_means
-    from ..train import Interrupted, accuracy, fit, predict, to_backend
+    from ..train import Interrupted, accuracy, fit, predict, scored_params, to_backend
 
     convnet = args.model == "convnet"
     try:
@@ -61,9 +60,6 @@ def run(args) -> int:
             flush=True,
         )
 
-    def scored(last, opt_state):  # what fit scores: the average when averaging
-        return with_trainable(last, optim.averaged(opt_state, trainable(last)))
-
     try:
         # A diverging run is reported below in one line; NumPy's overflow warnings would
         # only repeat it.
@@ -76,7 +72,7 @@ def run(args) -> int:
     except Interrupted as stop:
         kept = ""
         if args.save and stop.epochs_done:
-            save_params(args.save, scored(stop.params, stop.opt_state))
+            save_params(args.save, scored_params(stop.params, stop.opt_state))
             kept = f"; the params of epoch {stop.epochs_done} are saved to {args.save}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
@@ -90,7 +86,7 @@ def run(args) -> int:
     except ValueError as e:
         print(f"funcnet train: {e}", file=sys.stderr)
         return 1
-    params = scored(last, opt_state)
+    params = scored_params(last, opt_state)  # what fit scored
     note = ""
     if decay:
         plain = 100 * accuracy(net, last, x_test, t_test)
