@@ -152,6 +152,8 @@ def with_trainable(params, new):
     """``params`` with its trainable entries replaced by those of ``new`` (shaped like
     ``trainable(params)``) and its running state kept."""
     if isinstance(params, dict):
+        if isinstance(new, dict) and params.keys() == new.keys():  # no state here: no sets
+            return {k: with_trainable(params[k], new[k]) for k in params}
         missing = set(params) - {STATE} - set(new)
         if missing or set(new) - set(params):
             raise ValueError(
@@ -180,14 +182,17 @@ def update_state(params, cache):
     (a combinator whose cache is not shaped like its params, or a layer with no state entry)
     raises a ValueError instead of losing the update.
     """
-    return _route(params, cache, "params")
+    return _route(params, cache, ())
 
 
-def _route(params, cache, where: str):
+def _route(params, cache, path: tuple):
+    def where():  # built only for an error: this walk runs every training step
+        return "params" + "".join(f"[{i}]" for i in path)
+
     if isinstance(cache, StateUpdate):
         if not isinstance(params, dict) or STATE not in params:
             raise ValueError(
-                f"update_state: the cache at {where} carries new running state but those "
+                f"update_state: the cache at {where()} carries new running state but those "
                 f"params have no {STATE!r} entry to hold it (got {type(params).__name__})"
             )
         return {**params, STATE: cache.state}
@@ -199,12 +204,11 @@ def _route(params, cache, where: str):
     )
     if pairable:
         return tuple(
-            _route(p, c, f"{where}[{i}]")
-            for i, (p, c) in enumerate(zip(params, cache, strict=True))
+            _route(p, c, (*path, i)) for i, (p, c) in enumerate(zip(params, cache, strict=True))
         )
     if _holds_update(cache):
         raise ValueError(
-            f"update_state: the cache at {where} holds a StateUpdate that cannot be matched to "
+            f"update_state: the cache at {where()} holds a StateUpdate that cannot be matched to "
             "its params (a combinator's params and cache must be tuples with one entry per "
             "child); route it in that combinator, or its running state would be lost"
         )
