@@ -20,10 +20,13 @@ from . import layers
 from ._arrays import namespace, split_rng
 from .core import (
     STATE,
+    Aux,
     Layer,
     Loss,
     StateUpdate,
+    concat,
     pipeline,
+    residual,
     to_jax,
     trainable,
     update_state,
@@ -39,6 +42,7 @@ __version__ = "0.1.0"
 # Submodules, and names of submodules, that are imported on first use (PEP 562).
 _SUBMODULES = (
     "checkpoints",
+    "concat",
     "data",
     "experiments",
     "gradcheck",
@@ -70,6 +74,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "STATE",
+    "Aux",
     "GradcheckError",
     "Layer",
     "Loss",
@@ -80,6 +85,7 @@ __all__ = [
     "check_loss",
     "check_vjp",
     "checkpoints",
+    "concat",
     "data",
     "experiments",
     "gradcheck",
@@ -94,6 +100,7 @@ __all__ = [
     "optim",
     "pipeline",
     "plot",
+    "residual",
     "softmax_cross_entropy",
     "split_rng",
     "to_jax",

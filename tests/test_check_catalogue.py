@@ -310,6 +310,22 @@ MUTATIONS = [
         "numpy jax",
     ),
     (
+        "funcnet.core",
+        "residual",
+        "return dparams, (dout + dx if need_dx else None)",
+        "return dparams, (dout + 1.001 * dx if need_dx else None)",
+        "residual",
+        "numpy jax",
+    ),
+    (
+        "funcnet.core",
+        "concat",
+        "dx = di if dx is None else dx + di",
+        "dx = di if dx is None else dx + 1.001 * di",
+        "concat",
+        "numpy jax",
+    ),
+    (
         "funcnet.graph",
         "_mul_backward",
         "unbroadcast(dout * x, np.shape(y))",
