@@ -41,6 +41,7 @@ __version__ = "0.1.0"
 
 # Submodules, and names of submodules, that are imported on first use (PEP 562).
 _SUBMODULES = (
+    "augment",
     "checkpoints",
     "concat",
     "data",
@@ -81,6 +82,7 @@ __all__ = [
     "Node",
     "StateUpdate",
     "add",
+    "augment",
     "check_layer",
     "check_loss",
     "check_vjp",

@@ -66,7 +66,37 @@ def simple_convnet(
     )
 
 
+def deep_convnet(hidden: int = 50, classes: int = 10, dropout: float = 0.5) -> Layer:
+    """Chapter 8's DeepConvNet on (N, 1, 28, 28), the book's layout (``ch08/deep_convnet.py``):
+
+    conv 3×3 16 – Relu – conv 3×3 16 – Relu – max-pool 2 –
+    conv 3×3 32 – Relu – conv 3×3 32 (padding 2) – Relu – max-pool 2 –
+    conv 3×3 64 – Relu – conv 3×3 64 – Relu – max-pool 2 –
+    Dense(50) – Relu – Dropout(0.5) – Dense(10) – Dropout(0.5).
+
+    Every conv has padding 1 but the fourth (padding 2, so 14×14 becomes 16×16 and the
+    pools give 8×8, then 4×4: 64·4·4 = 1024 features).  He initialization N(0, 2/fan_in)
+    with fan_in = C·3·3 for the convs and the input width for Dense, as the book's
+    ``pre_node_nums``.  Dropout is the book's: keep without scaling in training, scale by
+    1 − ratio at evaluation (``scale_at="eval"``).  Train it with Adam 0.001, batch 100.
+    """
+
+    def conv(filters: int, padding: int = 1) -> list[Layer]:
+        return [Conv(filters, 3, padding=padding, W_init="he_normal"), Relu()]
+
+    return pipeline(
+        *conv(16), *conv(16), MaxPool(2),
+        *conv(32), *conv(32, padding=2), MaxPool(2),
+        *conv(64), *conv(64), MaxPool(2),
+        Flatten(),
+        Dense(hidden, W_init="he_normal"), Relu(), Dropout(dropout, scale_at="eval"),
+        Dense(classes, W_init="he_normal"), Dropout(dropout, scale_at="eval"),
+        name="deep_convnet",
+    )  # fmt: skip
+
+
 __all__ = [
+    "deep_convnet",
     "dense_weights",
     "multilayer_net",
     "simple_convnet",
