@@ -51,6 +51,7 @@ _SUBMODULES = (
     "models",
     "optim",
     "plot",
+    "profile",
     "train",
 )
 _LAZY_NAMES = {
@@ -102,6 +103,7 @@ __all__ = [
     "optim",
     "pipeline",
     "plot",
+    "profile",
     "residual",
     "softmax_cross_entropy",
     "split_rng",
