@@ -46,6 +46,7 @@ _SUBMODULES = (
     "models",
     "optim",
     "plot",
+    "scale",
     "train",
 )
 _LAZY_NAMES = {
@@ -94,6 +95,7 @@ __all__ = [
     "optim",
     "pipeline",
     "plot",
+    "scale",
     "softmax_cross_entropy",
     "split_rng",
     "to_jax",
