@@ -269,7 +269,7 @@ def test_cli_devices_4_saves_what_one_device_trains(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_the_two_process_command_of_the_docs(tmp_path, mnist_dir):
     """docs/scale.md's two commands as written (a free port, a short run): the same saved
-    params as --devices 4, process 0 alone printing and saving; then a resume on 2 devices."""
+    params as --devices 4, process 0 alone printing and saving."""
     lines = command_lines(ROOT / "docs" / "scale.md", "## Two processes")
     port, short = free_port(), ["--subset", "1000", "--epochs", "2", "--no-plot"]
     argvs = []
