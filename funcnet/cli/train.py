@@ -66,9 +66,16 @@ def run(args) -> int:
         if args.devices:
             scale.use_cpu_devices(args.devices)
         if args.coordinator or args.cluster:
-            scale.initialize(
-                args.coordinator, args.num_processes, args.process_id, timeout=args.peer_timeout
-            )
+            try:
+                scale.initialize(
+                    args.coordinator, args.num_processes, args.process_id,
+                    timeout=args.peer_timeout,
+                )  # fmt: skip
+            except (ValueError, RuntimeError) as e:  # no cluster found, no peer in time
+                hint = " (--cluster: is this a SLURM or Open MPI job?)" if args.cluster else ""
+                print(f"funcnet train: cannot start the processes: {one_line(e)}{hint}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
         try:
             mesh = scale.data_mesh(args.devices)
         except ValueError as e:
