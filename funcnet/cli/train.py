@@ -121,11 +121,11 @@ def _train(args, mesh, main: bool) -> int:
     opt_state, done = None, 0
     if args.resume:
         try:
-            run = load_run(args.resume, params, optimizer.init(trainable(params)))
+            saved = load_run(args.resume, params, optimizer.init(trainable(params)))
         except ValueError as e:
             print(f"funcnet train: {e}", file=sys.stderr)
             return 1
-        params, opt_state, done = run.params, run.opt_state, run.epoch
+        params, opt_state, done = saved.params, saved.opt_state, saved.epoch
     if mesh is None:  # JAX arrays: fit compiles the step; a mesh places them itself
         params, opt_state = to_backend((params, opt_state), args.backend)
 
@@ -186,8 +186,9 @@ def _train(args, mesh, main: bool) -> int:
             )  # fmt: skip
     except Interrupted as stop:
         kept = ""
-        if args.save and stop.epochs_done > done and main:
-            save_params(args.save, scored_params(*local((stop.params, stop.opt_state))))
+        if args.save and stop.epochs_done > done:
+            if main:  # process 0 writes for all
+                save_params(args.save, scored_params(*local((stop.params, stop.opt_state))))
             kept = f"; the params of epoch {stop.epochs_done} are saved to {args.save}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
