@@ -20,10 +20,13 @@ from . import layers
 from ._arrays import namespace, split_rng
 from .core import (
     STATE,
+    Aux,
     Layer,
     Loss,
     StateUpdate,
+    concat,
     pipeline,
+    residual,
     to_jax,
     trainable,
     update_state,
@@ -38,7 +41,9 @@ __version__ = "0.1.0"
 
 # Submodules, and names of submodules, that are imported on first use (PEP 562).
 _SUBMODULES = (
+    "augment",
     "checkpoints",
+    "concat",
     "data",
     "experiments",
     "gradcheck",
@@ -46,6 +51,7 @@ _SUBMODULES = (
     "models",
     "optim",
     "plot",
+    "profile",
     "scale",
     "train",
 )
@@ -71,16 +77,19 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "STATE",
+    "Aux",
     "GradcheckError",
     "Layer",
     "Loss",
     "Node",
     "StateUpdate",
     "add",
+    "augment",
     "check_layer",
     "check_loss",
     "check_vjp",
     "checkpoints",
+    "concat",
     "data",
     "experiments",
     "gradcheck",
@@ -95,6 +104,8 @@ __all__ = [
     "optim",
     "pipeline",
     "plot",
+    "profile",
+    "residual",
     "scale",
     "softmax_cross_entropy",
     "split_rng",

@@ -1,4 +1,5 @@
-"""The protocol: ``Layer``, ``Loss``, the ``pipeline`` combinator, running state, ``to_jax``.
+"""The protocol: ``Layer``, ``Loss``, the combinators (``pipeline``, ``residual``,
+``concat``), running state, ``to_jax``.
 
 A layer is an immutable value with three pure functions::
 
@@ -32,7 +33,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._arrays import split_rng
+from ._arrays import namespace, split_rng
+from ._checks import shape_str
 
 Shape = tuple[int, ...]
 
@@ -74,14 +76,7 @@ def pipeline(*layers: Layer, name: str | None = None) -> Layer:
     ``need_dx=False`` only the first child skips its input gradient.  Errors from a child
     are re-raised as ``pipeline[i]: <child's message>``.
     """
-    if not layers:
-        raise ValueError("pipeline: needs at least one layer")
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, Layer):
-            raise TypeError(
-                f"pipeline: argument {i} is a {type(layer).__name__}, not a Layer "
-                "(did you pass fn.Dense instead of fn.Dense(100)?)"
-            )
+    _check_layers("pipeline", layers)
     label = name or "pipeline(" + ", ".join(layer.name for layer in layers) + ")"
 
     def where(i: int) -> str:
@@ -128,6 +123,151 @@ def pipeline(*layers: Layer, name: str | None = None) -> Layer:
     return Layer(label, init, forward, backward)
 
 
+def residual(layer: Layer, *, name: str | None = None) -> Layer:
+    """A skip connection: y = x + f(x), with ``f`` = ``layer``, which must keep the shape.
+
+    ∂L/∂x = ∂L/∂y + ∂L/∂x through f (the gradient takes both paths); ∂L/∂θ is f's.  The
+    params and the cache are f's own, so running state inside f is routed as usual.
+    """
+    _check_layers("residual", (layer,))
+    label = name or f"residual({layer.name})"
+
+    def init(rng, in_shape, dtype=np.float32):
+        try:
+            out_shape, params = layer.init(rng, in_shape, dtype=dtype)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{label}: {e}") from e
+        if tuple(out_shape) != tuple(in_shape):
+            raise ValueError(
+                f"{label}: the layer maps {shape_str(in_shape)} to {shape_str(out_shape)}; "
+                "a residual branch must keep the shape (add a projection inside it)"
+            )
+        return tuple(in_shape), params
+
+    def forward(params, x, *, train=False, rng=None):
+        try:
+            y, cache = layer.forward(params, x, train=train, rng=rng)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{label}: {e}") from e
+        if tuple(y.shape) != tuple(x.shape):
+            raise ValueError(
+                f"{label}: the layer maps shape {tuple(x.shape)} to {tuple(y.shape)}; a "
+                "residual branch must keep the shape"
+            )
+        return x + y, cache  # not in place: y may be the layer's own cache (Relu's is)
+
+    def backward(cache, dout, *, need_dx=True):
+        try:
+            dparams, dx = layer.backward(cache, dout, need_dx=need_dx)
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{label}: {e}") from e
+        return dparams, (dout + dx if need_dx else None)
+
+    return Layer(label, init, forward, backward)
+
+
+class Aux(NamedTuple):
+    """A combinator's cache with data of its own beside its children's: ``update_state``
+    routes ``cache`` against the params and ignores ``aux``."""
+
+    cache: Any
+    aux: Any
+
+
+def concat(*branches: Layer, axis: int = 1, name: str | None = None) -> Layer:
+    """Every branch applied to the same input, the outputs concatenated along ``axis``
+    (stax's ``FanOut``, ``parallel`` and ``FanInConcat`` in one: an Inception block).
+
+    y = [f_1(x), …, f_k(x)] along ``axis`` (1: channels of (N, C, H, W), features of
+    (N, D)); ∂L/∂x = Σ_i (∂L/∂x through f_i of the slice of ∂L/∂y that f_i produced), since
+    x fans out to every branch; ∂L/∂θ_i is f_i's.  Params and cache: one entry per branch.
+    """
+    _check_layers("concat", branches)
+    if not isinstance(axis, int) or axis == 0:
+        raise ValueError(
+            f"concat: axis must be a non-batch axis (an int other than 0), got {axis!r}"
+        )
+    label = name or "concat(" + ", ".join(b.name for b in branches) + f", axis={axis})"
+
+    def where(i: int) -> str:
+        return f"{name or 'concat'}[{i}]"
+
+    def init(rng, in_shape, dtype=np.float32):
+        shapes, params = [], []
+        for i, (branch, r) in enumerate(zip(branches, split_rng(rng, len(branches)), strict=True)):
+            try:
+                shape, p = branch.init(r, in_shape, dtype=dtype)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{where(i)}: {e}") from e
+            shapes.append(tuple(shape))
+            params.append(p)
+        ax = axis % len(shapes[0])
+        others = {s[:ax] + s[ax + 1 :] for s in shapes}
+        if len({len(s) for s in shapes}) != 1 or len(others) != 1:
+            raise ValueError(
+                f"{label}: the branches' output shapes {', '.join(map(shape_str, shapes))} "
+                f"differ off axis {axis}; they cannot be concatenated"
+            )
+        out = list(shapes[0])
+        out[ax] = sum(s[ax] for s in shapes)
+        return tuple(out), tuple(params)
+
+    def forward(params, x, *, train=False, rng=None):
+        if not isinstance(params, tuple) or len(params) != len(branches):
+            raise ValueError(
+                f"{label}: expected a tuple of {len(branches)} params, one per branch, got "
+                f"{type(params).__name__}"
+            )
+        outs, caches = [], []
+        for i, (branch, p, r) in enumerate(
+            zip(branches, params, split_rng(rng, len(branches)), strict=True)
+        ):
+            try:
+                y, c = branch.forward(p, x, train=train, rng=r)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{where(i)}: {e}") from e
+            outs.append(y)
+            caches.append(c)
+        try:
+            out = namespace(*outs).concatenate(outs, axis=axis)
+        except ValueError as e:
+            shapes = ", ".join(str(tuple(y.shape)) for y in outs)
+            raise ValueError(f"{label}: cannot concatenate outputs {shapes}: {e}") from None
+        # Each branch's width along the axis, as the shape of an empty array: a cache holds
+        # only arrays (JAX carries it as residuals), and a shape stays static under jit.
+        widths = tuple(namespace(y).zeros((0, y.shape[axis]), dtype=y.dtype) for y in outs)
+        return out, Aux(tuple(caches), widths)
+
+    def backward(cache, dout, *, need_dx=True):
+        caches, widths = cache
+        xp = namespace(dout)
+        bounds = np.cumsum([w.shape[1] for w in widths])[:-1].tolist()
+        parts = xp.split(dout, bounds, axis=axis)
+        dparams, dx = [], None
+        for i, (branch, c, d) in enumerate(zip(branches, caches, parts, strict=True)):
+            try:
+                dp, di = branch.backward(c, d, need_dx=need_dx)
+            except (ValueError, TypeError) as e:
+                raise type(e)(f"{where(i)}: {e}") from e
+            dparams.append(dp)
+            if need_dx:
+                dx = di if dx is None else dx + di
+        return tuple(dparams), dx
+
+    return Layer(label, init, forward, backward)
+
+
+def _check_layers(what: str, layers) -> None:
+    if not layers:
+        raise ValueError(f"{what}: needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"{what}: argument {i} is a {type(layer).__name__}, not a Layer "
+                "(did you pass fn.Dense instead of fn.Dense(100)?)"
+            )
+
+
 # --------------------------------------------------------------------------- running state
 
 
@@ -152,6 +292,8 @@ def with_trainable(params, new):
     """``params`` with its trainable entries replaced by those of ``new`` (shaped like
     ``trainable(params)``) and its running state kept."""
     if isinstance(params, dict):
+        if isinstance(new, dict) and params.keys() == new.keys():  # no state here: no sets
+            return {k: with_trainable(params[k], new[k]) for k in params}
         missing = set(params) - {STATE} - set(new)
         if missing or set(new) - set(params):
             raise ValueError(
@@ -180,14 +322,20 @@ def update_state(params, cache):
     (a combinator whose cache is not shaped like its params, or a layer with no state entry)
     raises a ValueError instead of losing the update.
     """
-    return _route(params, cache, "params")
+    return _route(params, cache, ())
 
 
-def _route(params, cache, where: str):
+def _route(params, cache, path: tuple):
+    def where():  # built only for an error: this walk runs every training step
+        return "params" + "".join(f"[{i}]" for i in path)
+
+    if isinstance(cache, Aux):
+        return _route(params, cache.cache, path)
+
     if isinstance(cache, StateUpdate):
         if not isinstance(params, dict) or STATE not in params:
             raise ValueError(
-                f"update_state: the cache at {where} carries new running state but those "
+                f"update_state: the cache at {where()} carries new running state but those "
                 f"params have no {STATE!r} entry to hold it (got {type(params).__name__})"
             )
         return {**params, STATE: cache.state}
@@ -199,12 +347,11 @@ def _route(params, cache, where: str):
     )
     if pairable:
         return tuple(
-            _route(p, c, f"{where}[{i}]")
-            for i, (p, c) in enumerate(zip(params, cache, strict=True))
+            _route(p, c, (*path, i)) for i, (p, c) in enumerate(zip(params, cache, strict=True))
         )
     if _holds_update(cache):
         raise ValueError(
-            f"update_state: the cache at {where} holds a StateUpdate that cannot be matched to "
+            f"update_state: the cache at {where()} holds a StateUpdate that cannot be matched to "
             "its params (a combinator's params and cache must be tuples with one entry per "
             "child); route it in that combinator, or its running state would be lost"
         )
@@ -254,11 +401,14 @@ def to_jax(layer: Layer) -> Callable:
 
 __all__ = [
     "STATE",
+    "Aux",
     "Layer",
     "Loss",
     "Shape",
     "StateUpdate",
+    "concat",
     "pipeline",
+    "residual",
     "to_jax",
     "trainable",
     "update_state",

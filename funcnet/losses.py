@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import is_concrete, namespace
+from ._arrays import idiv, is_concrete, namespace
 from ._checks import check_finite, check_float, check_ndim
 from .core import Loss
 
 
 def _labels_to_targets(name: str, logits, t):
     """Validate ``t`` against ``(N, C)`` logits; return (is_integer_labels, t)."""
-    xp = namespace(t)  # t's own namespace: concrete labels stay concrete inside a jit trace
     n, c = logits.shape
     kind = np.dtype(t.dtype).kind
     if kind in "iu":
@@ -25,7 +24,7 @@ def _labels_to_targets(name: str, logits, t):
                 f"got {tuple(t.shape)}"
             )
         if is_concrete(t) and n:
-            lo, hi = int(xp.min(t)), int(xp.max(t))
+            lo, hi = int(t.min()), int(t.max())
             if lo < 0 or hi >= c:
                 raise ValueError(
                     f"{name}: labels must be in [0, {c - 1}] for {c} classes, got values in "
@@ -60,30 +59,36 @@ def _cross_entropy_forward(logits, t):
         raise ValueError(f"{name}: empty batch (logits shape {tuple(logits.shape)})")
     # log-softmax by log-sum-exp: s ≤ 0 so exp(s) ≤ 1 never overflows, and log p = s − lse is
     # finite even where p underflows to 0 (no log(0) for logits of ±1e4).
-    s = logits - xp.max(logits, axis=1, keepdims=True)
+    # Reductions as methods: np.sum's wrapper costs more than the sum of a small batch.
+    s = logits - logits.max(axis=1, keepdims=True)
     e = xp.exp(s)
-    total = xp.sum(e, axis=1, keepdims=True)
-    logp = s - xp.log(total)
-    if integer:
-        loss = -xp.sum(logp[xp.arange(n), t]) / n
+    total = e.sum(axis=1, keepdims=True)
+    lse = xp.log(total)
+    if integer:  # −Σ_n log p_{n,t_n}: only the labels' entries of log p are needed
+        loss = (lse.sum() - s[xp.arange(n), t].sum()) / n
     else:
-        loss = -xp.sum(t.astype(logp.dtype) * logp) / n
+        loss = -(t.astype(s.dtype) * (s - lse)).sum() / n
     if is_concrete(loss) and not bool(xp.isfinite(loss)):
         # Log-sum-exp keeps finite logits finite, so a NaN/inf loss means a NaN/inf logit:
         # checking the scalar costs nothing, scanning every logit on every step would.
         check_finite(name, logits, "logits")
-    return loss.astype(logits.dtype), (e / total, t)
+    return loss.astype(logits.dtype), (idiv(e, total), t)
 
 
 def _cross_entropy_backward(cache, dloss=1.0):
     p, t = cache
-    xp = namespace(p, t)
+    xp = namespace(p, t, dloss)
     n, c = p.shape
+    scale = dloss / n
+    if t.ndim == 1 and xp is np:  # subtract at the labels, in a copy: no one-hot matrix
+        d = p * scale
+        d[np.arange(n), t] -= scale
+        return d
     if t.ndim == 1:
         y = (t[:, None] == xp.arange(c)).astype(p.dtype)
     else:
         y = t.astype(p.dtype)
-    return (p - y) * (dloss / n)
+    return (p - y) * scale
 
 
 softmax_cross_entropy = Loss(

@@ -1,16 +1,29 @@
-"""The book's networks, built from funcnet layers."""
+"""The book's networks, built from funcnet layers.
+
+Every builder takes ``wrap``, a function applied to each layer before they are put in a
+pipeline (``profile.Timer.wrap`` times each layer this way); by default none.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .core import Layer, pipeline
 from .layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
 
+Wrap = Callable[[Layer], Layer] | None
 
-def two_layer_net(hidden: int = 100, weight_std: float = 0.01, classes: int = 10) -> Layer:
+
+def _net(layers: Sequence[Layer], wrap: Wrap, name: str | None = None) -> Layer:
+    return pipeline(*(layers if wrap is None else map(wrap, layers)), name=name)
+
+
+def two_layer_net(
+    hidden: int = 100, weight_std: float = 0.01, classes: int = 10, *, wrap: Wrap = None
+) -> Layer:
     """Chapter 5's TwoLayerNet: Dense(hidden) – Relu – Dense(classes), weights N(0, std²)."""
-    return pipeline(Dense(hidden, W_init=weight_std), Relu(), Dense(classes, W_init=weight_std))
+    layers = [Dense(hidden, W_init=weight_std), Relu(), Dense(classes, W_init=weight_std)]
+    return _net(layers, wrap)
 
 
 def multilayer_net(
@@ -21,6 +34,7 @@ def multilayer_net(
     dropout: float = 0.0,
     dropout_scale_at: str = "train",
     classes: int = 10,
+    wrap: Wrap = None,
 ) -> Layer:
     """Chapter 6's MultiLayerNet(Extend): per hidden size Dense [– BatchNorm] – Relu
     [– Dropout], then Dense(classes)."""
@@ -32,7 +46,7 @@ def multilayer_net(
         layers.append(Relu())
         if dropout:
             layers.append(Dropout(dropout, scale_at=dropout_scale_at))
-    return pipeline(*layers, Dense(classes, W_init=W_init))
+    return _net([*layers, Dense(classes, W_init=W_init)], wrap)
 
 
 def dense_weights(params) -> list:
@@ -48,14 +62,20 @@ def with_dense_weights(params, weights) -> tuple:
 
 
 def simple_convnet(
-    filters: int = 30, kernel: int = 5, hidden: int = 100, classes: int = 10, W_init=0.01
+    filters: int = 30,
+    kernel: int = 5,
+    hidden: int = 100,
+    classes: int = 10,
+    W_init=0.01,
+    *,
+    wrap: Wrap = None,
 ) -> Layer:
     """Chapter 7's SimpleConvNet on (N, 1, 28, 28):
     Conv(30, 5×5) – Relu – MaxPool 2×2 – Flatten – Dense(100) – Relu – Dense(10).
 
     Weights N(0, 0.01²) as in the book; ``docs/conv.md`` gives the accuracies measured.
     """
-    return pipeline(
+    layers = [
         Conv(filters, kernel, W_init=W_init),
         Relu(),
         MaxPool(2),
@@ -63,10 +83,43 @@ def simple_convnet(
         Dense(hidden, W_init=W_init),
         Relu(),
         Dense(classes, W_init=W_init),
-    )
+    ]
+    return _net(layers, wrap)
+
+
+def deep_convnet(
+    hidden: int = 50, classes: int = 10, dropout: float = 0.5, *, wrap: Wrap = None
+) -> Layer:
+    """Chapter 8's DeepConvNet on (N, 1, 28, 28), the book's layout (``ch08/deep_convnet.py``):
+
+    conv 3×3 16 – Relu – conv 3×3 16 – Relu – max-pool 2 –
+    conv 3×3 32 – Relu – conv 3×3 32 (padding 2) – Relu – max-pool 2 –
+    conv 3×3 64 – Relu – conv 3×3 64 – Relu – max-pool 2 –
+    Dense(50) – Relu – Dropout(0.5) – Dense(10) – Dropout(0.5).
+
+    Every conv has padding 1 but the fourth (padding 2, so 14×14 becomes 16×16 and the
+    pools give 8×8, then 4×4: 64·4·4 = 1024 features).  He initialization N(0, 2/fan_in)
+    with fan_in = C·3·3 for the convs and the input width for Dense, as the book's
+    ``pre_node_nums``.  Dropout is the book's: keep without scaling in training, scale by
+    1 − ratio at evaluation (``scale_at="eval"``).  Train it with Adam 0.001, batch 100.
+    """
+
+    def conv(filters: int, padding: int = 1) -> list[Layer]:
+        return [Conv(filters, 3, padding=padding, W_init="he_normal"), Relu()]
+
+    layers = [
+        *conv(16), *conv(16), MaxPool(2),
+        *conv(32), *conv(32, padding=2), MaxPool(2),
+        *conv(64), *conv(64), MaxPool(2),
+        Flatten(),
+        Dense(hidden, W_init="he_normal"), Relu(), Dropout(dropout, scale_at="eval"),
+        Dense(classes, W_init="he_normal"), Dropout(dropout, scale_at="eval"),
+    ]  # fmt: skip
+    return _net(layers, wrap, name="deep_convnet")
 
 
 __all__ = [
+    "deep_convnet",
     "dense_weights",
     "multilayer_net",
     "simple_convnet",

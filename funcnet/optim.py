@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import numpy as np
 
 from ._arrays import is_concrete, namespace
 
@@ -105,7 +106,12 @@ def _stateless(fn: Callable[[Updates, Params], Updates]) -> GradientTransformati
 
 def apply_updates(params: Params, updates: Updates) -> Params:
     """θ ← θ + u, leaf by leaf, each result in its parameter's dtype."""
-    return _tree_map(lambda p, u: namespace(p).asarray(p + u, dtype=p.dtype), params, updates)
+
+    def add(p, u):
+        new = p + u
+        return new if new.dtype == p.dtype else namespace(p).asarray(new, dtype=p.dtype)
+
+    return _tree_map(add, params, updates)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -134,6 +140,10 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 def scale(factor: float) -> GradientTransformation:
     """u = c·g for a fixed scalar c."""
+    if isinstance(factor, int | float | np.integer | np.floating):
+        # A Python float is a weak scalar: float32 leaves stay float32 with no cast per step.
+        c = float(factor)
+        return _stateless(lambda grads, params: _tree_map(lambda g: c * g, grads))
     return _stateless(lambda grads, params: _tree_map(lambda g: _cast(factor, g) * g, grads))
 
 

@@ -284,9 +284,45 @@ def filters(W, *, per_row: int | None = None) -> str:
     return "\n".join(out)
 
 
+def bars(
+    labels: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    unit: str = "",
+    width: int | None = None,
+    color: bool | None = None,
+) -> str:
+    """Horizontal stacked bars, one row per label: each series' share drawn with its own
+    marker (and colour where colour is on), the row's total at its end, the legend under it.
+    Values are lengths (times, counts): non-negative and finite."""
+    names = list(series)
+    values = np.asarray([series[n] for n in names], dtype=float).reshape(len(names), len(labels))
+    if not np.all(np.isfinite(values)) or np.any(values < 0):
+        raise ValueError("bars: values must be finite and >= 0")
+    totals = values.sum(axis=0)
+    label_w = max(map(len, labels), default=0)
+    cols = width or shutil.get_terminal_size((100, 24)).columns
+    bar_w = max(10, cols - label_w - 14 - len(unit))
+    scale = bar_w / max(totals.max(initial=0.0), 1e-300)
+    on = use_color(color)
+    rows = []
+    for j, label in enumerate(labels):
+        cells, edge = [], 0.0
+        for i in range(len(names)):
+            # Cumulative rounding: the segments add up to the rounded total.
+            end = edge + values[i, j] * scale
+            seg = MARKERS[i % len(MARKERS)] * (round(end) - round(edge))
+            cells.append(plt.colorize(seg, COLORS[i % len(COLORS)]) if on and seg else seg)
+            edge = end
+        rows.append(f"{label:<{label_w}} |{''.join(cells)} {totals[j]:.3g}{unit}")
+    legend = "   ".join(f"{MARKERS[i % len(MARKERS)]} {n}" for i, n in enumerate(names))
+    return "\n".join([*rows, " " * label_w + "  " + legend])
+
+
 __all__ = [
     "COLORS",
     "MARKERS",
+    "bars",
     "confusion",
     "filters",
     "image_text",

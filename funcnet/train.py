@@ -20,25 +20,30 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import optim
-from ._arrays import tree_namespace
+from ._arrays import is_numpy_rng, tree_namespace
 from ._checks import NonFiniteError
 from ._progress import ProgressBar
 from .core import Layer, Loss, trainable, update_state, with_trainable
 from .losses import softmax_cross_entropy
 
 
-def make_step(net: Layer, loss: Loss = softmax_cross_entropy, optimizer=None) -> Callable:
+def make_step(
+    net: Layer, loss: Loss = softmax_cross_entropy, optimizer=None, augment=None
+) -> Callable:
     """``step(params, opt_state, x, t, rng=None) -> (params, opt_state, loss)``.
 
     One optimizer step in train mode: forward, loss, backward, the optimizer's update of the
     trainable params, then the running state (BatchNorm) the forward computed.  ``rng``
-    feeds random layers (Dropout).  The first layer's input gradient is never computed
-    (``need_dx=False``): nothing uses it.  ``opt_state`` is ``optimizer.init(trainable(
-    params))``; weight decay is ``optim.add_decayed_weights`` in the optimizer.
+    feeds random layers (Dropout) and ``augment`` (``funcnet.augment``), which transforms
+    the batch first from a stream of its own.  The first layer's input gradient is never
+    computed (``need_dx=False``): nothing uses it.  ``opt_state`` is ``optimizer.init(
+    trainable(params))``; weight decay is ``optim.add_decayed_weights`` in the optimizer.
     """
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
 
     def step(params, opt_state, x, t, rng=None):
+        if augment is not None:
+            x = augment(_augment_rng(rng), x)
         out, cache = net.forward(params, x, train=True, rng=rng)
         value, lcache = loss.forward(out, t)
         grads, _ = net.backward(cache, loss.backward(lcache), need_dx=False)
@@ -48,6 +53,21 @@ def make_step(net: Layer, loss: Loss = softmax_cross_entropy, optimizer=None) ->
         return update_state(params, cache), opt_state, value
 
     return step
+
+
+_AUGMENT_STREAM = 2**31 - 1  # a child index no pipeline reaches: its own random stream
+
+
+def _augment_rng(rng):
+    if rng is None:
+        raise ValueError("make_step: augment needs rng, a seed or a key per step")
+    if isinstance(rng, np.random.Generator):
+        return rng.spawn(1)[0]
+    if is_numpy_rng(rng):
+        return (*(rng if isinstance(rng, tuple) else (rng,)), _AUGMENT_STREAM)
+    import jax
+
+    return jax.random.fold_in(rng, _AUGMENT_STREAM)
 
 
 def make_epoch(step: Callable) -> Callable:

@@ -145,3 +145,40 @@ def test_split_rng_accepts_seeds_generators_and_jax_keys():
     keys = fn.split_rng(jax.random.key(0), 2)
     assert len(keys) == 2
     assert fn.split_rng(None, 2) == [None, None]
+
+
+def test_residual_and_concat_route_running_state_and_refuse_bad_shapes():
+    bn = fn.pipeline(fn.MatMul(4), fn.BatchNorm())
+    net = fn.pipeline(fn.residual(bn), fn.concat(fn.Dense(2), fn.BatchNorm(), axis=-1))
+    out_shape, params = net.init(0, (-1, 4))
+    assert out_shape == (-1, 6)
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    out, cache = net.forward(params, x, train=True)
+    assert out.shape == (5, 6)
+    new = fn.update_state(params, cache)
+    # Both BatchNorms got their batch statistics: the one inside residual, the one in concat.
+    for old, fresh in ((params[0][1], new[0][1]), (params[1][1], new[1][1])):
+        assert not np.allclose(old["state"]["mean"], fresh["state"]["mean"])
+    dparams, dx = net.backward(cache, np.ones_like(out), need_dx=False)
+    assert dx is None and jax.tree.structure(dparams) == jax.tree.structure(fn.trainable(params))
+    with pytest.raises(ValueError, match=r"residual\(Dense\(3\)\): the layer maps \(N, 4\) to"):
+        fn.residual(fn.Dense(3)).init(0, (-1, 4))
+    with pytest.raises(ValueError, match="differ off axis 1"):
+        fn.concat(fn.Conv(2, 1), fn.Conv(2, 3)).init(0, (-1, 1, 5, 5))
+    with pytest.raises(ValueError, match="non-batch axis"):
+        fn.concat(fn.Dense(2), axis=0)
+    with pytest.raises(TypeError, match="argument 1 is a function"):
+        fn.concat(fn.Dense(2), fn.Dense)
+
+
+def test_concat_runs_under_jit_and_to_jax():
+    net = fn.pipeline(fn.concat(fn.Dense(3), fn.pipeline(fn.Dense(2), fn.Tanh())), fn.Dense(1))
+    _, params = net.init(1, (-1, 4))
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    want = net.forward(params, x)[0]
+    got = jax.jit(lambda p, x: net.forward(p, x)[0])(jax.device_put(params), jnp.asarray(x))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    apply = fn.to_jax(net)
+    g = jax.grad(lambda p: apply(p, jnp.asarray(x)).sum())(jax.device_put(params))
+    hand, _ = net.backward(net.forward(params, x)[1], np.ones_like(want))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g, hand)

@@ -208,3 +208,61 @@ def test_same_code_runs_on_jax_arrays_and_matches_numpy():
 def test_params_with_missing_or_extra_keys_name_the_layer(layer, params, says):
     with pytest.raises(ValueError, match=says):
         layer.forward(params, np.zeros((1, 2), np.float32))
+
+
+def test_keep_is_where_bit_for_bit_with_inf_and_nan():
+    """Relu's backward masks the bits of dout on NumPy; it must equal np.where exactly,
+    an infinite or NaN dout where the mask is off included (inf * 0 would give NaN)."""
+    from funcnet._arrays import keep
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float16, np.float32, np.float64):
+        x = rng.standard_normal((7, 9)).astype(dtype)
+        x.reshape(-1)[::5] = np.inf
+        x.reshape(-1)[1::7] = -np.inf
+        x.reshape(-1)[2::11] = np.nan
+        mask = rng.random((7, 9)) < 0.5
+        for a, m in ((x, mask), (x[:, ::2], mask[:, ::2]), (x.T, mask.T)):  # strided too
+            got, want = keep(a, m), np.where(m, a, 0).astype(dtype)
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got.view(f"u{a.itemsize}"), want.view(f"u{a.itemsize}"))
+        assert np.array_equal(keep(jnp.asarray(x), mask), jnp.where(mask, x, 0), equal_nan=True)
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (fn.Dense(5), (6, 4)), (fn.MatMul(5), (6, 4)), (fn.Bias(), (6, 4)),
+        (fn.Flatten(), (2, 3, 4)), (fn.Relu(), (6, 4)), (fn.Sigmoid(), (6, 4)),
+        (fn.Tanh(), (6, 4)), (fn.Softmax(), (6, 4)), (fn.BatchNorm(), (6, 4)),
+        (fn.BatchNorm(), (2, 3, 4, 4)), (fn.Dropout(0.3), (6, 4)),
+        (fn.Conv(3, 3, padding=1), (2, 2, 5, 5)), (fn.MaxPool(2), (2, 2, 4, 4)),
+        (fn.AvgPool(2), (2, 2, 4, 4)),
+    ],
+    ids=lambda v: getattr(v, "name", str(v)),
+)  # fmt: skip
+def test_backward_twice_from_one_cache_is_the_same_and_mutates_nothing(layer, shape):
+    """The NumPy kernels write into their own temporaries: the cache, dout, params and x
+    must come out untouched, so a second backward from the same cache agrees exactly."""
+    _, params = layer.init(0, (-1, *shape[1:]))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    for train in (True, False):
+        out, cache = layer.forward(params, x, train=train, rng=2)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        saved = jax.tree_util.tree_map(np.copy, (params, x, cache, dout))
+        first = layer.backward(cache, dout)
+        second = layer.backward(cache, dout)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, first, second)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, (params, x, cache, dout), saved)
+
+
+def test_loss_backward_twice_is_the_same_and_mutates_nothing():
+    rng = np.random.default_rng(1)
+    for t in (np.array([0, 2, 1, 1, 0, 2, 2, 1]), np.eye(3, dtype=np.float32)[[0, 1] * 4]):
+        z = rng.standard_normal((8, 3)).astype(np.float32)
+        _, lcache = fn.softmax_cross_entropy.forward(z, t)
+        saved = jax.tree_util.tree_map(np.copy, (z, t, lcache))
+        d1 = fn.softmax_cross_entropy.backward(lcache, 0.5)
+        np.testing.assert_array_equal(d1, fn.softmax_cross_entropy.backward(lcache, 0.5))
+        jax.tree_util.tree_map(np.testing.assert_array_equal, (z, t, lcache), saved)

@@ -101,3 +101,16 @@ def test_colour_follows_the_flag_then_no_color_then_force_color(monkeypatch, env
     codes = set(re.findall(r"\x1b\[38;5;(\d+)m", text))
     assert (len(codes) >= 2) == coloured, codes  # one colour per series
     assert ("\x1b[" in text) == coloured
+
+
+def test_bars_stack_each_series_with_its_marker_and_total():
+    chart = plot.bars(
+        ["conv", "relu"], {"fwd": [2.0, 0.0], "bwd": [6.0, 1.0]}, unit=" ms", width=37, color=False
+    )  # fmt: skip  (16 columns of bar: 2 per ms)
+    conv, relu, legend = chart.splitlines()
+    bar = conv.split("|")[1].rsplit(" ", 2)[0]
+    assert bar == "•" * 4 + "x" * 12
+    assert conv.endswith(" 8 ms") and relu.endswith(" 1 ms") and "•" not in relu
+    assert legend.split() == ["•", "fwd", "x", "bwd"]
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        plot.bars(["a"], {"s": [float("nan")]})

@@ -4,7 +4,8 @@ The catalogue below is the one place that knows the built-in layers' code paths;
 checker (``funcnet.gradcheck``) knows only the protocol.  It reaches every path: each layer
 on NumPy and on JAX arrays (the two run different kernels), train and eval modes, Conv's
 whole and per-offset input gradient, its im2col in chunks, non-square and overlapping
-pooling windows, MaxPool's ties and an infinite gradient, soft cross-entropy targets.
+pooling windows, MaxPool's ties and an infinite gradient, the residual and concat
+combinators around stateful layers, soft cross-entropy targets.
 A new built-in layer adds its cases here.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import gradcheck, graph, losses
+from .. import core, gradcheck, graph, losses
 from ..core import pipeline
 from ..layers import _conv_fast, activations, conv, dropout, linear, normalization
 
@@ -109,6 +110,31 @@ def layer_cases() -> list[Case]:
             "pipeline",
             lambda: pipeline(lin.Dense(5), act.Tanh(), normalization.BatchNorm()),
             (4, 3),
+            train,
+        ),
+        Case(
+            "combinator",
+            lambda: core.residual(pipeline(lin.MatMul(4), normalization.BatchNorm(), act.Relu())),
+            (5, 4),
+            train,
+        ),
+        Case(
+            "combinator",
+            lambda: core.residual(pipeline(cv.Conv(3, 3, padding=1), act.Tanh())),
+            (2, 3, 4, 4),
+        ),
+        Case(
+            "combinator",
+            lambda: core.concat(lin.Dense(2), pipeline(lin.Dense(3), act.Sigmoid()), lin.Bias()),
+            (4, 5),
+        ),
+        Case(
+            "combinator",
+            lambda: core.concat(
+                cv.Conv(2, 1),
+                pipeline(cv.Conv(3, 3, padding=1, bias=False), normalization.BatchNorm()),
+            ),
+            (2, 2, 4, 4),
             train,
         ),
     ]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._arrays import namespace
+from .._arrays import iadd, idiv, imul, keep, namespace
 from .._checks import check_dout, check_float, check_no_params
 from ..core import Layer
 
@@ -21,18 +21,20 @@ def sigmoid(x):
     """σ(x) = 1 / (1 + e^{−x}), evaluated without ever exponentiating a positive number.
 
     For x ≥ 0 it is 1/(1 + e^{−x}); for x < 0 the same value is e^{x}/(1 + e^{x}).  Both
-    use e^{−|x|} ≤ 1, so σ(±1e3) is finite and raises no overflow warning.
+    use e = e^{−|x|} ≤ 1, so σ(±1e3) is finite and raises no overflow warning.  One
+    branch-free formula gives both: σ(x) = max(e, [x ≥ 0]) / (1 + e), since e ≤ 1.
     """
     xp = namespace(x)
     e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    numerator = xp.maximum(e, x >= 0)
+    return idiv(numerator, iadd(e, 1))
 
 
 def softmax(x, axis: int = -1):
     """softmax(x)_i = e^{x_i − max x} / Σ_j e^{x_j − max x}; the shift keeps e^{…} ≤ 1."""
     xp = namespace(x)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
-    return e / xp.sum(e, axis=axis, keepdims=True)
+    return idiv(e, xp.sum(e, axis=axis, keepdims=True))
 
 
 def elementwise(name: str, fwd: Callable, bwd: Callable) -> Layer:
@@ -65,7 +67,7 @@ def Relu(*, name: str = "Relu") -> Layer:
         return y, y
 
     def bwd(y, dout):
-        return namespace(dout).where(y > 0, dout, 0)
+        return keep(dout, y > 0)
 
     return elementwise(name, fwd, bwd)
 
@@ -78,7 +80,7 @@ def Sigmoid(*, name: str = "Sigmoid") -> Layer:
         return y, y
 
     def bwd(y, dout):
-        return dout * y * (1 - y)
+        return imul(imul(1 - y, y), dout)
 
     return elementwise(name, fwd, bwd)
 
@@ -91,7 +93,7 @@ def Tanh(*, name: str = "Tanh") -> Layer:
         return y, y
 
     def bwd(y, dout):
-        return dout * (1 - y * y)
+        return imul(imul(1 - y, 1 + y), dout)  # 1 − y² without cancelling near |y| = 1
 
     return elementwise(name, fwd, bwd)
 
@@ -104,7 +106,7 @@ def Softmax(*, name: str = "Softmax") -> Layer:
         return y, y
 
     def bwd(y, dout):
-        return y * (dout - namespace(dout).sum(dout * y, axis=-1, keepdims=True))
+        return imul(dout - namespace(dout).sum(dout * y, axis=-1, keepdims=True), y)
 
     return elementwise(name, fwd, bwd)
 

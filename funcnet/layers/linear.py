@@ -10,8 +10,8 @@ import math
 import numpy as np
 
 from .. import initializers
-from .._arrays import namespace, split_rng
-from .._checks import check_dout, check_dtype, check_same_shape, shape_str
+from .._arrays import iadd, split_rng
+from .._checks import check_dout, check_dtype, shape_str
 from ..core import Layer
 
 
@@ -32,7 +32,11 @@ def _check_features(name: str, x, W_or_b, axis_size: int) -> None:
 def _unpack(name: str, params, *keys: str):
     """The arrays under ``keys``, or a ValueError naming the layer when the params dict has
     other keys (a missing one would be a bare KeyError, an extra one silently ignored)."""
-    if not isinstance(params, dict) or set(params) != set(keys):
+    if (
+        not isinstance(params, dict)
+        or len(params) != len(keys)
+        or not all(k in params for k in keys)
+    ):
         got = sorted(params) if isinstance(params, dict) else type(params).__name__
         raise ValueError(f"{name}: expected params with keys {sorted(keys)}, got {got}")
     return [params[k] for k in keys]
@@ -57,7 +61,7 @@ def _matmul_backward(x, W, dout, need_dx: bool):
 
 def _bias_backward(dout):
     """db = Σ dout over every batch axis."""
-    return namespace(dout).sum(dout.reshape(-1, dout.shape[-1]), axis=0)
+    return dout.reshape(-1, dout.shape[-1]).sum(axis=0)
 
 
 def MatMul(out_features: int, *, W_init="he_normal", name: str | None = None) -> Layer:
@@ -136,8 +140,13 @@ def Dense(
     def forward(params, x, *, train=False, rng=None):
         W, b = _unpack(name, params, "W", "b")
         _check_features(name, x, W, W.shape[0])
-        check_same_shape(name, W[0], b, "W's output axis", "b")
-        return x @ W + b, (x, W)
+        if b.shape != W.shape[1:]:
+            raise ValueError(
+                f"{name}: b shape {tuple(b.shape)} does not match W's output axis "
+                f"{tuple(W.shape[1:])}"
+            )
+        check_dtype(name, b, W.dtype, "b")
+        return iadd(x @ W, b), (x, W)
 
     def backward(cache, dout, *, need_dx=True):
         x, W = cache

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from .._arrays import namespace
+from .._arrays import iadd, idiv, imul, isub, namespace
 from .._checks import check_dout, check_dtype, shape_str
 from ..core import STATE, Layer, StateUpdate
 
@@ -20,10 +20,12 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, name: str = "BatchNor
     """Batch normalization over the batch (and spatial) axes, per feature/channel.
 
     train: μ, σ² = batch mean and (biased) variance; x̂ = (x − μ)/√(σ² + ε); y = γx̂ + β.
-      ∂L/∂x = (1/√(σ² + ε)) · (g − mean(g) − x̂ · mean(g ⊙ x̂)) with g = γ ⊙ ∂L/∂y,
-      ∂L/∂γ = Σ ∂L/∂y ⊙ x̂, ∂L/∂β = Σ ∂L/∂y; the running stats become
+      ∂L/∂γ = Σ ∂L/∂y ⊙ x̂, ∂L/∂β = Σ ∂L/∂y (sums over the M normalized values per channel),
+      ∂L/∂x = (γ/√(σ² + ε)) ⊙ (∂L/∂y − ∂L/∂β/M − x̂ ⊙ ∂L/∂γ/M): the book's
+      (g − mean(g) − x̂ ⊙ mean(g ⊙ x̂))/√(σ² + ε) with g = γ ⊙ ∂L/∂y, whose two means are
+      γ∂L/∂β/M and γ∂L/∂γ/M, so no pass over g is needed; the running stats become
       m·running + (1 − m)·batch (returned through ``StateUpdate``, never mutated).
-    eval: the running mean/var replace μ, σ²; ∂L/∂x = g/√(var + ε).
+    eval: the running mean/var replace μ, σ²; ∂L/∂x = γ ⊙ ∂L/∂y/√(var + ε).
     Params: ``{"gamma", "beta", "state": {"mean", "var"}}``; gradients: ``{"gamma", "beta"}``.
     Input (N, D) normalizes each of D features; (N, C, H, W) each of C channels.
     """
@@ -70,19 +72,19 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, name: str = "BatchNor
                     f"{name}: train mode needs a batch of at least 2 to estimate a variance, "
                     f"got input shape {tuple(x.shape)}"
                 )
-            mu = xp.mean(x, axis=axes)
+            mu = x.mean(axis=axes)
             xc = x - b(mu)
-            var = xp.mean(xc * xc, axis=axes)
+            var = (xc * xc).mean(axis=axes)
             std = xp.sqrt(var + eps)
-            xn = xc / b(std)
+            xn = idiv(xc, b(std))
             state = {
                 "mean": momentum * running["mean"] + (1 - momentum) * mu,
                 "var": momentum * running["var"] + (1 - momentum) * var,
             }
-            return b(gamma) * xn + b(beta), StateUpdate((xn, std, gamma), state)
+            return iadd(xn * b(gamma), b(beta)), StateUpdate((xn, std, gamma), state)
         std = xp.sqrt(running["var"] + eps)
-        xn = (x - b(running["mean"])) / b(std)
-        return b(gamma) * xn + b(beta), (xn, std, gamma)
+        xn = idiv(x - b(running["mean"]), b(std))
+        return iadd(xn * b(gamma), b(beta)), (xn, std, gamma)
 
     def backward(cache, dout, *, need_dx=True):
         train = isinstance(cache, StateUpdate)
@@ -91,17 +93,16 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, name: str = "BatchNor
         xp = namespace(dout)
         axes = (0,) if xn.ndim == 2 else (0, 2, 3)
         bshape = (1, -1) if xn.ndim == 2 else (1, -1, 1, 1)
-        dparams = {"gamma": xp.sum(dout * xn, axis=axes), "beta": xp.sum(dout, axis=axes)}
+        dgamma, dbeta = (dout * xn).sum(axis=axes), dout.sum(axis=axes)
+        dparams = {"gamma": dgamma, "beta": dbeta}
         if not need_dx:
             return dparams, None
-        g = dout * xp.reshape(gamma, bshape)
-        bstd = xp.reshape(std, bshape)
+        scale = xp.reshape(gamma / std, bshape)
         if not train:
-            return dparams, g / bstd
-        n = math.prod(xn.shape[a] for a in axes)
-        mean_g = xp.reshape(xp.sum(g, axis=axes) / n, bshape)
-        mean_gx = xp.reshape(xp.sum(g * xn, axis=axes) / n, bshape)
-        return dparams, (g - mean_g - xn * mean_gx) / bstd
+            return dparams, dout * scale
+        m = math.prod(xn.shape[a] for a in axes)
+        dx = isub(dout - xp.reshape(dbeta / m, bshape), xn * xp.reshape(dgamma / m, bshape))
+        return dparams, imul(dx, scale)
 
     return Layer(name, init, forward, backward)
 
