@@ -52,6 +52,7 @@ _SUBMODULES = (
     "optim",
     "plot",
     "profile",
+    "scale",
     "train",
 )
 _LAZY_NAMES = {
@@ -105,6 +106,7 @@ __all__ = [
     "plot",
     "profile",
     "residual",
+    "scale",
     "softmax_cross_entropy",
     "split_rng",
     "to_jax",

@@ -169,7 +169,9 @@ def _forward(net: Layer, params) -> Callable:
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C during ``fit``: carries what the last finished epoch left, so nothing finished
-    is lost.  ``epochs_done`` may be 0, and then ``params`` are the initial ones."""
+    is lost.  ``epochs_done`` counts from the run's start (a resumed run's ``initial_epoch``
+    included); when no epoch finished it is ``initial_epoch`` and ``params`` are the ones
+    ``fit`` got."""
 
     def __init__(self, params, opt_state, history, epochs_done: int):
         super().__init__(f"fit interrupted after {epochs_done} finished epoch(s)")
@@ -222,6 +224,10 @@ def fit(
     progress: bool | None = None,
     on_epoch: Callable[[int, History], Any] | None = None,
     stop_if_diverged: bool = True,
+    mesh=None,
+    initial_epoch: int = 0,
+    opt_state=None,
+    checkpoint: Callable[[int, Any, Any], Any] | None = None,
 ):
     """Train with shuffled mini-batches (a new permutation from ``seed`` each epoch) and
     evaluate train/test accuracy after every epoch.  Returns ``(params, opt_state, History)``.
@@ -241,13 +247,33 @@ def fit(
     book's experiments do with a net that diverges; the NumPy loss still refuses NaN
     logits).  Ctrl-C raises ``Interrupted``, which carries the params, optimizer state and
     history of the last finished epoch.
+
+    ``mesh`` (``scale.data_mesh(...)``) runs data parallel: every batch split along the
+    mesh's ``"data"`` axis, params and optimizer state replicated on its devices, the same
+    batches and random keys as on one device (``batch_size`` must divide by the device
+    count); the results are the 1-device ones up to float32 summation order.  With several
+    processes each one calls ``fit`` with the same arguments and places only its own rows of
+    every batch.  ``initial_epoch`` with ``opt_state`` resumes a run: epochs
+    ``initial_epoch + 1 .. epochs`` run on the batches and keys they had in the whole run,
+    and the history holds those epochs.  ``checkpoint(epoch, params, opt_state)`` is called
+    after every finished epoch with what a resume needs.
     """
     x_train, t_train = train
     if len(x_train) != len(t_train):
         raise ValueError(f"fit: {len(x_train)} training inputs but {len(t_train)} targets")
     if not 1 <= batch_size <= len(x_train):
         raise ValueError(f"fit: batch_size must be in [1, {len(x_train)}], got {batch_size}")
-    on_jax = tree_namespace(params) is not np
+    if not 0 <= initial_epoch < epochs:
+        raise ValueError(
+            f"fit: initial_epoch must be in [0, {epochs - 1}] for epochs={epochs}, got "
+            f"{initial_epoch}"
+        )
+    if mesh is not None:
+        from . import scale
+
+        scale.check_mesh(mesh, batch_size)
+        params = scale.local_copy(params)  # the checks below run on one device
+    on_jax = mesh is not None or tree_namespace(params) is not np
     if scan and not on_jax:
         raise ValueError(
             "fit: scan=True compiles the epoch with JAX and needs JAX params; pass "
@@ -258,23 +284,46 @@ def fit(
         _check_targets(net, params, loss, *test, "test")
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
     step = make_step(net, loss, opt)
-    if scan:
+    if opt_state is None:
+        opt_state = opt.init(trainable(params))
+    if mesh is not None:
+        # Replicated params and state, batches split: jit propagates the shardings and XLA
+        # all-reduces every sum over the batch (see funcnet.scale).
+        params, opt_state = scale.replicate((params, opt_state), mesh)
+        rows = scale.local_rows(mesh, batch_size)  # this process's rows of every batch
+        if scan:
+            scan_epoch = scale.jit_replicated(make_epoch(step), mesh, _donates())
+        else:
+            step = scale.jit_replicated(step, mesh, _donates())
+    elif scan:
         scan_epoch = compiled(make_epoch(step), donate=(0, 1))
         xp = tree_namespace(params)
         x_dev, t_dev = xp.asarray(x_train), xp.asarray(t_train)
     elif on_jax:
         step = compiled(step, donate=(0, 1))
-    opt_state = opt.init(trainable(params))
     bar = ProgressBar(sys.stderr, enabled=progress)
     rng = np.random.default_rng(seed)
+    for _ in range(initial_epoch):  # a resumed run: the finished epochs drew theirs first
+        rng.permutation(len(x_train))
     steps = len(x_train) // batch_size
     hist = History([], [], [], [], [])
+
+    def batch(a, idx, axis=0):  # the rows idx of a, as the step takes them
+        if mesh is None:
+            return a[idx]
+        local = a[idx[rows]] if axis == 0 else a[idx[:, rows]]
+        return scale.place(local, mesh, batch_size, axis)
 
     def one_epoch(epoch, params, opt_state):
         start = time.perf_counter()
         perm = rng.permutation(len(x_train))[: steps * batch_size]
         rngs = step_rngs(seed, epoch, steps, jax_keys=on_jax)
-        if scan:
+        if scan and mesh is not None:
+            idx = perm.reshape(steps, batch_size)
+            params, opt_state, losses = scan_epoch(
+                params, opt_state, batch(x_train, idx, 1), batch(t_train, idx, 1), rngs
+            )
+        elif scan:
             idx = xp.asarray(perm.reshape(steps, batch_size))
             params, opt_state, losses = scan_epoch(
                 params, opt_state, x_dev[idx], t_dev[idx], xp.asarray(rngs)
@@ -285,7 +334,7 @@ def fit(
                 idx = perm[i * batch_size : (i + 1) * batch_size]
                 try:
                     params, opt_state, value = step(
-                        params, opt_state, x_train[idx], t_train[idx], rng=rngs[i]
+                        params, opt_state, batch(x_train, idx), batch(t_train, idx), rng=rngs[i]
                     )
                 except NonFiniteError as e:  # NumPy sees it mid-epoch, in the loss
                     raise FloatingPointError(
@@ -302,7 +351,10 @@ def fit(
         hist.epoch_time.append(time.perf_counter() - start)
         hist.step_loss.extend(losses.tolist())
         hist.epoch_loss.append(float(np.mean(losses)))
-        scored = scored_params(params, opt_state)
+        if mesh is None:
+            scored = scored_params(params, opt_state)
+        else:  # each process scores a copy on its first device: no collective, same numbers
+            scored = scored_params(*scale.local_copy((params, opt_state)))
         hist.train_acc.append(accuracy(net, scored, x_train, t_train))
         if test is not None:
             hist.test_acc.append(accuracy(net, scored, *test))
@@ -318,18 +370,21 @@ def fit(
 
         return jax.tree_util.tree_map(lambda a: a.copy(), tree)
 
-    done, finished = keep((params, opt_state)), 0
+    done, finished = keep((params, opt_state)), initial_epoch
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch in range(initial_epoch + 1, epochs + 1):
             params, opt_state = one_epoch(epoch, params, opt_state)
             done, finished = keep((params, opt_state)), epoch
+            if checkpoint is not None:
+                checkpoint(epoch, params, opt_state)
             if on_epoch is not None:
                 on_epoch(epoch, hist)
     except KeyboardInterrupt:
         bar.clear()
-        del hist.step_loss[finished * steps :], hist.epoch_time[finished:]
-        del hist.epoch_loss[finished:]
-        del hist.train_acc[finished:], hist.test_acc[finished:]
+        kept = finished - initial_epoch  # the history holds this run's epochs only
+        del hist.step_loss[kept * steps :], hist.epoch_time[kept:]
+        del hist.epoch_loss[kept:]
+        del hist.train_acc[kept:], hist.test_acc[kept:]
         raise Interrupted(*done, hist, finished) from None
     return params, opt_state, hist
 

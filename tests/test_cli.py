@@ -15,6 +15,7 @@ from funcnet import checkpoints, models, train
 from funcnet.data import load_mnist
 
 FUNCNET = [sys.executable, "-m", "funcnet"]
+TWO = ["--coordinator", "h:1", "--num-processes", "2"]  # two processes, without an id
 
 
 def run(*args, **kw):
@@ -36,6 +37,21 @@ def run(*args, **kw):
         (["train", "--scan"], "--scan compiles each epoch with JAX: add --backend jax"),
         (["train", "--save", "/nonexistent-dir/p.npz"], "folder /nonexistent-dir does not exist"),
         (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+        (["train", "--devices", "0"], "--devices: must be > 0, got 0"),
+        (["train", "--devices", "3"], "--batch 100 does not split evenly over 3 devices"),
+        (["train", "--devices", "2", "--backend", "numpy"], "--devices runs the step on JAX"),
+        (["train", "--coordinator", "node0"], "--coordinator: expected HOST:PORT, port 1..65535"),
+        (["train", "--coordinator", "h:1"], "--coordinator needs --num-processes and --process-id"),
+        (["train", "--process-id", "1"], "--process-id needs --coordinator HOST:PORT"),
+        (["train", *TWO, "--process-id", "2"], "--process-id 2 must be below --num-processes 2"),
+        (
+            ["train", *TWO, "--process-id", "0", "--devices", "2", "--batch", "50"],
+            "--batch 50 does not split evenly over 4 devices",
+        ),
+        (["train", "--cluster", "--coordinator", "h:1"], "--cluster reads the processes from"),
+        (["train", "--peer-timeout", "0"], "--peer-timeout: must be > 0"),
+        (["train", "--resume", "/nonexistent.npz"], "/nonexistent.npz does not exist"),
+        (["train", "--checkpoint", "/nonexistent-dir/r.npz"], "folder /nonexistent-dir does not"),
         (["demo", "--x0", "nan", "1"], "--x0: must be finite, got nan"),
         (["demo", "--x0", "1e200", "1e200"], "--x0: must be within ±1e100"),
         (["demo", "--steps", "-1"], "--steps: must be >= 0"),

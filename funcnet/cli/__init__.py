@@ -75,6 +75,14 @@ def _existing_file(text: str) -> str:
     return text
 
 
+def _address(text: str) -> str:
+    """``HOST:PORT`` of the coordinator (process 0), the port in 1..65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, port 1..65535, got {text!r}")
+    return text
+
+
 def _save_path(text: str) -> str:
     """A file the run can write at the end: checked before any work, so that a finished run
     is never lost to a bad path found late."""
@@ -135,8 +143,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="initial weights, shuffling and dropout")  # fmt: skip
     p.add_argument("--weight-std", type=_positive(float), default=0.01,
                    help="initial weights N(0, std²)")  # fmt: skip
-    p.add_argument("--backend", choices=["numpy", "jax"], default="numpy",
-                   help="numpy: eager steps; jax: a jitted step")  # fmt: skip
+    p.add_argument("--backend", choices=["numpy", "jax"], default=None,
+                   help="numpy: eager steps; jax: a jitted step; None: numpy, or jax with "
+                   "--devices, --coordinator or --cluster")  # fmt: skip
     p.add_argument("--scan", action="store_true", help="jax: run each epoch as one lax.scan")
     p.add_argument("--data-dir", default=None,
                    help="folder with the four MNIST files; None: $FUNCNET_DATA, then "
@@ -146,8 +155,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save", type=_save_path, default=None, metavar="FILE.npz",
                    help="write the trained params here (also on Ctrl-C, those of the last "
                    "finished epoch)")  # fmt: skip
+    p.add_argument("--checkpoint", type=_save_path, default=None, metavar="RUN.npz",
+                   help="after every epoch, write what --resume needs: the last params, "
+                   "the optimizer state, the epoch count and the settings")  # fmt: skip
+    p.add_argument("--resume", type=_existing_file, default=None, metavar="RUN.npz",
+                   help="continue a run from its --checkpoint file, on the batches it would "
+                   "have seen (same settings; any device count)")  # fmt: skip
     p.add_argument("--no-plot", action="store_true", help="print the numbers only")
     p.add_argument("--no-color", action="store_true", help="plots without colour")
+    group = p.add_argument_group(
+        "many devices and processes", "data parallel: each batch split over the devices, "
+        "params replicated, gradients all-reduced (docs/scale.md); these imply --backend jax",
+    )  # fmt: skip
+    group.add_argument("--devices", type=_positive(int), default=None, metavar="N",
+                       help="devices of each process to split every batch over (on a CPU-only "
+                       "machine, N host devices); None: 1, or all of them with "
+                       "--coordinator/--cluster")  # fmt: skip
+    group.add_argument("--coordinator", type=_address, default=None, metavar="HOST:PORT",
+                       help="process 0's address: start one process per host (or per GPU) "
+                       "with --num-processes and its --process-id")  # fmt: skip
+    group.add_argument("--num-processes", type=_positive(int), default=None, metavar="P",
+                       help="processes in the run (with --coordinator)")  # fmt: skip
+    group.add_argument("--process-id", type=_non_negative_int, default=None, metavar="I",
+                       help="this process's index, 0..P-1; 0 prints and saves")  # fmt: skip
+    group.add_argument("--cluster", action="store_true",
+                       help="let JAX read the processes from the cluster's environment "
+                       "(SLURM, Open MPI, ...) instead of --coordinator")  # fmt: skip
+    group.add_argument("--peer-timeout", type=_positive(int), default=120, metavar="SECONDS",
+                       help="how long a process waits for a peer to join or to answer; "
+                       "a process that dies makes the others stop within about this "
+                       "time")  # fmt: skip
     p.set_defaults(command_module="train")
 
     p = sub.add_parser("eval", help="a saved model on the MNIST test set", **fmt)
@@ -165,11 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command_module == "train":
-        train = sub.choices["train"]
-        if args.scan and args.backend != "jax":
-            train.error("--scan compiles each epoch with JAX: add --backend jax")
-        if args.subset and args.batch > args.subset:
-            train.error(f"--batch {args.batch} is larger than --subset {args.subset}")
+        _check_train(sub.choices["train"], args)
     # Each command imports only what it needs: `funcnet demo` never loads JAX or MNIST code.
     command = importlib.import_module(f".{args.command_module}", __name__)
     try:
@@ -177,6 +210,46 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # outside training (which says more): one line, no traceback
         print(f"funcnet {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _check_train(train: _Parser, args) -> None:
+    """The checks of ``funcnet train`` that involve several flags (exit 2, before any work);
+    sets ``args.backend`` when it was left to follow the scale-out flags."""
+    scaled = [f for f, on in [("--devices", args.devices), ("--coordinator", args.coordinator),
+              ("--cluster", args.cluster)] if on]  # fmt: skip
+    if args.backend == "numpy" and scaled:
+        train.error(f"{scaled[0]} runs the step on JAX devices: drop --backend numpy")
+    args.backend = args.backend or ("jax" if scaled else "numpy")
+    if args.scan and args.backend != "jax":
+        train.error("--scan compiles each epoch with JAX: add --backend jax")
+    if args.subset and args.batch > args.subset:
+        train.error(f"--batch {args.batch} is larger than --subset {args.subset}")
+    given = [f for f, v in [("--num-processes", args.num_processes),
+             ("--process-id", args.process_id)] if v is not None]  # fmt: skip
+    if args.cluster and (args.coordinator or given):
+        other = "--coordinator" if args.coordinator else given[0]
+        train.error(f"--cluster reads the processes from the environment: drop {other}")
+    if args.coordinator and len(given) < 2:
+        train.error("--coordinator needs --num-processes and --process-id")
+    if given and not args.coordinator:
+        train.error(f"{given[0]} needs --coordinator HOST:PORT")
+    if args.coordinator and args.process_id >= args.num_processes:
+        train.error(
+            f"--process-id {args.process_id} must be below --num-processes {args.num_processes}"
+        )
+    if args.devices:
+        n = args.devices * (args.num_processes or 1)
+        if args.batch % n:
+            train.error(
+                f"--batch {args.batch} does not split evenly over {n} devices (use a multiple "
+                f"of {n})"
+            )
+    if args.resume:
+        from .train import resume_problem
+
+        problem = resume_problem(args)
+        if problem:
+            train.error(f"--resume {args.resume}: {problem}")
 
 
 def run_script(main, name: str | None = None) -> None:

@@ -1,17 +1,101 @@
-"""``funcnet train``: the two-layer net or SimpleConvNet on MNIST, with terminal plots."""
+"""``funcnet train``: the two-layer net or SimpleConvNet on MNIST, with terminal plots; on
+one device, or data parallel over many devices and processes (``funcnet.scale``)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
 import numpy as np
 
 from . import one_line
 
+# The settings a resumed run must share with the run it continues, by their flags.
+FLAGS = {
+    "model": "--model",
+    "hidden": "--hidden",
+    "optimizer": "--optimizer",
+    "lr": "--lr",
+    "average": "--average",
+    "batch": "--batch",
+    "seed": "--seed",
+    "subset": "--subset",
+}
+
+
+def settings(args) -> dict:
+    """The run's settings with every default resolved: what a --checkpoint records."""
+    convnet = args.model == "convnet"
+    name = args.optimizer or ("adam" if convnet else "sgd")
+    return {
+        "model": args.model,
+        "hidden": None if convnet else args.hidden,
+        "optimizer": name,
+        "lr": args.lr if args.lr is not None else (0.001 if name == "adam" else 0.1),
+        "average": args.average if args.average is not None else (0.999 if convnet else 0.0),
+        "batch": args.batch,
+        "seed": args.seed,
+        "subset": args.subset,
+    }
+
+
+def resume_problem(args) -> str | None:
+    """Why ``--resume`` cannot continue with these flags (None when it can): a file that
+    is no run checkpoint, other settings (other batches or steps), no epoch left to run."""
+    from ..checkpoints import run_info
+
+    try:
+        done, meta = run_info(args.resume)
+    except ValueError as e:
+        return str(e).split(": ", 1)[1]
+    for key, value in settings(args).items():
+        if meta.get(key) != value:
+            return f"it was written with {FLAGS[key]} {meta.get(key)}, this run has {value}"
+    if done >= args.epochs:
+        return f"{done} epochs are done already; ask for more with --epochs"
+    return None
+
 
 def run(args) -> int:
+    mesh, main = None, True
+    if args.devices or args.coordinator or args.cluster:
+        from .. import scale
+
+        # Before any JAX computation: the host device count, then the processes.
+        if args.devices:
+            scale.use_cpu_devices(args.devices)
+        if args.coordinator or args.cluster:
+            try:
+                scale.initialize(
+                    args.coordinator, args.num_processes, args.process_id,
+                    timeout=args.peer_timeout,
+                )  # fmt: skip
+            except (ValueError, RuntimeError) as e:  # no cluster found, no peer in time
+                hint = " (--cluster: is this a SLURM or Open MPI job?)" if args.cluster else ""
+                print(f"funcnet train: cannot start the processes: {one_line(e)}{hint}",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+        try:
+            mesh = scale.data_mesh(args.devices)
+        except ValueError as e:
+            print(f"funcnet train: {e}", file=sys.stderr)
+            return 1
+        main = scale.is_main()
+    # Process 0 alone prints; the others compute the same and keep quiet (errors still show).
+    quiet = open(os.devnull, "w") if not main else None  # closed below
+    try:
+        with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            return _train(args, mesh, main)
+    finally:
+        if quiet:
+            quiet.close()
+
+
+def _train(args, mesh, main: bool) -> int:
     from .. import models, optim, plot
-    from ..checkpoints import save_params
+    from ..checkpoints import load_run, save_params, save_run
+    from ..core import trainable
     from ..data import MNISTError, load_mnist
     from ..experiments import block_means
     from ..train import Interrupted, accuracy, fit, predict, scored_params, to_backend
@@ -29,18 +113,43 @@ def run(args) -> int:
     else:
         net = models.two_layer_net(args.hidden, args.weight_std)
     _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
-    params = to_backend(params, args.backend)  # JAX arrays: fit compiles the step
-    name = args.optimizer or ("adam" if convnet else "sgd")
-    lr = args.lr if args.lr is not None else (0.001 if name == "adam" else 0.1)
+    config = settings(args)
+    name, lr, decay = config["optimizer"], config["lr"], config["average"]
     optimizer = optim.by_name(name, lr)
-    decay = args.average if args.average is not None else (0.999 if convnet else 0.0)
     if decay:
         optimizer = optim.with_average(optimizer, decay)
+    opt_state, done = None, 0
+    if args.resume:
+        try:
+            saved = load_run(args.resume, params, optimizer.init(trainable(params)))
+        except ValueError as e:
+            print(f"funcnet train: {e}", file=sys.stderr)
+            return 1
+        params, opt_state, done = saved.params, saved.opt_state, saved.epoch
+    if mesh is None:  # JAX arrays: fit compiles the step; a mesh places them itself
+        params, opt_state = to_backend((params, opt_state), args.backend)
+
+    def local(tree):  # what is printed and saved: one copy, read with no collective
+        if mesh is None:
+            return tree
+        from .. import scale
+
+        return scale.local_copy(tree)
+
+    where = ""
+    if mesh is not None:
+        import jax
+
+        procs = jax.process_count()
+        where = f" on {mesh.size} {mesh.devices.flat[0].platform} devices" + (
+            f" in {procs} processes" if procs > 1 else ""
+        )
     print(
         f"{net.name}\n{len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
         f"{name} lr {lr}, {args.epochs} epoch{'s' if args.epochs != 1 else ''}, "
-        f"seed {args.seed}, backend {args.backend}"
+        f"seed {args.seed}, backend {args.backend}{where}"
         + (" (whole epoch in lax.scan)" if args.scan else "")
+        + (f"\nresuming {args.resume} after epoch {done}" if done else "")
         + (
             f"\naccuracies and --save use the moving average of the params (decay {decay}); "
             "--average 0 turns it off"
@@ -60,6 +169,10 @@ def run(args) -> int:
             flush=True,
         )
 
+    def checkpoint(epoch, params, opt_state):
+        if main and args.checkpoint:
+            save_run(args.checkpoint, params, opt_state, epoch, config)
+
     try:
         # A diverging run is reported below in one line; NumPy's overflow warnings would
         # only repeat it.
@@ -67,12 +180,15 @@ def run(args) -> int:
             last, opt_state, hist = fit(
                 net, params, (x_train, t_train), (x_test, t_test),
                 optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
-                seed=args.seed, scan=args.scan, on_epoch=report,
+                seed=args.seed, scan=args.scan, on_epoch=report, mesh=mesh,
+                initial_epoch=done, opt_state=opt_state, checkpoint=checkpoint,
+                progress=None if main else False,
             )  # fmt: skip
     except Interrupted as stop:
         kept = ""
-        if args.save and stop.epochs_done:
-            save_params(args.save, scored_params(stop.params, stop.opt_state))
+        if args.save and stop.epochs_done > done:
+            if main:  # process 0 writes for all
+                save_params(args.save, scored_params(*local((stop.params, stop.opt_state))))
             kept = f"; the params of epoch {stop.epochs_done} are saved to {args.save}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
@@ -86,6 +202,9 @@ def run(args) -> int:
     except ValueError as e:
         print(f"funcnet train: {e}", file=sys.stderr)
         return 1
+    if not main:
+        return 0  # the rest is printing and saving: process 0's
+    last, opt_state = local((last, opt_state))
     params = scored_params(last, opt_state)  # what fit scored
     note = ""
     if decay:
@@ -95,6 +214,8 @@ def run(args) -> int:
     if args.save:
         save_params(args.save, params)
         print(f"params saved to {args.save}")
+    if args.checkpoint:
+        print(f"run checkpoint (epoch {args.epochs}) in {args.checkpoint}; --resume it to go on")
     if not args.no_plot:
         # ≤ 200 points: plotext draws braille cells, not data points
         smooth = block_means(hist.step_loss, max(1, len(hist.step_loss) // 200))

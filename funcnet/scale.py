@@ -1,0 +1,215 @@
+"""Scale-out: meshes, shardings, placing batches, and JAX's distributed start-up.
+
+The step does not change.  A 1-D mesh of devices with the axis ``"data"``; every batch
+split along its batch axis (``P("data")``); params and optimizer state replicated (``P()``).
+``jit`` propagates these shardings through the hand-written forward and backward, and XLA
+makes every sum over the batch (xᵀ·dout, Σ dout, the loss's mean, BatchNorm's μ and σ²) a
+local sum plus one all-reduce over the devices: the N-device step computes the numbers of
+the 1-device step on the same global batch, up to the order of float32 additions.  Several
+processes (hosts) run the same program; each one places only its own rows of every batch.
+``docs/scale.md`` has the maths, the costs and the commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"  # the one mesh axis: batches are split along it
+
+
+def use_cpu_devices(n: int) -> None:
+    """Give JAX's CPU backend ``n`` devices (``jax_num_cpu_devices``), so that one machine
+    without an accelerator can run an ``n``-device mesh.  It must come before JAX's first
+    computation; later it only checks that the CPU backend already has ``n`` devices."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"use_cpu_devices: n must be an int >= 1, got {n!r}")
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # the backends have started: the count is fixed now
+        have = len(jax.devices("cpu"))
+        if have != n:
+            raise RuntimeError(
+                f"use_cpu_devices: JAX has already started with {have} CPU device(s), not {n}; "
+                "call it before any JAX computation"
+            ) from None
+
+
+def initialize(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    timeout: int = 120,
+) -> None:
+    """Join this process to a multi-process JAX run (``jax.distributed.initialize``).
+
+    ``coordinator`` is ``"host:port"`` of process 0, which serves it; with all three left
+    ``None`` JAX reads the cluster's environment (SLURM, Open MPI, ...).  CPU collectives go
+    through gloo, so CPU-only hosts can run it.  ``timeout`` (seconds) bounds the wait for
+    peers to join, for a silent peer's heartbeat, and at shutdown: when a process dies,
+    JAX's coordination service aborts the others within about that time (their exit status
+    is 134 and the message says that another task died).  Call it before any computation.
+    """
+    if not isinstance(timeout, int) or timeout < 1:
+        raise ValueError(f"initialize: timeout must be an int >= 1 second, got {timeout!r}")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        initialization_timeout=timeout,
+        heartbeat_timeout_seconds=timeout,
+        shutdown_timeout_seconds=timeout,
+    )
+    _connect(data_mesh())
+
+
+def _connect(mesh: Mesh) -> None:
+    """One tiny all-reduce over ``mesh``, with the C++ side's stdout sent to stderr: gloo
+    prints a line per device when it first connects them, and stdout is the run's output."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        ones = place(np.ones(mesh.size, np.float32)[local_rows(mesh, mesh.size)], mesh, mesh.size)
+        jax.block_until_ready(jax.jit(lambda a: a.sum(), out_shardings=replicated(mesh))(ones))
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def is_main() -> bool:
+    """True in process 0 (and in a run of one process): the one that prints and saves."""
+    return jax.process_index() == 0
+
+
+def data_mesh(devices: int | Sequence | None = None) -> Mesh:
+    """A 1-D mesh with the axis ``"data"``.
+
+    ``devices``: ``None``, every device of every process; an int n, the first n devices of
+    each process (on one host: n devices); a sequence, those devices in that order.  Each
+    process's devices are adjacent, so each one holds one contiguous block of a batch.
+    """
+    if devices is None:
+        chosen = jax.devices()
+    elif isinstance(devices, int) and not isinstance(devices, bool):
+        local = jax.local_devices()
+        if not 1 <= devices <= len(local):
+            kind = local[0].platform if local else "no"
+            hint = (
+                f"; on the CPU call funcnet.scale.use_cpu_devices({devices}) (or set XLA_FLAGS="
+                f"--xla_force_host_platform_device_count={devices}) before JAX starts"
+                if devices > len(local)
+                else ""
+            )
+            raise ValueError(
+                f"data_mesh: asked for {devices} device(s) per process, this process has "
+                f"{len(local)} {kind} device(s){hint}"
+            )
+        chosen = [
+            d
+            for p in range(jax.process_count())
+            for d in [d for d in jax.devices() if d.process_index == p][:devices]
+        ]
+    else:
+        chosen = list(devices)
+    return Mesh(np.array(chosen), (AXIS,))
+
+
+def check_mesh(mesh, batch_size: int, where: str = "fit") -> None:
+    """A 1-D ``"data"`` mesh whose device count divides ``batch_size``, or a ValueError."""
+    if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != (AXIS,):
+        got = mesh.axis_names if isinstance(mesh, Mesh) else type(mesh).__name__
+        raise ValueError(f"{where}: mesh must be a 1-D jax.sharding.Mesh, axis {AXIS!r}; got {got}")
+    if batch_size % mesh.size:
+        raise ValueError(
+            f"{where}: batch_size {batch_size} does not split evenly over {mesh.size} devices "
+            f"(it must be a multiple of {mesh.size})"
+        )
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array: params and optimizer state."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """Split along ``axis`` (the batch axis) over the mesh's devices, the rest whole."""
+    return NamedSharding(mesh, P(*([None] * axis), AXIS))
+
+
+def replicate(tree, mesh: Mesh):
+    """``tree``'s leaves (NumPy or JAX, every process the same values) as arrays replicated
+    over ``mesh``; each process fills only its own devices."""
+    sharding = replicated(mesh)
+
+    def put(leaf):
+        a = np.asarray(leaf)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def local_rows(mesh: Mesh, size: int) -> slice:
+    """The rows of a batch of ``size`` that this process's devices hold, as one slice."""
+    index = batch_sharding(mesh).addressable_devices_indices_map((size,))
+    spans = sorted(s[0].indices(size)[:2] for s in index.values())
+    lo, hi = spans[0][0], spans[-1][1]
+    if sum(b - a for a, b in spans) != hi - lo:
+        raise ValueError(
+            f"local_rows: process {jax.process_index()}'s devices do not hold one contiguous "
+            "block of the batch; build the mesh with funcnet.scale.data_mesh"
+        )
+    return slice(lo, hi)
+
+
+def place(local, mesh: Mesh, size: int, axis: int = 0):
+    """The global array with ``size`` rows along ``axis``, split over ``mesh``, from this
+    process's rows ``local`` (``x[local_rows(mesh, size)]`` of the global batch ``x``)."""
+    local = np.asarray(local)
+    shape = (*local.shape[:axis], size, *local.shape[axis + 1 :])
+    return jax.make_array_from_process_local_data(batch_sharding(mesh, axis), local, shape)
+
+
+def local_copy(tree):
+    """Each replicated leaf as the single-device copy on this process's first device (NumPy
+    leaves as they are): what evaluation and saving read, with no collective."""
+
+    def one(leaf):
+        if not isinstance(leaf, jax.Array) or len(leaf.sharding.device_set) == 1:
+            return leaf
+        if not leaf.is_fully_replicated:
+            raise ValueError(f"local_copy: a leaf of shape {leaf.shape} is sharded, not replicated")
+        return leaf.addressable_data(0)
+
+    return jax.tree_util.tree_map(one, tree)
+
+
+def jit_replicated(fn: Callable, mesh: Mesh, donate: tuple[int, ...] = ()) -> Callable:
+    """``jax.jit(fn)`` whose outputs are all replicated over ``mesh`` (params, optimizer
+    state, losses); the inputs bring their own shardings (``replicate``, ``place``)."""
+    return jax.jit(fn, out_shardings=replicated(mesh), donate_argnums=donate)
+
+
+__all__ = [
+    "AXIS",
+    "batch_sharding",
+    "check_mesh",
+    "data_mesh",
+    "initialize",
+    "is_main",
+    "jit_replicated",
+    "local_copy",
+    "local_rows",
+    "place",
+    "replicate",
+    "replicated",
+    "use_cpu_devices",
+]

@@ -1,0 +1,298 @@
+"""Data parallel over devices and processes (``funcnet.scale``): the numbers of one device
+on 2 and 4 host devices and on two processes over 127.0.0.1, a dead peer that stops the
+run, resumes on other device counts, and the command's flags refused before any work.
+
+The host device count is fixed when JAX starts, so the runs are fresh interpreters
+(``tests/scale_runs.py``) with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``;
+every one is bounded by a timeout and killed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from nets import mlp
+
+from funcnet import checkpoints, optim, scale, train
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS = Path(__file__).resolve().parent / "scale_runs.py"
+TOL = 2e-5  # relative; float32 summation order gives about 1e-6 here
+
+
+def env(devices: int) -> dict:
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    flags = f"--xla_force_host_platform_device_count={devices}"
+    return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path}
+
+
+def job(*args, devices: int = 4) -> dict:
+    out = subprocess.run(
+        [sys.executable, str(RUNS), *args], env=env(devices), capture_output=True, text=True,
+        timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def started(argvs, folder: Path, devices: int = 2, **kw):
+    """Processes with their stdout and stderr in files of ``folder``; all killed at the end."""
+    procs = []
+    try:
+        for i, argv in enumerate(argvs):
+            out, err = (open(folder / f"{i}.{s}", "w") for s in ("out", "err"))
+            with out, err:
+                procs.append(subprocess.Popen(argv, stdout=out, stderr=err, env=env(devices), **kw))
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(timeout=30)
+
+
+def same(a, b, **tol) -> None:
+    """Two params trees, leaf by leaf, to ``tol`` (``np.testing.assert_allclose``'s)."""
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+
+
+def wait_all(procs, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for p in procs:
+        p.wait(timeout=max(1.0, deadline - time.monotonic()))
+
+
+@pytest.mark.parametrize("kind", ["step", "scan"])
+def test_two_and_four_devices_train_like_one(kind):
+    r = job("equal", kind)
+    assert r.pop("autodiff_off")  # the hand-written backward ran: JAX's autodiff would raise
+    assert r.pop("indivisible") == (
+        "fit: batch_size 30 does not split evenly over 4 devices (it must be a multiple of 4)"
+    )
+    assert set(r) == ({"sgd-4", "adam-2"} if kind == "scan" else {"sgd-2", "adam-4"})
+    for run, diff in r.items():
+        assert diff["params"] < TOL and diff["loss"] < 1e-5, (run, diff)
+
+
+def test_collectives_batchnorm_and_dropout_under_sharding():
+    r = job("collectives")
+    assert r["threefry_partitionable"]
+    # The step's all-reduces carry the gradients, plus the loss: a scalar or two and the
+    # B = 100 values of its row gather.  Nothing else crosses devices.
+    grads = r["gradient_elements"]
+    for program in ("mlp_step", "mlp_scan"):
+        ops, elements = r[program]
+        assert ops <= 3 and grads <= elements <= grads + 100 + 4, (program, r[program], grads)
+    for d in ("bn2d", "bn4d"):
+        assert r[f"{d}_vs_vjp"] < 1e-12 and r[f"{d}_vs_one_device"] < 1e-12
+        assert r[f"{d}_local_stats_differ"] > 0.1  # statistics of the global batch
+    assert r["dropout_same_mask"]
+
+
+def test_two_processes_equal_four_devices_checkpoint_once_and_resume(tmp_path):
+    port = free_port()
+    argvs = [
+        [sys.executable, str(RUNS), "process", str(i), str(port), str(tmp_path)] for i in (0, 1)
+    ]
+    with started(argvs, tmp_path) as procs:
+        wait_all(procs, 150)
+    outs = [(tmp_path / f"{i}.out").read_text() for i in (0, 1)]
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (tmp_path / f"{i}.err").read_text()[-3000:]
+        assert json.loads(outs[i].strip().splitlines()[-1]) == {"devices": 4, "local": 2}
+    assert re.findall(r"process \d wrote \S+", outs[0]) == [
+        "process 0 wrote run-1.npz", "process 0 wrote run-2.npz",
+    ]  # fmt: skip
+    assert "wrote" not in outs[1]
+    r = job("reference", str(tmp_path))
+    assert r.pop("saved_epoch") == 1
+    assert set(r) == {"process_step", "process_scan", "resume-1", "resume-2", "resume-4"}
+    for what, diff in r.items():
+        assert diff < TOL, (what, diff)
+
+
+def test_a_dead_process_stops_the_other_in_bounded_time(tmp_path):
+    port = free_port()
+    argvs = [[sys.executable, str(RUNS), "spin", str(i), str(port)] for i in (0, 1)]
+    with started(argvs, tmp_path) as procs:
+        deadline = time.monotonic() + 90
+        while "epoch 1" not in (tmp_path / "0.out").read_text():
+            assert time.monotonic() < deadline and procs[0].poll() is None, (
+                tmp_path / "0.err"
+            ).read_text()[-2000:]
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGKILL)
+        start = time.monotonic()
+        procs[0].wait(timeout=60)
+        took = time.monotonic() - start
+    err = (tmp_path / "0.err").read_text()
+    assert procs[0].returncode != 0
+    assert took < 30, took  # the peer timeout is 3 s
+    assert "another task died" in err or "unhealthy" in err, err[-2000:]
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+def test_fit_resumes_with_the_batches_of_the_whole_run(tmp_path):
+    net, params = mlp(seed=2)
+    x, t = np.random.default_rng(0).random((120, 8), np.float32), np.arange(120) % 3
+    opt = optim.adam(0.01)
+    kw = dict(batch_size=30, seed=7, optimizer=opt, progress=False)
+    saved = []
+    whole, _, hist = train.fit(
+        net, params, (x, t), epochs=3, **kw,
+        checkpoint=lambda e, p, s: saved.append((e, p, s)),
+    )  # fmt: skip
+    assert [e for e, _, _ in saved] == [1, 2, 3]
+    _, p1, s1 = saved[0]
+    checkpoints.save_run(tmp_path / "run.npz", p1, s1, 1, {"seed": 7})
+    back = checkpoints.load_run(tmp_path / "run.npz", params, opt.init(params))
+    assert back.epoch == 1 and back.meta == {"seed": 7}
+    seen = []
+    resumed, _, rest = train.fit(
+        net, back.params, (x, t), epochs=3, initial_epoch=1, opt_state=back.opt_state, **kw,
+        on_epoch=lambda e, h: seen.append(e),
+    )  # fmt: skip
+    assert seen == [2, 3] and rest.step_loss == hist.step_loss[4:]
+    same(resumed, whole, rtol=0)  # NumPy: bit for bit
+    with pytest.raises(ValueError, match=r"initial_epoch must be in \[0, 2\] for epochs=3, got 3"):
+        train.fit(net, params, (x, t), epochs=3, initial_epoch=3)
+
+
+def test_run_checkpoints_refuse_what_does_not_fit(tmp_path):
+    _, params = mlp()
+    opt = optim.sgd(0.1)
+    checkpoints.save_params(tmp_path / "p.npz", params)
+    with pytest.raises(ValueError, match="is not a run checkpoint save_run wrote"):
+        checkpoints.run_info(tmp_path / "p.npz")
+    checkpoints.save_run(tmp_path / "r.npz", params, optim.adam(0.1).init(params), 2)
+    assert checkpoints.run_info(tmp_path / "r.npz") == (2, {})
+    with pytest.raises(ValueError, match=r"does not match the network: missing none, unexpected"):
+        checkpoints.load_run(tmp_path / "r.npz", params, opt.init(params))
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        checkpoints.save_run(tmp_path / "r.npz", params, (), -1)
+
+
+def test_a_mesh_must_be_one_data_axis_and_can_be_one_device():
+    net, params = mlp()
+    x, t = np.random.default_rng(0).random((60, 8), np.float32), np.arange(60) % 3
+    with pytest.raises(
+        ValueError, match=r"mesh must be a 1-D jax\.sharding\.Mesh, axis 'data'; got str"
+    ):
+        train.fit(net, params, (x, t), batch_size=20, mesh="cpu")
+    with pytest.raises(ValueError, match=r"asked for 5 device\(s\) per process.*devices\(5\)"):
+        scale.data_mesh(5)
+    _, _, h1 = train.fit(net, params, (x, t), epochs=1, batch_size=20, progress=False)
+    _, _, h2 = train.fit(
+        net, params, (x, t), epochs=1, batch_size=20, progress=False, mesh=scale.data_mesh(1)
+    )
+    np.testing.assert_allclose(h2.step_loss, h1.step_loss, rtol=1e-4)
+    assert scale.is_main() and scale.local_rows(scale.data_mesh(1), 20) == slice(0, 20)
+
+
+FUNCNET = [sys.executable, "-m", "funcnet"]
+
+
+def test_resume_settings_are_checked_before_any_work(tmp_path):
+    _, params = mlp()
+    meta = {"model": "mlp", "hidden": 100, "optimizer": "sgd", "lr": 0.1, "average": 0.0,
+            "batch": 100, "seed": 0, "subset": 0}  # fmt: skip
+    checkpoints.save_run(tmp_path / "r.npz", params, (), 3, meta)
+    checkpoints.save_params(tmp_path / "p.npz", params)
+    cases = [
+        ("r.npz", ["--batch", "50"], "it was written with --batch 100, this run has 50"),
+        ("r.npz", ["--optimizer", "adam"], "with --optimizer sgd, this run has adam"),
+        ("r.npz", ["--epochs", "3"], "3 epochs are done already; ask for more with --epochs"),
+        ("p.npz", [], "is not a run checkpoint save_run wrote"),
+    ]
+    for file, extra, says in cases:
+        argv = ["train", "--resume", str(tmp_path / file), "--data-dir", str(tmp_path / "none")]
+        out = subprocess.run(
+            [*FUNCNET, *argv, *extra], capture_output=True, text=True, timeout=60, env=env(1)
+        )
+        lines = out.stderr.strip().splitlines()
+        assert out.returncode == 2 and len(lines) == 1 and says in lines[0], out.stderr
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def command_lines(page: Path, start: str) -> list[str]:
+    block = re.search(r"```bash\n(.*?)```", page.read_text().split(start, 1)[1], re.S).group(1)
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_cli_devices_4_saves_what_one_device_trains(tmp_path, mnist_dir):
+    save, run = tmp_path / "p.npz", tmp_path / "run.npz"
+    argv = ["train", "--subset", "600", "--epochs", "1", "--no-plot", "--data-dir", str(mnist_dir)]
+    out = subprocess.run(
+        [*FUNCNET, *argv, "--devices", "4", "--save", str(save), "--checkpoint", str(run)],
+        capture_output=True, text=True, timeout=180, env=env(1),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "backend jax on 4 cpu devices" in out.stdout and "[Gloo]" not in out.stdout
+    from funcnet import models
+    from funcnet.data import load_mnist
+
+    (x, t), _ = load_mnist(mnist_dir, download=False)
+    net = models.two_layer_net(100, 0.01)
+    _, params = net.init(0, (-1, 784))
+    one, _, _ = train.fit(
+        net, train.to_backend(params, "jax"), (x[:600], t[:600]), epochs=1, progress=False
+    )
+    saved = checkpoints.load_params(save, params)
+    same(saved, one, rtol=TOL, atol=1e-7)
+    assert checkpoints.run_info(run)[0] == 1
+
+
+@pytest.mark.slow
+def test_the_two_process_command_of_the_docs(tmp_path, mnist_dir):
+    """docs/scale.md's two commands as written (a free port, a short run): the same saved
+    params as --devices 4, process 0 alone printing and saving."""
+    lines = command_lines(ROOT / "docs" / "scale.md", "## Two processes")
+    port, short = free_port(), ["--subset", "1000", "--epochs", "2", "--no-plot"]
+    argvs = []
+    for line in lines:
+        line = line.removesuffix("&").strip().replace("127.0.0.1:12345", f"127.0.0.1:{port}")
+        argv = shlex.split(line.replace("../shared/mnist", str(mnist_dir)))
+        assert argv[0] == "funcnet", line
+        argvs.append([*FUNCNET, *argv[1:], *short])
+    assert len(argvs) == 2 and all("--coordinator" in a for a in argvs)
+    with started(argvs, tmp_path, cwd=tmp_path) as procs:
+        wait_all(procs, 300)
+    for i, p in enumerate(procs):
+        assert p.returncode == 0, (tmp_path / f"{i}.err").read_text()[-3000:]
+    outs = [(tmp_path / f"{i}.out").read_text() for i in (0, 1)]
+    assert "in 2 processes" in outs[0] and "params saved to" in outs[0] and outs[1] == ""
+    four = tmp_path / "four"
+    four.mkdir()
+    ref = subprocess.run(
+        [*FUNCNET, "train", "--devices", "4", "--data-dir", str(mnist_dir), *short, "--save",
+         "four.npz"], cwd=four, capture_output=True, text=True, timeout=300, env=env(1),
+    )  # fmt: skip
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    got = np.load(tmp_path / "mlp.npz")
+    want = np.load(four / "four.npz")
+    for k in want.files:
+        np.testing.assert_allclose(got[k], want[k], rtol=TOL, atol=1e-7)
