@@ -118,7 +118,28 @@ def deep_convnet(
     return _net(layers, wrap, name="deep_convnet")
 
 
+MODELS = ("mlp", "convnet", "deep")
+
+
+def by_name(
+    name: str, *, hidden: int = 100, weight_std: float = 0.01, wrap: Wrap = None
+) -> tuple[Layer, tuple[int, ...]]:
+    """The command line's networks: ``(net, input shape of one image)``.  ``"mlp"``:
+    ``two_layer_net(hidden, weight_std)`` on flat 784-vectors; ``"convnet"``:
+    ``simple_convnet(W_init=weight_std)`` and ``"deep"``: ``deep_convnet()`` (He
+    initialization, the book's) on (1, 28, 28) images."""
+    if name == "mlp":
+        return two_layer_net(hidden, weight_std, wrap=wrap), (784,)
+    if name == "convnet":
+        return simple_convnet(W_init=weight_std, wrap=wrap), (1, 28, 28)
+    if name == "deep":
+        return deep_convnet(wrap=wrap), (1, 28, 28)
+    raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+
+
 __all__ = [
+    "MODELS",
+    "by_name",
     "deep_convnet",
     "dense_weights",
     "multilayer_net",

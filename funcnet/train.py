@@ -144,6 +144,19 @@ def predict(net: Layer, params, x, batch_size: int = 1000) -> np.ndarray:
     return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
 
 
+def probabilities(net: Layer, params, x, batch_size: int = 1000) -> np.ndarray:
+    """softmax of the eval-mode outputs, (N, classes), in batches of ``batch_size``: what
+    an ensemble averages."""
+    from .layers.activations import softmax
+
+    forward = _forward(net, params)
+    parts = [
+        softmax(np.asarray(forward(params, x[i : i + batch_size]), dtype=np.float64))
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
 def accuracy(net: Layer, params, x, t, batch_size: int = 1000) -> float:
     """Fraction of ``x`` classified as ``t`` (integer labels or one-hot rows)."""
     t = np.asarray(t)
@@ -228,6 +241,7 @@ def fit(
     initial_epoch: int = 0,
     opt_state=None,
     checkpoint: Callable[[int, Any, Any], Any] | None = None,
+    augment: Callable | None = None,
 ):
     """Train with shuffled mini-batches (a new permutation from ``seed`` each epoch) and
     evaluate train/test accuracy after every epoch.  Returns ``(params, opt_state, History)``.
@@ -256,7 +270,9 @@ def fit(
     every batch.  ``initial_epoch`` with ``opt_state`` resumes a run: epochs
     ``initial_epoch + 1 .. epochs`` run on the batches and keys they had in the whole run,
     and the history holds those epochs.  ``checkpoint(epoch, params, opt_state)`` is called
-    after every finished epoch with what a resume needs.
+    after every finished epoch with what a resume needs.  ``augment`` (e.g.
+    ``augment.random_shift(2)``) transforms every training batch inside the step, from a
+    random stream of its own (``make_step``); the scoring sees the data as it is.
     """
     x_train, t_train = train
     if len(x_train) != len(t_train):
@@ -283,7 +299,7 @@ def fit(
     if test is not None:
         _check_targets(net, params, loss, *test, "test")
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
-    step = make_step(net, loss, opt)
+    step = make_step(net, loss, opt, augment)
     if opt_state is None:
         opt_state = opt.init(trainable(params))
     if mesh is not None:
@@ -398,6 +414,7 @@ __all__ = [
     "make_epoch",
     "make_step",
     "predict",
+    "probabilities",
     "scored_params",
     "step_rngs",
     "to_backend",

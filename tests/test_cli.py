@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from funcnet import checkpoints, models, train
@@ -52,6 +53,12 @@ def run(*args, **kw):
         (["train", "--peer-timeout", "0"], "--peer-timeout: must be > 0"),
         (["train", "--resume", "/nonexistent.npz"], "/nonexistent.npz does not exist"),
         (["train", "--checkpoint", "/nonexistent-dir/r.npz"], "folder /nonexistent-dir does not"),
+        (["train", "--augment", "2"], "--augment shifts images: use it with --model convnet"),
+        (["train", "--model", "deep", "--augment", "14"], "--augment 14 would shift a 28x28"),
+        (["train", "--augment", "-1"], "--augment: must be >= 0"),
+        (["train", "--lr-schedule", "linear"], "invalid choice: 'linear'"),
+        (["profile", "--repeats", "0"], "--repeats: must be > 0"),
+        (["profile", "--model", "vgg"], "invalid choice: 'vgg'"),
         (["demo", "--x0", "nan", "1"], "--x0: must be finite, got nan"),
         (["demo", "--x0", "1e200", "1e200"], "--x0: must be within ±1e100"),
         (["demo", "--steps", "-1"], "--steps: must be >= 0"),
@@ -149,6 +156,27 @@ def test_eval_reads_a_saved_model_back(tmp_path, mnist_env):
     assert "does not match the network" in lines[0] and "--model convnet checkpoint" in lines[0]
     missing = run("eval", "--load", str(tmp_path / "none.npz"))
     assert missing.returncode == 2 and "none.npz does not exist" in missing.stderr
+    # Two files: each one scored, then their ensemble, the mean of their softmax outputs.
+    other = tmp_path / "q.npz"
+    again = run(
+        "train", "--subset", "2000", "--epochs", "1", "--no-plot", "--seed", "1",
+        "--save", str(other), env=mnist_env,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    both = run("eval", "--load", str(save), str(other), "--no-plot", env=mnist_env)
+    assert both.returncode == 0, both.stderr
+    assert f"{save}: test accuracy {shown}%" in both.stdout
+    from funcnet import checkpoints, models, train
+    from funcnet.data import load_mnist
+
+    net = models.two_layer_net()
+    like = net.init(0, (-1, 784))[1]
+    _, (xt, tt) = load_mnist(mnist_env["FUNCNET_DATA"], download=False)
+    mean = sum(
+        train.probabilities(net, checkpoints.load_params(f, like), xt) for f in (save, other)
+    )
+    acc = 100 * np.mean(mean.argmax(axis=1) == tt)
+    assert f"the ensemble of 2 (mean softmax): test accuracy {acc:.2f}%" in both.stdout
 
 
 def test_examples_fail_like_the_cli_in_one_line(capsys):

@@ -30,6 +30,7 @@ SHORTER = {
     "examples/compare_init.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
     "examples/batchnorm.py": ["--epochs", "1", "--stds", "1.0"],
     "examples/dropout_overfit.py": ["--epochs", "2"],
+    "funcnet profile": ["--repeats", "1", "--backend", "numpy"],
 }
 
 
@@ -44,6 +45,10 @@ def test_readme_command_runs(command, mnist_dir, tmp_path, request):
     env = {**os.environ, "FUNCNET_DATA": str(mnist_dir), "NO_COLOR": "1"}
     if command == "funcnet check" and not slow:
         pytest.skip("the whole catalogue runs in test_examples.py already")
+    if "--model deep" in command and "train" in command and not slow:
+        # Scoring 10,000 test images with the deep net alone takes 15-70 s here; the same
+        # command runs in-process on synthetic images in test_train.py.
+        pytest.skip("the deep convnet on MNIST runs with --run-slow")
     for part in command.split("&&"):
         part = part.replace("../shared/mnist", str(mnist_dir))
         argv = shlex.split(part.replace("[--grad jax]", ""))

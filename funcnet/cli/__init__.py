@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _Parser(
         prog="funcnet",
         description="funcnet: check (gradient table), demo (gradient descent), "
-        "train (MNIST with terminal plots), eval (a saved model).",
+        "train (MNIST with terminal plots), eval (saved models, an ensemble), profile "
+        "(time per layer).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,24 +126,30 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(command_module="demo")
 
     p = sub.add_parser("train", help="train on MNIST: the two-layer net or SimpleConvNet", **fmt)
-    p.add_argument("--model", choices=["mlp", "convnet"], default="mlp",
-                   help="784-H-10 or the book's SimpleConvNet")  # fmt: skip
+    p.add_argument("--model", choices=["mlp", "convnet", "deep"], default="mlp",
+                   help="784-H-10, the book's SimpleConvNet (chapter 7) or its deep "
+                   "convnet (chapter 8)")  # fmt: skip
     p.add_argument("--hidden", type=_positive(int), default=100, help="mlp hidden units")
     p.add_argument("--epochs", type=_positive(int), default=20, help="passes over the data")
     p.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default=None,
-                   help="None: sgd for mlp, adam for convnet")  # fmt: skip
+                   help="None: sgd for mlp, adam for convnet and deep")  # fmt: skip
     p.add_argument("--lr", type=_positive(float), default=None,
                    help="None: 0.1 for sgd and momentum, 0.001 for adam")  # fmt: skip
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: the rate decays from --lr to 0 over the run's steps")  # fmt: skip
+    p.add_argument("--augment", type=_non_negative_int, default=0, metavar="PIXELS",
+                   help="convnet, deep: shift every training image by up to PIXELS in each "
+                   "direction, at random (augment.random_shift); 0: off")  # fmt: skip
     p.add_argument(
         "--average", type=_decay, default=None, metavar="DECAY",
         help="score and save a moving average of the params (optim.with_average); "
-        "0 turns it off; None: 0.999 for convnet, off for mlp",
+        "0 turns it off; None: 0.999 for convnet, off for mlp and deep (as the book)",
     )  # fmt: skip
     p.add_argument("--batch", type=_positive(int), default=100, help="mini-batch size")
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="initial weights, shuffling and dropout")  # fmt: skip
     p.add_argument("--weight-std", type=_positive(float), default=0.01,
-                   help="initial weights N(0, std²)")  # fmt: skip
+                   help="mlp, convnet: initial weights N(0, std²); deep: He's")  # fmt: skip
     p.add_argument("--backend", choices=["numpy", "jax"], default=None,
                    help="numpy: eager steps; jax: a jitted step; None: numpy, or jax with "
                    "--devices, --coordinator or --cluster")  # fmt: skip
@@ -187,11 +194,14 @@ def main(argv: list[str] | None = None) -> int:
                        "time")  # fmt: skip
     p.set_defaults(command_module="train")
 
-    p = sub.add_parser("eval", help="a saved model on the MNIST test set", **fmt)
-    p.add_argument("--load", type=_existing_file, required=True, metavar="FILE.npz",
-                   help="params saved by funcnet train --save")  # fmt: skip
-    p.add_argument("--model", choices=["mlp", "convnet"], default="mlp",
-                   help="the network the file was saved from")  # fmt: skip
+    p = sub.add_parser(
+        "eval", help="saved models on the MNIST test set; several: their ensemble", **fmt
+    )
+    p.add_argument("--load", type=_existing_file, required=True, nargs="+", metavar="FILE.npz",
+                   help="params saved by funcnet train --save; with several files, the "
+                   "ensemble that averages their softmax outputs is scored too")  # fmt: skip
+    p.add_argument("--model", choices=["mlp", "convnet", "deep"], default="mlp",
+                   help="the network the files were saved from")  # fmt: skip
     p.add_argument("--hidden", type=_positive(int), default=100, help="mlp hidden units")
     p.add_argument("--data-dir", default=None, help="folder with the four MNIST files")
     p.add_argument("--show", type=_non_negative_int, default=12,
@@ -199,6 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-plot", action="store_true", help="print the numbers only")
     p.add_argument("--no-color", action="store_true", help="plots without colour")
     p.set_defaults(command_module="evaluate")
+
+    p = sub.add_parser(
+        "profile", help="where a step's time goes: forward and backward time per layer", **fmt
+    )
+    p.add_argument("--model", choices=["mlp", "convnet", "deep"], default="deep",
+                   help="the network to time")  # fmt: skip
+    p.add_argument("--hidden", type=_positive(int), default=100, help="mlp hidden units")
+    p.add_argument("--backend", choices=["numpy", "jax", "both"], default="both",
+                   help="numpy: the eager layers; jax: each layer's forward and backward "
+                   "jitted on its own")  # fmt: skip
+    p.add_argument("--batch", type=_positive(int), default=100, help="images per step")
+    p.add_argument("--repeats", type=_positive(int), default=5,
+                   help="timed steps (medians) after one warm-up step")  # fmt: skip
+    p.add_argument("--no-color", action="store_true", help="plots without colour")
+    p.set_defaults(command_module="profile")
 
     args = parser.parse_args(argv)
     if args.command_module == "train":
@@ -222,6 +247,10 @@ def _check_train(train: _Parser, args) -> None:
     args.backend = args.backend or ("jax" if scaled else "numpy")
     if args.scan and args.backend != "jax":
         train.error("--scan compiles each epoch with JAX: add --backend jax")
+    if args.augment and args.model == "mlp":
+        train.error("--augment shifts images: use it with --model convnet or deep")
+    if args.augment >= 14:
+        train.error(f"--augment {args.augment} would shift a 28x28 digit out of sight (< 14)")
     if args.subset and args.batch > args.subset:
         train.error(f"--batch {args.batch} is larger than --subset {args.subset}")
     given = [f for f, v in [("--num-processes", args.num_processes),

@@ -1,5 +1,5 @@
-"""``funcnet eval``: a saved model on the MNIST test set: accuracy, confusion matrix, the
-digits it got wrong."""
+"""``funcnet eval``: saved models on the MNIST test set: accuracy, confusion matrix, the
+digits it got wrong; several files are also scored as an ensemble (mean softmax)."""
 
 from __future__ import annotations
 
@@ -14,25 +14,35 @@ def run(args) -> int:
     from .. import models, plot
     from ..checkpoints import load_params
     from ..data import MNISTError, load_mnist
-    from ..train import predict
+    from ..train import probabilities
 
-    convnet = args.model == "convnet"
-    net = models.simple_convnet() if convnet else models.two_layer_net(args.hidden)
-    like = net.init(0, (-1, 1, 28, 28) if convnet else (-1, 784))[1]
+    net, shape = models.by_name(args.model, hidden=args.hidden)
+    like = net.init(0, (-1, *shape))[1]
+    loaded = []
+    for path in args.load:  # every file is read before any work
+        try:
+            loaded.append(load_params(path, like))
+        except ValueError as e:
+            print(f"funcnet eval: {e} (is it a --model {args.model} checkpoint?)", file=sys.stderr)
+            return 1
     try:
-        params = load_params(args.load, like)
-    except ValueError as e:
-        print(f"funcnet eval: {e} (is it a --model {args.model} checkpoint?)", file=sys.stderr)
-        return 1
-    try:
-        _, (x_test, t_test) = load_mnist(args.data_dir, flatten=not convnet)
+        _, (x_test, t_test) = load_mnist(args.data_dir, flatten=args.model == "mlp")
     except MNISTError as e:
         print(f"funcnet eval: {one_line(e)}", file=sys.stderr)
         return 2
-    preds = predict(net, params, x_test)
+    print(f"{net.name}")
+    # An ensemble averages the models' softmax outputs: p = (1/K) Σ_k softmax(f(x; θ_k)).
+    mean = np.zeros((len(x_test), 10))
+    for path, params in zip(args.load, loaded, strict=True):
+        p = probabilities(net, params, x_test)
+        mean += p / len(loaded)
+        if len(loaded) > 1:
+            acc = np.mean(p.argmax(axis=1) == t_test)
+            print(f"{path}: test accuracy {100 * acc:.2f}%")
+    preds = mean.argmax(axis=1)
     right = preds == t_test
-    print(f"{net.name} from {args.load}")
-    print(f"test accuracy {100 * right.mean():.2f}% on all {len(x_test)} test images")
+    what = f"the ensemble of {len(loaded)} (mean softmax)" if len(loaded) > 1 else args.load[0]
+    print(f"{what}: test accuracy {100 * right.mean():.2f}% on all {len(x_test)} test images")
     counts = np.zeros((10, 10), dtype=np.int64)
     np.add.at(counts, (t_test, preds), 1)
     color = False if args.no_color else None

@@ -1,4 +1,5 @@
-"""``funcnet train``: the two-layer net or SimpleConvNet on MNIST, with terminal plots; on
+"""``funcnet train``: the two-layer net, SimpleConvNet or the deep convnet on MNIST, with
+terminal plots; on
 one device, or data parallel over many devices and processes (``funcnet.scale``)."""
 
 from __future__ import annotations
@@ -21,22 +22,27 @@ FLAGS = {
     "batch": "--batch",
     "seed": "--seed",
     "subset": "--subset",
+    "augment": "--augment",
+    "lr_schedule": "--lr-schedule",
 }
 
 
 def settings(args) -> dict:
     """The run's settings with every default resolved: what a --checkpoint records."""
-    convnet = args.model == "convnet"
-    name = args.optimizer or ("adam" if convnet else "sgd")
+    images = args.model != "mlp"
+    name = args.optimizer or ("adam" if images else "sgd")
+    average = 0.999 if args.model == "convnet" else 0.0
     return {
         "model": args.model,
-        "hidden": None if convnet else args.hidden,
+        "hidden": None if images else args.hidden,
         "optimizer": name,
         "lr": args.lr if args.lr is not None else (0.001 if name == "adam" else 0.1),
-        "average": args.average if args.average is not None else (0.999 if convnet else 0.0),
+        "average": args.average if args.average is not None else average,
         "batch": args.batch,
         "seed": args.seed,
         "subset": args.subset,
+        "augment": args.augment,
+        "lr_schedule": args.lr_schedule,
     }
 
 
@@ -50,7 +56,8 @@ def resume_problem(args) -> str | None:
     except ValueError as e:
         return str(e).split(": ", 1)[1]
     for key, value in settings(args).items():
-        if meta.get(key) != value:
+        # Checkpoints from before a setting existed ran with its default.
+        if meta.get(key, {"augment": 0, "lr_schedule": "constant"}.get(key)) != value:
             return f"it was written with {FLAGS[key]} {meta.get(key)}, this run has {value}"
     if done >= args.epochs:
         return f"{done} epochs are done already; ask for more with --epochs"
@@ -94,28 +101,29 @@ def run(args) -> int:
 
 def _train(args, mesh, main: bool) -> int:
     from .. import models, optim, plot
+    from ..augment import random_shift
     from ..checkpoints import load_run, save_params, save_run
     from ..core import trainable
     from ..data import MNISTError, load_mnist
     from ..experiments import block_means
     from ..train import Interrupted, accuracy, fit, predict, scored_params, to_backend
 
-    convnet = args.model == "convnet"
+    images = args.model != "mlp"
     try:
-        (x_train, t_train), (x_test, t_test) = load_mnist(args.data_dir, flatten=not convnet)
+        (x_train, t_train), (x_test, t_test) = load_mnist(args.data_dir, flatten=not images)
     except MNISTError as e:
         print(f"funcnet train: {one_line(e)}", file=sys.stderr)
         return 2
     if args.subset:
         x_train, t_train = x_train[: args.subset], t_train[: args.subset]
-    if convnet:
-        net = models.simple_convnet(W_init=args.weight_std)
-    else:
-        net = models.two_layer_net(args.hidden, args.weight_std)
+    net, _ = models.by_name(args.model, hidden=args.hidden, weight_std=args.weight_std)
     _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
     config = settings(args)
     name, lr, decay = config["optimizer"], config["lr"], config["average"]
-    optimizer = optim.by_name(name, lr)
+    rate = lr
+    if args.lr_schedule == "cosine":
+        rate = optim.cosine_decay(lr, args.epochs * (len(x_train) // args.batch))
+    optimizer = optim.by_name(name, rate)
     if decay:
         optimizer = optim.with_average(optimizer, decay)
     opt_state, done = None, 0
@@ -146,9 +154,11 @@ def _train(args, mesh, main: bool) -> int:
         )
     print(
         f"{net.name}\n{len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
-        f"{name} lr {lr}, {args.epochs} epoch{'s' if args.epochs != 1 else ''}, "
+        f"{name} lr {lr}{' (cosine decay to 0)' if args.lr_schedule == 'cosine' else ''}, "
+        f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}, "
         f"seed {args.seed}, backend {args.backend}{where}"
         + (" (whole epoch in lax.scan)" if args.scan else "")
+        + (f", images shifted by up to {args.augment} pixels" if args.augment else "")
         + (f"\nresuming {args.resume} after epoch {done}" if done else "")
         + (
             f"\naccuracies and --save use the moving average of the params (decay {decay}); "
@@ -157,8 +167,8 @@ def _train(args, mesh, main: bool) -> int:
             else ""
         )
     )
-    if convnet and not args.no_plot:
-        print("the 30 first-layer filters before training:\n")
+    if images and not args.no_plot:
+        print(f"the {len(params[0]['W'])} first-layer filters before training:\n")
         print(plot.filters(params[0]["W"]))
 
     def report(epoch, h):
@@ -183,6 +193,7 @@ def _train(args, mesh, main: bool) -> int:
                 seed=args.seed, scan=args.scan, on_epoch=report, mesh=mesh,
                 initial_epoch=done, opt_state=opt_state, checkpoint=checkpoint,
                 progress=None if main else False,
+                augment=random_shift(args.augment) if args.augment else None,
             )  # fmt: skip
     except Interrupted as stop:
         kept = ""
@@ -232,15 +243,17 @@ def _train(args, mesh, main: bool) -> int:
                 color=color,
             )
         )
-        if convnet:
+        if images:
             print("the filters after training:\n")
             print(plot.filters(np.asarray(params[0]["W"])))
-        shown = x_test[:12]
-        preds = predict(net, params, shown)
-        captions = [
-            f"{p} ok" if p == t else f"{p} (is {t})"
-            for p, t in zip(preds.tolist(), t_test[:12].tolist(), strict=True)
-        ]
-        print("first test digits and their predictions:\n")
-        print(plot.images(shown, captions))
+        preds = predict(net, params, x_test)
+        wrong = np.flatnonzero(preds != t_test)
+        if len(wrong):  # as the book's chapter 8 shows them
+            shown = wrong[:12]
+            print(f"{len(wrong)} test digits misclassified; the first {len(shown)}, as "
+                  "prediction (is label):\n")  # fmt: skip
+            captions = [f"{preds[i]} (is {t_test[i]})" for i in shown]
+            print(plot.images(x_test[shown], captions))
+        else:
+            print(f"all {len(t_test)} test digits classified right")
     return 0
