@@ -99,3 +99,17 @@ def test_examples_found():
 def test_examples_have_a_docstring_with_usage(name):
     text = (ROOT / "examples" / name).read_text()
     assert text.startswith('"""') and f"python examples/{name}" in text
+
+
+def test_residual_example_trains_the_residual_net(monkeypatch, capsys):
+    import runpy
+
+    rng = np.random.default_rng(0)
+    x, t = rng.random((300, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 300)
+    mod = runpy.run_path(str(ROOT / "examples" / "residual_mnist.py"))
+    data = ((x[:200], t[:200]), (x[200:], t[200:]))
+    monkeypatch.setitem(mod["main"].__globals__, "load_mnist", lambda *a, **k: data)
+    assert mod["main"](["--epochs", "1", "--backend", "numpy", "--no-plot"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("residual(pipeline(Conv(8, 3, padding=1, bias=False), BatchNorm") == 2
+    assert "200 training images" in out and "epoch 1: train" in out
