@@ -97,8 +97,8 @@ def test_two_and_four_devices_train_like_one(kind):
 def test_collectives_batchnorm_and_dropout_under_sharding():
     r = job("collectives")
     assert r["threefry_partitionable"]
-    # The step's all-reduces carry the gradients, plus the loss: a scalar or two and the
-    # B = 100 values of its row gather.  Nothing else crosses devices.
+    # The step's all-reduce carries the gradients plus the loss's scalar sums (and, with an
+    # indexing the partitioner cannot see as row-wise, up to B = 100 values more).
     grads = r["gradient_elements"]
     for program in ("mlp_step", "mlp_scan"):
         ops, elements = r[program]
