@@ -241,7 +241,13 @@ def concat(*branches: Layer, axis: int = 1, name: str | None = None) -> Layer:
     def backward(cache, dout, *, need_dx=True):
         caches, widths = cache
         xp = namespace(dout)
-        bounds = np.cumsum([w.shape[1] for w in widths])[:-1].tolist()
+        sizes = [w.shape[1] for w in widths]
+        if not -dout.ndim <= axis < dout.ndim or dout.shape[axis] != sum(sizes):
+            raise ValueError(
+                f"{label}: backward expected dout with {sum(sizes)} entries along axis {axis} "
+                f"(the branches' {sizes}), got shape {tuple(dout.shape)}"
+            )
+        bounds = np.cumsum(sizes)[:-1].tolist()
         parts = xp.split(dout, bounds, axis=axis)
         dparams, dx = [], None
         for i, (branch, c, d) in enumerate(zip(branches, caches, parts, strict=True)):

@@ -165,6 +165,10 @@ def test_residual_and_concat_route_running_state_and_refuse_bad_shapes():
         fn.residual(fn.Dense(3)).init(0, (-1, 4))
     with pytest.raises(ValueError, match="differ off axis 1"):
         fn.concat(fn.Conv(2, 1), fn.Conv(2, 3)).init(0, (-1, 1, 5, 5))
+    with pytest.raises(
+        ValueError, match=r"dout with 6 entries along axis -1 \(the branches' \[2, 4\]\)"
+    ):
+        net.backward(cache, np.ones((5, 5), np.float32))
     with pytest.raises(ValueError, match="non-batch axis"):
         fn.concat(fn.Dense(2), axis=0)
     with pytest.raises(TypeError, match="argument 1 is a function"):
