@@ -25,7 +25,6 @@ COMMANDS = [
 SHORTER = {
     "funcnet train": ["--epochs", "1", "--subset", "600", "--no-plot"],
     "examples/train_mnist.py": ["--epochs", "1", "--subset", "600", "--no-plot"],
-    "examples/train_convnet.py": ["--epochs", "1", "--subset", "300", "--no-plot"],
     "examples/compare_optimizers.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
     "examples/compare_init.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
     "examples/batchnorm.py": ["--epochs", "1", "--stds", "1.0"],
