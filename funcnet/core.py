@@ -80,44 +80,31 @@ def pipeline(*layers: Layer, name: str | None = None) -> Layer:
     label = name or "pipeline(" + ", ".join(layer.name for layer in layers) + ")"
 
     def where(i: int) -> str:
-        # The child's own message already starts with its name.
         return f"{name or 'pipeline'}[{i}]"
 
     def init(rng, in_shape, dtype=np.float32):
         shape, params = tuple(in_shape), []
         for i, (layer, r) in enumerate(zip(layers, split_rng(rng, len(layers)), strict=True)):
-            try:
-                shape, p = layer.init(r, shape, dtype=dtype)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{where(i)}: {e}") from e
+            shape, p = _child(where, i, layer.init, r, shape, dtype=dtype)
             params.append(p)
         return shape, tuple(params)
 
     def forward(params, x, *, train=False, rng=None):
-        if not isinstance(params, tuple) or len(params) != len(layers):
-            raise ValueError(
-                f"{label}: expected a tuple of {len(layers)} params, one per layer, got "
-                f"{type(params).__name__}"
-                + (f" of length {len(params)}" if isinstance(params, tuple | list) else "")
-            )
+        _check_child_params(label, params, len(layers), "layer")
         caches = []
         for i, (layer, p, r) in enumerate(
             zip(layers, params, split_rng(rng, len(layers)), strict=True)
         ):
-            try:
-                x, c = layer.forward(p, x, train=train, rng=r)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{where(i)}: {e}") from e
+            x, c = _child(where, i, layer.forward, p, x, train=train, rng=r)
             caches.append(c)
         return x, tuple(caches)
 
     def backward(cache, dout, *, need_dx=True):
         dparams = [None] * len(layers)
         for i in reversed(range(len(layers))):
-            try:
-                dparams[i], dout = layers[i].backward(cache[i], dout, need_dx=need_dx or i > 0)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{where(i)}: {e}") from e
+            dparams[i], dout = _child(
+                where, i, layers[i].backward, cache[i], dout, need_dx=need_dx or i > 0
+            )
         return tuple(dparams), dout
 
     return Layer(label, init, forward, backward)
@@ -132,11 +119,11 @@ def residual(layer: Layer, *, name: str | None = None) -> Layer:
     _check_layers("residual", (layer,))
     label = name or f"residual({layer.name})"
 
+    def where(_: int) -> str:
+        return label
+
     def init(rng, in_shape, dtype=np.float32):
-        try:
-            out_shape, params = layer.init(rng, in_shape, dtype=dtype)
-        except (ValueError, TypeError) as e:
-            raise type(e)(f"{label}: {e}") from e
+        out_shape, params = _child(where, 0, layer.init, rng, in_shape, dtype=dtype)
         if tuple(out_shape) != tuple(in_shape):
             raise ValueError(
                 f"{label}: the layer maps {shape_str(in_shape)} to {shape_str(out_shape)}; "
@@ -145,10 +132,7 @@ def residual(layer: Layer, *, name: str | None = None) -> Layer:
         return tuple(in_shape), params
 
     def forward(params, x, *, train=False, rng=None):
-        try:
-            y, cache = layer.forward(params, x, train=train, rng=rng)
-        except (ValueError, TypeError) as e:
-            raise type(e)(f"{label}: {e}") from e
+        y, cache = _child(where, 0, layer.forward, params, x, train=train, rng=rng)
         if tuple(y.shape) != tuple(x.shape):
             raise ValueError(
                 f"{label}: the layer maps shape {tuple(x.shape)} to {tuple(y.shape)}; a "
@@ -157,10 +141,7 @@ def residual(layer: Layer, *, name: str | None = None) -> Layer:
         return x + y, cache  # not in place: y may be the layer's own cache (Relu's is)
 
     def backward(cache, dout, *, need_dx=True):
-        try:
-            dparams, dx = layer.backward(cache, dout, need_dx=need_dx)
-        except (ValueError, TypeError) as e:
-            raise type(e)(f"{label}: {e}") from e
+        dparams, dx = _child(where, 0, layer.backward, cache, dout, need_dx=need_dx)
         return dparams, (dout + dx if need_dx else None)
 
     return Layer(label, init, forward, backward)
@@ -195,10 +176,7 @@ def concat(*branches: Layer, axis: int = 1, name: str | None = None) -> Layer:
     def init(rng, in_shape, dtype=np.float32):
         shapes, params = [], []
         for i, (branch, r) in enumerate(zip(branches, split_rng(rng, len(branches)), strict=True)):
-            try:
-                shape, p = branch.init(r, in_shape, dtype=dtype)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{where(i)}: {e}") from e
+            shape, p = _child(where, i, branch.init, r, in_shape, dtype=dtype)
             shapes.append(tuple(shape))
             params.append(p)
         ax = axis % len(shapes[0])
@@ -213,19 +191,12 @@ def concat(*branches: Layer, axis: int = 1, name: str | None = None) -> Layer:
         return tuple(out), tuple(params)
 
     def forward(params, x, *, train=False, rng=None):
-        if not isinstance(params, tuple) or len(params) != len(branches):
-            raise ValueError(
-                f"{label}: expected a tuple of {len(branches)} params, one per branch, got "
-                f"{type(params).__name__}"
-            )
+        _check_child_params(label, params, len(branches), "branch")
         outs, caches = [], []
         for i, (branch, p, r) in enumerate(
             zip(branches, params, split_rng(rng, len(branches)), strict=True)
         ):
-            try:
-                y, c = branch.forward(p, x, train=train, rng=r)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{where(i)}: {e}") from e
+            y, c = _child(where, i, branch.forward, p, x, train=train, rng=r)
             outs.append(y)
             caches.append(c)
         try:
@@ -251,16 +222,32 @@ def concat(*branches: Layer, axis: int = 1, name: str | None = None) -> Layer:
         parts = xp.split(dout, bounds, axis=axis)
         dparams, dx = [], None
         for i, (branch, c, d) in enumerate(zip(branches, caches, parts, strict=True)):
-            try:
-                dp, di = branch.backward(c, d, need_dx=need_dx)
-            except (ValueError, TypeError) as e:
-                raise type(e)(f"{where(i)}: {e}") from e
+            dp, di = _child(where, i, branch.backward, c, d, need_dx=need_dx)
             dparams.append(dp)
             if need_dx:
                 dx = di if dx is None else dx + di
         return tuple(dparams), dx
 
     return Layer(label, init, forward, backward)
+
+
+def _child(where: Callable[[int], str], i: int, fn: Callable, *args, **kwargs):
+    """``fn(*args, **kwargs)`` for child ``i`` of a combinator: a ValueError or TypeError
+    comes back as the same type with ``where(i): `` in front, so that an error deep in a
+    network says where it is (the child's own message already starts with its name)."""
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{where(i)}: {e}") from e
+
+
+def _check_child_params(label: str, params, n: int, per: str) -> None:
+    if not isinstance(params, tuple) or len(params) != n:
+        raise ValueError(
+            f"{label}: expected a tuple of {n} params, one per {per}, got "
+            f"{type(params).__name__}"
+            + (f" of length {len(params)}" if isinstance(params, tuple | list) else "")
+        )
 
 
 def _check_layers(what: str, layers) -> None:
