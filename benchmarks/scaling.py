@@ -93,20 +93,9 @@ def epochs(net):
     return {"funcnet": funcnet, "jax.grad": autodiff}, step, opt
 
 
-def all_reduces(compiled_text: str) -> tuple[int, int]:
-    """(all-reduce ops, bytes they reduce) in compiled HLO text."""
-    ops, size = 0, 0
-    for line in compiled_text.splitlines():
-        m = re.search(r"= (\(.*?\)|\S+) all-reduce(?:-start)?\(", line)
-        if m:
-            ops += 1
-            for bits, dims in re.findall(r"[fsu](\d+)\[([\d,]*)\]", m.group(1)):
-                size += math.prod(int(v) for v in dims.split(",") if v) * int(bits) // 8
-    return ops, size
-
-
 def build(c, names):
-    """name -> (fresh() -> state [untimed], run(state) [timed]); and name -> all_reduces."""
+    """name -> (fresh() -> state [untimed], run(state) [timed]); and name -> (all-reduce
+    ops, bytes) of the compiled step."""
     rows, hlo = {}, {}
     kinds, step, opt = epochs(c.net)
     xs, ts = c.x[c.idx], c.t[c.idx].astype(np.int32)
@@ -136,7 +125,8 @@ def build(c, names):
                 one = scale.jit_replicated(step, mesh).lower(
                     p0, opt.init(p0), *(a[0] for a in data)
                 )
-                hlo[name] = all_reduces(one.compile().as_text())
+                reduced = scale.all_reduces(one.compile().as_text())
+                hlo[name] = reduced.ops, reduced.bytes
         compiled = prog.lower(fresh(), *data).compile()
         rows[name] = (fresh, lambda p, f=compiled, d=data: jax.block_until_ready(f(p, *d)))
     return rows, hlo

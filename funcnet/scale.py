@@ -12,9 +12,12 @@ processes (hosts) run the same program; each one places only its own rows of eve
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -198,8 +201,33 @@ def jit_replicated(fn: Callable, mesh: Mesh, donate: tuple[int, ...] = ()) -> Ca
     return jax.jit(fn, out_shardings=replicated(mesh), donate_argnums=donate)
 
 
+class AllReduces(NamedTuple):
+    """What a compiled program all-reduces: op count, array elements and bytes."""
+
+    ops: int
+    elements: int
+    bytes: int
+
+
+def all_reduces(compiled_text: str) -> AllReduces:
+    """The all-reduces of a compiled program's HLO text (``jit(f).lower(...).compile()
+    .as_text()``): what each step sends over the devices, read off the program itself."""
+    ops = elements = size = 0
+    for line in compiled_text.splitlines():
+        m = re.search(r"= (\(.*?\)|\S+) all-reduce(?:-start)?\(", line)
+        if m:
+            ops += 1
+            for bits, dims in re.findall(r"[fsu](\d+)\[([\d,]*)\]", m.group(1)):
+                n = math.prod(int(d) for d in dims.split(",") if d)
+                elements += n
+                size += n * int(bits) // 8
+    return AllReduces(ops, elements, size)
+
+
 __all__ = [
     "AXIS",
+    "AllReduces",
+    "all_reduces",
     "batch_sharding",
     "check_mesh",
     "data_mesh",

@@ -111,20 +111,6 @@ def equal(kind):
     return out
 
 
-def all_reduced(compiled_text: str) -> tuple[int, int]:
-    """(all-reduce ops, elements they reduce) in compiled HLO text."""
-    import re
-
-    ops, elements = 0, 0
-    for line in compiled_text.splitlines():
-        m = re.search(r"= (\(.*?\)|\S+) all-reduce(?:-start)?\(", line)
-        if m:
-            ops += 1
-            for dims in re.findall(r"[fsu]\d+\[([\d,]*)\]", m.group(1)):
-                elements += int(np.prod([int(d) for d in dims.split(",") if d]))
-    return ops, elements
-
-
 def collectives():
     out = {"threefry_partitionable": bool(jax.config.jax_threefry_partitionable)}
     mesh = scale.data_mesh(4)
@@ -137,10 +123,12 @@ def collectives():
     t = scale.place(np.zeros(100, np.int32), mesh, 100)
     step = train.make_step(net, fn.softmax_cross_entropy, opt)
     text = scale.jit_replicated(step, mesh).lower(p, s, x, t).compile().as_text()
-    out["mlp_step"] = all_reduced(text)
+    reduced = scale.all_reduces(text)
+    out["mlp_step"] = reduced.ops, reduced.elements
     xs, ts = (scale.place(np.zeros((3, *a.shape), a.dtype), mesh, 100, 1) for a in (x, t))
     text = scale.jit_replicated(train.make_epoch(step), mesh).lower(p, s, xs, ts).compile()
-    out["mlp_scan"] = all_reduced(text.as_text())
+    reduced = scale.all_reduces(text.as_text())
+    out["mlp_scan"] = reduced.ops, reduced.elements
     out["gradient_elements"] = sum(a.size for a in jax.tree_util.tree_leaves(params))
 
     # BatchNorm, sharded: the hand-written backward against jax.vjp of the same forward,
