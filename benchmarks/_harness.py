@@ -61,7 +61,7 @@ def setup(ap: argparse.ArgumentParser, rows: list[str], default: list[str], argv
     ap.add_argument("--repeats", type=int, default=None, help="timed runs per row")
     ap.add_argument("--data-dir", type=Path, default=None, help="MNIST directory")
     ap.add_argument("--only", default=None, help="comma-separated rows: " + ", ".join(rows))
-    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch row")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     args = ap.parse_args(argv)
     if args.repeats is not None and args.repeats < 1:
         ap.error("--repeats must be >= 1")
@@ -69,15 +69,19 @@ def setup(ap: argparse.ArgumentParser, rows: list[str], default: list[str], argv
     if unknown := [n for n in names if n not in rows]:
         ap.error(f"unknown --only name(s) {unknown}; choose from {', '.join(rows)}")
     blas, threads = blas_info()
-    names, note = [n for n in names if n != "torch" or not args.no_torch], ""
-    if "torch" in names:
+
+    def is_torch(n):  # "torch", "torch-step"
+        return n.split("-")[0] == "torch"
+
+    names, note = [n for n in names if not (is_torch(n) and args.no_torch)], ""
+    if any(map(is_torch, names)):
         try:
             import torch
 
             note = f"; torch {torch.__version__}, {threads} intra-op threads"
         except ImportError:
-            names.remove("torch")
-            note = "; torch: not installed, row skipped"
+            names = [n for n in names if not is_torch(n)]
+            note = "; torch: not installed, its rows skipped"
     print(f"python {platform.python_version()}, numpy {np.__version__}, jax {jax.__version__}")
     print(f"BLAS: {blas}")
     print(

@@ -1,30 +1,37 @@
-"""One Conv layer forward+backward, and one SimpleConvNet epoch: funcnet against
-``lax.conv_general_dilated`` and PyTorch.
+"""One Conv layer, one pooling layer, and one SimpleConvNet epoch: funcnet against XLA's
+own convolution and PyTorch, with the targets of the conv-speed work (ok/MISS).
 
     .venv/bin/python benchmarks/conv.py [--no-epoch] [--repeats N] [--np-steps 60]
-        [--only funcnet-np,torch] [--no-torch] [--data-dir DIR]
+        [--shapes convnet,large,strided,wide] [--only funcnet-np,torch] [--no-torch]
+        [--data-dir DIR]
 
-Part 1, one layer: forward and backward (dW, db, dx) of a Conv with bias, float32, fixed
-random x, W, b, dout; ``convnet`` x (100, 1, 28, 28), W (30, 1, 5, 5), padding 0
-(SimpleConvNet's first layer) and ``large`` x (64, 64, 32, 32), W (64, 64, 3, 3), padding 1.
-Rows: funcnet-np (``layer.forward`` + ``layer.backward`` on NumPy), funcnet-jax (the same
-in one ``jax.jit``), lax-conv (``jax.vjp`` of lax.conv_general_dilated + b, jitted: the
-reference for funcnet-jax, target <= 1.2), torch (F.conv2d + autograd.grad, as many threads
-as NumPy's BLAS: the reference for funcnet-np, target <= 3).  A run is ``calls`` calls
-(about 0.2 s); median/min-max ms per call over ``--repeats`` (default 5) round-robin runs;
-GFLOP/s counts 3 products of 2·N·F·OH·OW·C·kh·kw; ``vs ref`` with ok/MISS against the
-target.  Then agreement (max |diff| against funcnet-np), and memory: im2col's size, how
-funcnet-np forms it (whole, or in chunks of ``_conv_fast.IM2COL_CHUNK_BYTES``) and the
-traced peak of one funcnet-np forward+backward.
+Part 1, one Conv layer: forward and backward (dW, db, dx) with bias, float32, fixed random
+x, W, b, dout, at four shapes (``SHAPES``): ``convnet`` (SimpleConvNet's first layer),
+``large``, ``strided`` (stride 2) and ``wide`` (small images, many channels).  Rows:
+funcnet-np (``layer.forward`` + ``layer.backward`` on NumPy); funcnet-jax (the same in one
+``jax.jit``, ``algorithm="auto"``) and its two formulations forced, funcnet-jax-im2col and
+funcnet-jax-xla; lax-conv (``jax.vjp`` of lax.conv_general_dilated + b, jitted); torch
+(F.conv2d + autograd.grad, as many threads as NumPy's BLAS).  Targets: funcnet-np <= 1.0x
+torch at ``convnet``, <= 1.2x elsewhere; funcnet-jax <= 1.1x the faster of lax-conv and
+funcnet-jax-im2col.  A run is ``calls`` calls (about 0.2 s); median/min-max ms per call over
+``--repeats`` (default 7) round-robin runs; GFLOP/s counts 3 products of
+2·N·F·OH·OW·C·kh·kw.  Then agreement (max |diff| against funcnet-np), and memory: the traced
+peak of one funcnet-np forward+backward against the batch's im2col (target: no more).
 
-Part 2, one epoch (``--no-epoch`` skips it): SimpleConvNet, Adam lr 0.001, 600 steps of
+Part 2, pooling at SimpleConvNet's shape, x (100, 30, 24, 24), 2x2: MaxPool and AvgPool
+forward + backward; funcnet-np against torch (F.max_pool2d / avg_pool2d + autograd.grad) and
+funcnet-jax against ``jax.vjp`` of lax.reduce_window, jitted (targets <= 1.0x).
+
+Part 3, one epoch (``--no-epoch`` skips it): SimpleConvNet, Adam lr 0.001, 600 steps of
 batch 100, every run from the same weights; median s over ``--repeats`` (default 3).
 funcnet-np-step (``train.make_step`` on NumPy; only the first ``--np-steps`` steps, scaled
 to 600, marked *), funcnet-jax-step (jitted, one call per batch), funcnet-jax-scan
 (``train.make_epoch`` as one lax.scan), jnp-step / jnp-scan (the net and Adam written in
-jax.numpy; ``vs funcnet`` against the funcnet row of the same dispatch).  jnp-scan (~25 s
-on 2 cores, in XLA's max-pool gradient) runs only when ``--only`` names it.  loss@K, loss@600:
-step K and last step of the first timed run (equal digits: the rows train alike).
+jax.numpy; ``vs funcnet`` against the funcnet row of the same dispatch), torch-step (the net
+in PyTorch, eager, torch.optim.Adam).  Targets against torch-step: funcnet-np-step <= 0.8,
+funcnet-jax-step and -scan <= 0.5.  jnp-scan (~25 s on 2 cores, in XLA's max-pool gradient)
+runs only when ``--only`` names it.  loss@K, loss@600: step K and last step of the first
+timed run (equal digits: the rows train alike).
 """
 
 from __future__ import annotations
@@ -52,33 +59,63 @@ from funcnet.layers import _conv_fast
 
 SEED, BATCH, LR = 0, 100, 0.001
 RUN_S = 0.2  # a timed layer run lasts about this long: calls = ceil(RUN_S / warm-up call)
-SHAPES = {  # x (N, C, H, W), W (F, C, kh, kw), padding; stride 1
-    "convnet": ((100, 1, 28, 28), (30, 1, 5, 5), 0),
-    "large": ((64, 64, 32, 32), (64, 64, 3, 3), 1),
+SHAPES = {  # x (N, C, H, W), W (F, C, kh, kw), padding, stride, funcnet-np's target vs torch
+    "convnet": ((100, 1, 28, 28), (30, 1, 5, 5), 0, 1, 1.0),
+    "large": ((64, 64, 32, 32), (64, 64, 3, 3), 1, 1, 1.2),
+    # (32 + 2 - 3) / 2 does not divide, which Conv refuses; PyTorch would drop the last
+    # padding row.  31x31 gives the same 16x16 output, the same flops, on both sides.
+    "strided": ((64, 32, 31, 31), (64, 32, 3, 3), 1, 2, 1.2),
+    "wide": ((32, 128, 16, 16), (128, 128, 3, 3), 1, 1, 1.2),
 }
+POOL_SHAPE = (100, 30, 24, 24)  # SimpleConvNet's pooling input; 2x2 windows, stride 2
 DN = ("NCHW", "OIHW", "NCHW")
-# row -> (reference row, target ratio)
-TARGETS = {"funcnet-np": ("torch", 3.0), "funcnet-jax": ("lax-conv", 1.2)}
+# row -> (reference rows (the fastest counts), target ratio or None: the shape's)
+TARGETS = {
+    "funcnet-np": (("torch",), None),
+    "funcnet-jax": (("lax-conv", "funcnet-jax-im2col"), 1.1),
+}
+POOL_TARGETS = {"funcnet-np": (("torch",), 1.0), "funcnet-jax": (("reduce-window",), 1.0)}
+EPOCH_TARGETS = {
+    "funcnet-np-step": (("torch-step",), 0.8),
+    "funcnet-jax-step": (("torch-step",), 0.5),
+    "funcnet-jax-scan": (("torch-step",), 0.5),
+}
 
 
 def mb(nbytes: float) -> str:
     return f"{nbytes / 1e6:.2f} MB"
 
 
-def lax_conv(x, W, pad: int):  # NCHW and OIHW, as funcnet and PyTorch
-    return lax.conv_general_dilated(x, W, (1, 1), [(pad, pad)] * 2, dimension_numbers=DN)
+def lax_conv(x, W, pad: int, stride: int = 1):  # NCHW and OIHW, as funcnet and PyTorch
+    return lax.conv_general_dilated(x, W, (stride,) * 2, [(pad, pad)] * 2, dimension_numbers=DN)
 
 
-def make_case(xs, ws, pad, threads):
+def vs_target(targets, default=None):
+    """A column: the row's median over the fastest of its reference rows, ok/MISS."""
+
+    def cell(n, med):
+        refs, target = targets.get(n, ((), None))
+        refs, target = [r for r in refs if r in med], target or default
+        if not refs or target is None:
+            return ""
+        ref = min(refs, key=med.get)
+        r = med[n] / med[ref]
+        return f"{r:.2f} {'ok' if r <= target else 'MISS'} (<={target:g} {ref})"
+
+    return cell
+
+
+def make_case(xs, ws, pad, stride, target, threads):
     rng = np.random.default_rng(SEED)
-    layer = fn.Conv(ws[0], ws[2:], padding=pad)
+    layer = fn.Conv(ws[0], ws[2:], padding=pad, stride=stride)
     out = layer.init(0, xs)[0]
     x = rng.standard_normal(xs, dtype=np.float32)  # x, W, b, dout drawn in this order
     W = rng.standard_normal(ws, dtype=np.float32) * np.float32(math.sqrt(2 / math.prod(ws[1:])))
     return argparse.Namespace(
         x=x, W=W, pad=pad, layer=layer, out=out,
         b=rng.standard_normal(ws[0], dtype=np.float32) * np.float32(0.1),
-        dout=rng.standard_normal(out, dtype=np.float32), threads=threads,
+        dout=rng.standard_normal(out, dtype=np.float32), threads=threads, stride=stride,
+        target=target,
         flops=3 * 2 * math.prod(out) * math.prod(ws[1:]),
         cols=math.prod(out) // ws[0] * math.prod(ws[1:]) * 4,  # im2col bytes
     )  # fmt: skip
@@ -99,13 +136,21 @@ def jitted(f, *args):
     return lambda: jax.block_until_ready(run(*args))
 
 
-def layer_funcnet_jax(c):
-    return jitted(functools.partial(fwd_bwd, c.layer), {"W": c.W, "b": c.b}, c.x, c.dout)
+def layer_funcnet_jax(algorithm):
+    def build(c):
+        layer = fn.Conv(c.W.shape[0], c.W.shape[2:], padding=c.pad, stride=c.stride,
+                        algorithm=algorithm)  # fmt: skip
+        return jitted(functools.partial(fwd_bwd, layer), {"W": c.W, "b": c.b}, c.x, c.dout)
+
+    return build
 
 
 def layer_lax_conv(c):
     def run(W, b, x, dout):
-        y, vjp = jax.vjp(lambda W, b, x: lax_conv(x, W, c.pad) + b[None, :, None, None], W, b, x)
+        def f(W, b, x):
+            return lax_conv(x, W, c.pad, c.stride) + b[None, :, None, None]
+
+        y, vjp = jax.vjp(f, W, b, x)
         return y, *vjp(dout)
 
     return jitted(run, c.W, c.b, c.x, c.dout)
@@ -120,7 +165,7 @@ def layer_torch(c):
     dout = torch.from_numpy(c.dout)
 
     def call():
-        y = F.conv2d(x, W, b, padding=c.pad)
+        y = F.conv2d(x, W, b, padding=c.pad, stride=c.stride)
         dx, dW, db = torch.autograd.grad(y, (x, W, b), dout)
         return y.detach(), dW, db, dx
 
@@ -129,35 +174,39 @@ def layer_torch(c):
 
 LAYER_ROWS = {
     "funcnet-np": layer_funcnet_np,
-    "funcnet-jax": layer_funcnet_jax,
+    "funcnet-jax": layer_funcnet_jax("auto"),
+    "funcnet-jax-im2col": layer_funcnet_jax("im2col"),
+    "funcnet-jax-xla": layer_funcnet_jax("xla"),
     "lax-conv": layer_lax_conv,
     "torch": layer_torch,
 }
 
 
 def print_memory(label, c, call) -> None:
-    """im2col's size, how funcnet-np forms it, the traced peak of ``call()`` (if any)."""
+    """The traced peak of one funcnet-np forward+backward against the batch's im2col."""
     n = c.x.shape[0]
-    parts = _conv_fast.chunks(n, c.cols // n)
-    how = "formed whole, kept in the cache for the backward"
-    if len(parts) > 1:
-        per = parts[0].stop - parts[0].start
-        how = (
-            f"formed in {len(parts)} chunks of <= {per} samples ({mb(c.cols / n * per)}, budget "
-            f"{mb(_conv_fast.IM2COL_CHUNK_BYTES)}), gathered again in the backward"
-        )
-    print(f"  memory at {label}:\n  im2col of the batch: {mb(c.cols)}; funcnet-np: {how}")
-    if call is not None:
-        gc.collect()
-        tracemalloc.start()
-        base = tracemalloc.get_traced_memory()[0]
-        call()
-        peak = tracemalloc.get_traced_memory()[1] - base
-        tracemalloc.stop()
-        print(
-            f"  traced peak of one funcnet-np forward+backward: {mb(peak)} "
-            f"({peak / c.cols:.1f} x im2col)"
-        )
+    g = _conv_fast._gather(c.x.shape, c.W, c.W.shape[2:], (c.stride,) * 2, (c.pad,) * 2,
+                           c.out[2:])  # fmt: skip
+    per = _conv_fast.chunks(n, g.sample_bytes)[0]
+    m = per.stop - per.start
+    print(f"  memory at {label}: im2col of the batch {mb(c.cols)}; funcnet-np gathers {m} of "
+          f"{n} samples at a time ({mb(g.sample_bytes * m)})")  # fmt: skip
+    if call is None:
+        return
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    kept = call()
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    results = sum(a.nbytes for a in kept)
+    verdict = "ok" if peak <= c.cols else "MISS"
+    if results > c.cols:
+        verdict = f"n/a: y, dW, db and dx alone take {mb(results)}"
+    print(
+        f"  traced peak of one funcnet-np forward+backward: {mb(peak)} ({peak / c.cols:.2f} x "
+        f"im2col, target <= 1: {verdict}); of it the results y, dW, db, dx: {mb(results)}"
+    )
 
 
 def print_agreement(results) -> None:
@@ -168,12 +217,11 @@ def print_agreement(results) -> None:
     print(f"  agreement, max |diff| against funcnet-np (largest |value|: {scale}):")
     for name, res in results.items():
         diffs = [np.abs(np.asarray(a) - r).max() for r, a in zip(ref, res, strict=True)]
-        print(f"    {name:<12} " + "  ".join(map("{} {:.2e}".format, labels, diffs)))
+        print(f"    {name:<18} " + "  ".join(map("{} {:.2e}".format, labels, diffs)))
 
 
-def bench_layer(args, label, shape, names, threads) -> None:
-    c = make_case(*shape, threads)
-    calls = {n: LAYER_ROWS[n](c) for n in names}
+def time_calls(args, calls, what, extra, pre=()):
+    """Warm up every call, then time them round-robin; print the table; -> (results, rounds)."""
     results, count = {}, {}
     for n, call in calls.items():  # warm-up: compile, touch buffers, then time one call
         results[n], _ = call(), call()
@@ -187,22 +235,95 @@ def bench_layer(args, label, shape, names, threads) -> None:
             calls[n]()
         return (time.perf_counter() - start) / count[n]
 
-    def vs_ref(n, med):
-        ref, target = TARGETS.get(n, (None, 0))
-        ok = ref in med and ("ok" if med[n] / med[ref] <= target else "MISS")
-        return f"{med[n] / med[ref]:.2f} {ok} (<={target:g})" if ok else ""
+    rounds = H.round_robin({n: (lambda n=n: n, run) for n in calls}, args.repeats or 7, what)
+    H.report(rounds, "row", extra, 1e3, "ms",
+             pre=[("calls", lambda n, med: str(count[n])), *pre])  # fmt: skip
+    return results, rounds
 
-    print(f"\n== layer {label}: x {shape[0]}, W {shape[1]}, stride 1, padding {shape[2]} -> "
-          f"out {c.out}, float32")  # fmt: skip
-    rounds = H.round_robin({n: (lambda n=n: n, run) for n in names}, args.repeats or 5)
-    H.report(rounds, "row", [
-        ("GFLOP/s", lambda n, med: f"{c.flops / med[n] / 1e9:.1f}"), ("vs ref", vs_ref),
-    ], 1e3, "ms", pre=[("calls", lambda n, med: str(count[n]))])  # fmt: skip
+
+def groups(calls: dict) -> list[dict]:
+    """The rows timed together: NumPy's beside PyTorch's, JAX's beside XLA's.  JAX's CPU
+    runtime slowed the NumPy and PyTorch rows timed between its rows (by 15-60 % here), so
+    each comparison is interleaved only with its own peers."""
+    host = {n: c for n, c in calls.items() if n in ("funcnet-np", "torch")}
+    rest = {n: c for n, c in calls.items() if n not in host}
+    return [g for g in (host, rest) if g]
+
+
+def bench_layer(args, label, shape, names, threads) -> None:
+    c = make_case(*shape, threads)
+    calls = {n: LAYER_ROWS[n](c) for n in names}
+    print(f"\n== layer {label}: x {shape[0]}, W {shape[1]}, stride {c.stride}, padding {c.pad} "
+          f"-> out {c.out}, float32")  # fmt: skip
+    results = {}
+    for group in groups(calls):
+        res, rounds = time_calls(args, group, "rows", [
+            ("GFLOP/s", lambda n, med: f"{c.flops / med[n] / 1e9:.1f}"),
+            ("vs ref", vs_target(TARGETS, c.target)),
+        ])  # fmt: skip
+        results.update(res)
+        H.print_load(rounds, threads)
     print(f"  {c.flops / 1e9:.3f} GFLOP per forward+backward")
     if "funcnet-np" in results and len(results) > 1:
         print_agreement(results)
     print_memory(label, c, calls.get("funcnet-np"))
-    H.print_load(rounds, threads)
+
+
+def pool_calls(kind, names, threads):
+    """{row: call} for one pooling layer's forward+backward at POOL_SHAPE."""
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal(POOL_SHAPE, dtype=np.float32)
+    layer = (fn.MaxPool if kind == "max" else fn.AvgPool)(2)
+    dout = rng.standard_normal(layer.init(0, POOL_SHAPE)[0], dtype=np.float32)
+
+    def funcnet(x, dout):
+        y, cache = layer.forward((), x)
+        return y, layer.backward(cache, dout)[1]
+
+    def reduce_window(x, dout):
+        def f(x):
+            if kind == "max":
+                return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+            return lax.reduce_window(x, 0.0, lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") / 4
+
+        y, vjp = jax.vjp(f, x)
+        return y, *vjp(dout)
+
+    def torch_call():
+        import torch
+        from torch.nn import functional as F
+
+        torch.set_num_threads(threads)
+        tx, td = torch.from_numpy(x).requires_grad_(), torch.from_numpy(dout)
+        pool = F.max_pool2d if kind == "max" else F.avg_pool2d
+
+        def call():
+            y = pool(tx, 2)
+            return y.detach(), *torch.autograd.grad(y, tx, td)
+
+        return call
+
+    rows = {
+        "funcnet-np": lambda: functools.partial(funcnet, x, dout),
+        "funcnet-jax": lambda: jitted(funcnet, x, dout),
+        "reduce-window": lambda: jitted(reduce_window, x, dout),
+        "torch": torch_call,
+    }
+    return {n: rows[n]() for n in rows if n in names or n == "reduce-window"}
+
+
+def bench_pools(args, names, threads) -> None:
+    for kind in ("max", "avg"):
+        print(f"\n== {kind}-pool 2x2 at x {POOL_SHAPE}, float32: forward + backward")
+        results = {}
+        for group in groups(pool_calls(kind, names, threads)):
+            res, rounds = time_calls(args, group, "rows", [("vs ref", vs_target(POOL_TARGETS))])
+            results.update(res)
+            H.print_load(rounds, threads)
+        ref = [np.asarray(a, np.float64) for a in results.pop("funcnet-np", ())]
+        for n, res in results.items() if ref else ():
+            diffs = [float(np.abs(np.asarray(a) - r).max()) for r, a in zip(ref, res, strict=True)]
+            print(f"  {n}: max |diff| against funcnet-np: y {diffs[0]:.2e}  dx {diffs[1]:.2e}")
 
 
 def funcnet_row(kind):  # "np", "step", "scan"
@@ -261,12 +382,47 @@ def jnp_row(kind):
     return build
 
 
+def torch_row(c):
+    """The same network, loss and Adam in PyTorch, eager, from the same weights."""
+    import torch
+    from torch.nn import functional as F
+
+    torch.set_num_threads(c.threads)
+    (conv, _, _, _, d1, _, d2) = c.params0
+    # funcnet's Dense keeps W as (in, out); torch's Linear takes (out, in).
+    p0 = [conv["W"], conv["b"], d1["W"].T, d1["b"], d2["W"].T, d2["b"]]
+
+    def fresh():
+        params = [torch.tensor(np.array(a)).requires_grad_() for a in p0]
+        return [params, torch.optim.Adam(params, lr=LR)]
+
+    def loss_of(params, x, t):
+        W1, b1, W2, b2, W3, b3 = params
+        y = F.max_pool2d(F.relu(F.conv2d(x, W1, b1)), 2).flatten(1)
+        return F.cross_entropy(F.linear(F.relu(F.linear(y, W2, b2)), W3, b3), t)
+
+    def epoch(state, steps=None):
+        params, opt = state
+        losses = []
+        for b in c.idx[:steps]:
+            opt.zero_grad()
+            loss = loss_of(params, torch.from_numpy(c.x[b]), torch.from_numpy(c.t[b]))
+            loss.backward()
+            opt.step()
+            losses.append(loss.detach())
+        return [float(v) for v in losses]
+
+    epoch.warm = lambda state: epoch(state, 2)
+    return fresh, epoch, len(c.idx)
+
+
 EPOCH_ROWS = {
     "funcnet-np-step": funcnet_row("np"),
     "funcnet-jax-step": funcnet_row("step"),
     "funcnet-jax-scan": funcnet_row("scan"),
     "jnp-step": jnp_row("step"),
     "jnp-scan": jnp_row("scan"),
+    "torch-step": torch_row,
 }
 OPT_IN = ("jnp-scan",)  # run only when --only names it (~25 s per epoch on 2 cores)
 
@@ -274,7 +430,8 @@ OPT_IN = ("jnp-scan",)  # run only when --only names it (~25 s per epoch on 2 co
 def bench_epoch(args, names, threads) -> None:
     x, t, idx, source = H.load_data(args.data_dir, BATCH, SEED)
     net, steps, k = models.simple_convnet(), len(idx), max(1, min(args.np_steps, len(idx)))
-    c = argparse.Namespace(x=x.reshape(-1, 1, 28, 28), t=t, idx=idx, net=net, np_steps=k)
+    c = argparse.Namespace(x=x.reshape(-1, 1, 28, 28), t=t, idx=idx, net=net, np_steps=k,
+                           threads=threads)  # fmt: skip
     c.params0 = net.init(SEED, (BATCH, 1, 28, 28))[1]
     print(f"\n== one SimpleConvNet epoch: {net.name}")
     print(f"data: {source}; {steps} steps of batch {BATCH}, {x.dtype}; Adam lr {LR}")
@@ -298,6 +455,7 @@ def bench_epoch(args, names, threads) -> None:
 
     med = H.report(rounds, "row", [
         ("vs funcnet", lambda n, med: H.ratio(med, n, H.family(n))),
+        ("vs torch", vs_target(EPOCH_TARGETS)),
         (f"loss@{k}", loss(k)),
         (f"loss@{steps}", loss(steps)),
     ], label=lambda n: n + (" *" if rows[n][2] < steps else ""))  # fmt: skip
@@ -316,17 +474,25 @@ def main(argv=None) -> int:
     ap.add_argument("--epoch", action=argparse.BooleanOptionalAction, default=True,
                     help="also time one SimpleConvNet epoch (default: on)")  # fmt: skip
     ap.add_argument("--np-steps", type=int, default=60, help="steps of funcnet-np-step (60)")
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="Conv shapes: " + ", ".join(SHAPES))
+    ap.add_argument("--pools", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time the pooling layers (default: on)")  # fmt: skip
     every = [*LAYER_ROWS, *EPOCH_ROWS]
     default = [n for n in every if n not in OPT_IN]
     args, names, threads = H.setup(ap, every, default, argv)
+    shapes = [v.strip() for v in args.shapes.split(",") if v.strip()]
+    if unknown := [v for v in shapes if v not in SHAPES]:
+        ap.error(f"unknown --shapes {unknown}; choose from {', '.join(SHAPES)}")
     print(
         f"jax default backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
         f"default_matmul_precision {jax.config.jax_default_matmul_precision}"
     )
     if layer_names := [n for n in names if n in LAYER_ROWS]:
-        for label, shape in SHAPES.items():
-            bench_layer(args, label, shape, layer_names, threads)
+        for label in shapes:
+            bench_layer(args, label, SHAPES[label], layer_names, threads)
             gc.collect()
+        if args.pools:
+            bench_pools(args, layer_names, threads)
     if args.epoch and (epoch_names := [n for n in names if n in EPOCH_ROWS]):
         bench_epoch(args, epoch_names, threads)
     return 0

@@ -13,7 +13,6 @@ import inspect
 import textwrap
 
 import jax
-import numpy as np
 import pytest
 
 import funcnet as fn
@@ -21,43 +20,35 @@ from funcnet.cli import check
 
 FAST = "funcnet.layers._conv_fast"
 REF = "funcnet.layers.conv"
+XLA = "funcnet.layers._conv_xla"
 
 # (module, function, old text, new text, the cases that must catch it (a part of their
 # label), the array types to run them on)
 MUTATIONS = [
     (
         FAST,
-        "conv_forward",
-        "out = W2 @ cols",
-        "out = 1.001 * (W2 @ cols)",
-        "Conv(2, (3, 2)",
-        "numpy",
-    ),
-    (
-        FAST,
-        "conv_forward",
-        "np.matmul(W2, ref.im2col(x_pad[s], kernel, stride, out_hw), out=out[s])",
-        "out[s] = 1.001 * (W2 @ ref.im2col(x_pad[s], kernel, stride, out_hw))",
+        "correlate",
+        "g.collect(W2 @ g.cols(src[s]), s.stop - s.start, out[s], bias)",
+        "g.collect(1.001 * (W2 @ g.cols(src[s])), s.stop - s.start, out[s], bias)",
         "chunks",
         "numpy",
     ),
     (
         FAST,
         "conv_backward",
-        "dW = (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)",
-        "dW = 1.001 * (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)",
+        "dW += d @ g.cols(x[s]).T",
+        "dW += 1.001 * (d @ g.cols(x[s]).T)",
         "Conv(2, (3, 2)",
         "numpy",
     ),
     (
         FAST,
         "conv_backward",
-        "dW += (d[s] @ chunk.transpose(0, 2, 1)).sum(axis=0)",
-        "dW += 1.001 * (d[s] @ chunk.transpose(0, 2, 1)).sum(axis=0)",
+        "dx[s] = col2im_chunk(",
+        "dx[s] = 1.001 * col2im_chunk(",
         "chunks",
         "numpy",
     ),
-    (FAST, "conv_backward", "dx[s] = conv_dx(", "dx[s] = 1.001 * conv_dx(", "chunks", "numpy"),
     (
         FAST,
         "conv_backward",
@@ -68,34 +59,66 @@ MUTATIONS = [
     ),
     (
         FAST,
-        "dx_parts_by_offset",
-        "(W[:, :, i, j].T @ d)",
-        "1.001 * (W[:, :, i, j].T @ d)",
-        "by offset",
+        "conv_dx",
+        "g.collect(sub @ g.cols(buf=buf), s.stop - s.start, target[s])",
+        "g.collect(1.001 * (sub @ g.cols(buf=buf)), s.stop - s.start, target[s])",
+        "dx as conv",
         "numpy",
     ),
     (
         FAST,
-        "dx_parts_whole",
-        "lambda i, j: dcols[:, :, i, j]",
-        "lambda i, j: 1.001 * dcols[:, :, i, j]",
+        "conv_dx",
+        "[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)",
+        "[:, :, ::-1, :].transpose(1, 0, 2, 3)",
+        "Conv(3, (2, 3), stride=2, padding=1)",
+        "numpy",
+    ),
+    (
+        FAST,
+        "col2im_chunk",
+        "+= parts[:, i, j].reshape(c, m, run)",
+        "+= 1.001 * parts[:, i, j].reshape(c, m, run)",
+        "Conv(4, 3, padding=1)",
+        "numpy",
+    ),
+    (
+        FAST,
+        "col2im_chunk",
+        "[...] += parts[:, i, j].transpose(1, 0, 2, 3)",
+        "[...] += 1.001 * parts[:, i, j].transpose(1, 0, 2, 3)",
         "Conv(2, (3, 2)",
         "numpy",
+    ),
+    (
+        XLA,
+        "conv_backward",
+        "return dW, db, dx",
+        "return dW, db, 1.001 * dx",
+        "algorithm='xla'",
+        "jax",
+    ),
+    (
+        XLA,
+        "conv_backward",
+        "rhs_dilation=stride,",
+        "rhs_dilation=(1, 1),",
+        "stride=2, padding=1, algorithm='xla'",
+        "jax",
     ),
     (FAST, "col2im", "[...] += p", "[...] += 1.001 * p", "AvgPool(3", "numpy"),
     (
         FAST,
         "maxpool_forward",
-        "best = windows.max(axis=0)",
-        "best = 1.001 * windows.max(axis=0)",
+        "np.maximum(best, v, out=best)",
+        "np.maximum(best, 1.001 * v, out=best)",
         "MaxPool(2)",
         "numpy",
     ),
     (
         FAST,
         "maxpool_forward",
-        "for k in range(len(windows) - 2, -1, -1):",
-        "for k in range(len(windows) - 1):",
+        "for k in range(len(views) - 2, -1, -1):",
+        "for k in range(len(views) - 1):",
         "ties",
         "numpy",
     ),
@@ -110,9 +133,33 @@ MUTATIONS = [
     (
         FAST,
         "maxpool_backward",
-        "return dout * hit if fast",
-        "return 1.001 * dout * hit if fast",
+        "return np.multiply(dout, hit, out=out)",
+        "return np.multiply(1.001 * dout, hit, out=out)",
         "MaxPool(2)",
+        "numpy",
+    ),
+    (
+        FAST,
+        "maxpool_backward",
+        "return np.multiply(dout, hit, out=out)",
+        "return np.multiply(1.001 * dout, hit, out=out)",
+        "MaxPool(3, stride=2",
+        "numpy",
+    ),
+    (
+        FAST,
+        "avgpool_forward",
+        "total /= kernel[0] * kernel[1]",
+        "total /= 1.001 * kernel[0] * kernel[1]",
+        "AvgPool(2)",
+        "numpy",
+    ),
+    (
+        FAST,
+        "avgpool_backward",
+        "tiles[:, :, :, i, :, j] = share",
+        "tiles[:, :, :, i, :, j] = 1.001 * share",
+        "AvgPool(2)",
         "numpy",
     ),
     (
@@ -405,13 +452,13 @@ def test_every_public_layer_loss_and_node_is_in_the_catalogue():
     assert checked == {"softmax_cross_entropy", "mean_squared_error", "mul", "add"}
 
 
-def test_the_catalogue_runs_the_chunked_and_per_offset_conv_paths(monkeypatch):
-    from funcnet.layers import _conv_fast
+def test_the_catalogue_runs_every_conv_path(monkeypatch):
+    """NumPy: chunks, dx as a convolution and dx by col2im; JAX: im2col and XLA's conv."""
+    from funcnet.layers import _conv_fast, _conv_xla, conv
 
-    seen = {"chunks": 0, "offset": 0, "whole": 0}
-    real_chunks, real_offset, real_whole = (
-        _conv_fast.chunks, _conv_fast.dx_parts_by_offset, _conv_fast.dx_parts_whole,
-    )  # fmt: skip
+    real_budget = _conv_fast.CHUNK_BYTES
+    seen = {"chunks": 0, "as conv": 0, "col2im": 0, "xla": 0, "im2col": 0}
+    real_chunks = _conv_fast.chunks
 
     def chunks(n, sample_bytes):
         out = real_chunks(n, sample_bytes)
@@ -419,11 +466,14 @@ def test_the_catalogue_runs_the_chunked_and_per_offset_conv_paths(monkeypatch):
         return out
 
     def count(key, real):
-        return lambda *a: seen.__setitem__(key, seen[key] + 1) or real(*a)
+        return lambda *a, **k: seen.__setitem__(key, seen[key] + 1) or real(*a, **k)
 
     monkeypatch.setattr(_conv_fast, "chunks", chunks)
-    monkeypatch.setattr(_conv_fast, "dx_parts_by_offset", count("offset", real_offset))
-    monkeypatch.setattr(_conv_fast, "dx_parts_whole", count("whole", real_whole))
-    check.builtin_checks(kinds={"conv"}, arrays={"numpy"})
+    monkeypatch.setattr(_conv_fast, "conv_dx", count("as conv", _conv_fast.conv_dx))
+    monkeypatch.setattr(_conv_fast, "col2im_chunk", count("col2im", _conv_fast.col2im_chunk))
+    monkeypatch.setattr(_conv_xla, "conv_backward", count("xla", _conv_xla.conv_backward))
+    monkeypatch.setattr(conv, "conv_backward", count("im2col", conv.conv_backward))
+    reports = check.builtin_checks(kinds={"conv"})
+    assert reports and all(r.ok for r in reports)
     assert all(seen.values()), seen
-    assert np.isfinite(_conv_fast.IM2COL_CHUNK_BYTES)  # the budget was restored
+    assert _conv_fast.CHUNK_BYTES == real_budget  # the budget was restored

@@ -17,7 +17,7 @@ from funcnet.core import pipeline, to_jax  # noqa: E402
 from funcnet.gradcheck import GradcheckError, check_layer  # noqa: E402
 from funcnet.layers import _conv_fast as fast  # noqa: E402
 from funcnet.layers import conv  # noqa: E402
-from funcnet.layers._conv_fast import DX_BY_OFFSET_MIN_CHANNELS  # noqa: E402
+from funcnet.layers._conv_fast import DX_AS_CONV_MIN_CHANNELS  # noqa: E402
 from funcnet.layers.conv import AvgPool, Conv, MaxPool  # noqa: E402
 
 # (in_shape, out_channels, kernel, stride, padding): strides 1–2, paddings 0–2, odd and
@@ -32,9 +32,16 @@ CONV_CASES = [
     ((1, 2, 6, 8), 3, (2, 3), (2, 1), (2, 0)),
     ((2, 2, 4, 4), 3, 1, 1, 0),
     ((1, 1, 5, 7), 2, (3, 1), (1, 2), (0, 1)),
-    # From DX_BY_OFFSET_MIN_CHANNELS input channels on, dx is formed one offset at a time.
+    # From DX_AS_CONV_MIN_CHANNELS input channels on, NumPy's dx is a convolution of dy.
     ((2, 8, 5, 5), 3, 3, 1, 1),
     ((1, 9, 7, 6), 2, (3, 2), 2, (1, 0)),
+]
+# Where dx as a convolution meets its edges: a stride above the kernel (phases no tap
+# reads), padding above k - 1 (dy cropped, not padded), and a 5x5 kernel at stride 2.
+DX_EDGE_CASES = [
+    ((2, 8, 8, 8), 3, 2, 3, 0),
+    ((1, 8, 4, 5), 2, 3, 1, (3, 2)),
+    ((2, 8, 9, 9), 2, 5, 2, 2),
 ]
 # (in_shape, size, stride, padding)
 POOL_CASES = [
@@ -45,6 +52,7 @@ POOL_CASES = [
     ((2, 2, 4, 6), (2, 3), (2, 3), 0),
     ((1, 3, 7, 5), 3, 2, (1, 0)),
     ((1, 1, 6, 6), 3, 3, 0),
+    ((1, 2, 4, 4), 2, None, 1),  # windows that tile the padded input
 ]
 # The backward checks trace the forward eagerly in JAX, which compiles every distinct slice;
 # a subset keeps the file fast while still covering overlap, padding and rectangles.
@@ -54,9 +62,10 @@ POOL_GRAD_CASES = POOL_CASES[:3] + POOL_CASES[4:6]
 
 def test_grad_cases_cover_both_dx_formulations():
     channels = [c[0][1] for c in CONV_GRAD_CASES]
-    assert min(channels) < DX_BY_OFFSET_MIN_CHANNELS <= max(channels)
-    strided = [c for c in CONV_GRAD_CASES if c[0][1] >= DX_BY_OFFSET_MIN_CHANNELS and c[3] != 1]
-    assert strided, "the per-offset dx needs a strided case too"
+    assert min(channels) < DX_AS_CONV_MIN_CHANNELS <= max(channels)
+    strided = [c for c in CONV_GRAD_CASES if c[0][1] >= DX_AS_CONV_MIN_CHANNELS and c[3] != 1]
+    assert strided, "dx as a convolution needs a strided case too (one per phase)"
+    assert all(c[0][1] >= DX_AS_CONV_MIN_CHANNELS for c in DX_EDGE_CASES)
 
 
 def pair(v):
@@ -234,19 +243,25 @@ def test_conv_backward_matches_jax(case):
 CHUNKED_CASES = [((3, *c[0][1:]), *c[1:]) for c in CONV_GRAD_CASES[::2] + CONV_GRAD_CASES[-1:]]
 
 
+def sample_bytes(layer, params, x, case) -> int:
+    """Bytes of one sample's im2col on NumPy (wide rows at stride 1)."""
+    cfg = {"kernel": pair(case[2]), "stride": pair(case[3]), "padding": pair(case[4])}
+    out_hw = layer.init(0, x.shape)[0][2:]
+    return fast._gather(x.shape, params["W"], out_hw=out_hw, **cfg).sample_bytes
+
+
 @pytest.mark.parametrize("samples", [1, 2])
 @pytest.mark.parametrize("case", CHUNKED_CASES)
 def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
     """A budget of one or two samples' im2col: batches of 3 go in chunks (the last one
     short); the NumPy forward, backward and need_dx=False still match the references."""
     layer, params, x = conv_setup(case)
-    _, cache = layer.forward(params, x)
-    assert cache[1] is None and cache[2] is not None  # the default budget: cols kept whole
-    oh, ow = layer.init(0, x.shape)[0][2:]
-    sample_bytes = x.shape[1] * int(np.prod(pair(case[2]))) * oh * ow * x.itemsize
-    monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", samples * sample_bytes + sample_bytes // 2)
+    one = sample_bytes(layer, params, x, case)
+    assert len(fast.chunks(3, one)) == 1  # the default budget: one chunk
+    monkeypatch.setattr(fast, "CHUNK_BYTES", samples * one + one // 2)
+    assert len(fast.chunks(3, one)) == 4 - samples
     out, cache = layer.forward(params, x)
-    assert cache[1] is not None and cache[2] is None  # chunked: the padded input instead
+    assert cache[1] is None  # NumPy keeps x only
     ref = lax_conv(x, params["W"], params["b"], *case[3:])
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
     check_layer(layer, params, x)  # NumPy in chunks against jax.vjp of the JAX forward
@@ -257,7 +272,7 @@ def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
 
 
 def test_chunks_cover_the_batch_within_the_budget(monkeypatch):
-    monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", 1000)
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 1000)
     assert fast.chunks(7, 300) == [slice(0, 3), slice(3, 6), slice(6, 7)]
     assert fast.chunks(2, 5000) == [slice(0, 1), slice(1, 2)]  # at least one sample
     assert fast.chunks(0, 300) == [slice(0, 0)]
@@ -270,6 +285,54 @@ def test_conv_backward_on_jax_arrays_matches_jax(case):
     check_layer(layer, params, x, arrays="jax", numerical=False)
 
 
+@pytest.mark.parametrize("case", CONV_GRAD_CASES[::2] + DX_EDGE_CASES)
+def test_xla_algorithm_matches_jax_and_im2col(case):
+    """``algorithm="xla"``: lax.conv forward, the backward written as two convolutions.
+    Checked against jax.vjp of that forward, and against the im2col kernels."""
+    _, params, x = conv_setup(case)
+    _, f, k, s, p = case
+    layer = Conv(f, k, stride=s, padding=p, algorithm="xla")
+    check_layer(layer, params, x, arrays="jax", numerical=False)
+    reference = Conv(f, k, stride=s, padding=p, algorithm="im2col")
+    jparams, jx = jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(x)
+    out, cache = layer.forward(jparams, jx)
+    ref_out, ref_cache = reference.forward(jparams, jx)
+    assert cache[1] is None and ref_cache[1] is not None  # XLA keeps no cols
+    g = jnp.asarray(np.random.default_rng(5).standard_normal(out.shape))
+    assert_trees_close((out, layer.backward(cache, g)), (ref_out, reference.backward(ref_cache, g)))
+    dparams, none = layer.backward(cache, g, need_dx=False)
+    assert none is None
+    assert_trees_close(dparams, layer.backward(cache, g)[0], rtol=0, atol=0)
+
+
+def test_auto_algorithm_follows_the_backend_and_the_shape(monkeypatch):
+    c, most = conv.XLA_MIN_CHANNELS, conv.XLA_MAX_POSITIONS
+    # The CPU: XLA's from c channels up to `most` output positions, im2col either side.
+    assert conv.jax_algorithm("auto", (most // 16, c, 9, 9), (4, 4)) == "xla"
+    assert conv.jax_algorithm("auto", (most // 16 + 1, c, 9, 9), (4, 4)) == "im2col"
+    assert conv.jax_algorithm("auto", (1, c - 1, 9, 9), (4, 4)) == "im2col"
+    assert conv.jax_algorithm("im2col", (1, c, 9, 9), (4, 4)) == "im2col"
+    small, big = ((2, c, 5, 5), 3, 3, 1, 1), ((2, c - 1, 5, 5), 3, 3, 1, 1)
+    for case, kept in ((small, False), (big, True)):  # im2col keeps cols for its backward
+        layer, params, x = conv_setup(case)
+        params, x = jax.tree_util.tree_map(jnp.asarray, params), jnp.asarray(x)
+        assert (layer.forward(params, x)[1][1] is not None) == kept
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert conv.jax_algorithm("auto", (10**6, 1, 9, 9), (4, 4)) == "xla"
+    assert layer.forward(params, x)[1][1] is None  # the same layer: XLA's on a GPU
+    assert Conv(3, 3, algorithm="xla").name == "Conv(3, 3, algorithm='xla')"
+    with pytest.raises(ValueError, match=r"Conv\(3, 3, algorithm='cudnn'\): algorithm must be"):
+        Conv(3, 3, algorithm="cudnn")
+
+
+def test_numpy_forward_then_jax_dout_gathers_cols():
+    """NumPy keeps no cols; a JAX dout on that cache takes the reference, which gathers them."""
+    layer, params, x = conv_setup(CONV_CASES[3])
+    out, cache = layer.forward(params, x)
+    g = np.random.default_rng(6).standard_normal(out.shape)
+    assert_trees_close(layer.backward(cache, jnp.asarray(g)), layer.backward(cache, g))
+
+
 @pytest.mark.parametrize("kind", [MaxPool, AvgPool])
 @pytest.mark.parametrize("case", POOL_GRAD_CASES)
 def test_pool_backward_on_jax_arrays_matches_jax(kind, case):
@@ -278,23 +341,23 @@ def test_pool_backward_on_jax_arrays_matches_jax(kind, case):
 
 
 @pytest.mark.parametrize("budget", [None, 1])
-@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("case", CONV_CASES + DX_EDGE_CASES)
 def test_fast_numpy_kernels_equal_the_reference_im2col(monkeypatch, case, budget):
     """The teaching kernels of ``conv`` run on NumPy too: the fast ones must agree, whole
     and in chunks, with both dx formulations."""
     if budget is not None:
-        monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", budget)
+        monkeypatch.setattr(fast, "CHUNK_BYTES", budget)
     layer, params, x = conv_setup(case)
     W, b = params["W"], params["b"]
     cfg = {"kernel": pair(case[2]), "stride": pair(case[3]), "padding": pair(case[4])}
     out_hw = layer.init(0, x.shape)[0][2:]
     ref_out, cols = conv.conv_forward(x, W, b, out_hw=out_hw, **cfg)
-    out, x_pad, fast_cols = fast.conv_forward(x, W, b, out_hw=out_hw, **cfg)
+    out = fast.conv_forward(x, W, b, out_hw=out_hw, **cfg)
     np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
     dout = np.random.default_rng(7).standard_normal(out.shape)
     opts = dict(in_hw=x.shape[2:], bias=True, need_dx=True, **cfg)
     expect = conv.conv_backward(cols, W, dout, **opts)
-    got = fast.conv_backward(x_pad, fast_cols, W, dout, **opts)
+    got = fast.conv_backward(x, W, dout, **opts)
     for a, r in zip(got, expect, strict=True):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
 
@@ -328,6 +391,23 @@ def test_fast_numpy_pool_kernels_equal_the_reference(case):
     )
 
 
+@pytest.mark.parametrize("case", [POOL_CASES[0], POOL_CASES[1]])  # tiled, overlapping
+def test_fast_maxpool_takes_nan_like_the_reference(case):
+    """NumPy's maximum would let a NaN win anywhere; the reference's strict ">" lets it win
+    only at a window's first offset.  The fast kernel must give the reference's answer."""
+    shape, size, stride, padding = case
+    kernel = pair(size)
+    cfg = {"kernel": kernel, "stride": kernel if stride is None else pair(stride),
+           "padding": pair(padding)}  # fmt: skip
+    x = np.random.default_rng(8).standard_normal(shape)
+    x.reshape(-1)[::5] = np.nan
+    out_hw = MaxPool(size, stride, padding).init(0, shape)[0][2:]
+    best, arg = conv.maxpool_forward(x, out_hw=out_hw, **cfg)
+    fbest, (farg,) = fast.maxpool_forward(x, out_hw=out_hw, **cfg)
+    np.testing.assert_array_equal(fbest, best)
+    np.testing.assert_array_equal(farg, arg)
+
+
 @pytest.mark.parametrize("kind", [MaxPool, AvgPool])
 @pytest.mark.parametrize("case", POOL_GRAD_CASES)
 def test_pool_backward_matches_jax(kind, case):
@@ -353,13 +433,12 @@ def test_perturbed_backward_fails(layer, params_of, factors):
 
 
 @pytest.mark.parametrize("factors", [{"dx_factor": 1 + 1e-3}, {"dW_factor": 1 + 1e-3}])
-def test_perturbed_backward_fails_in_chunks_and_by_offset(monkeypatch, factors):
-    """The same sensitivity where dx is formed per kernel offset and cols in chunks."""
-    monkeypatch.setattr(fast, "IM2COL_CHUNK_BYTES", 1)  # one sample per chunk
+def test_perturbed_backward_fails_in_chunks_and_as_conv(monkeypatch, factors):
+    """The same sensitivity where dx is a convolution of dy and cols come in chunks."""
+    monkeypatch.setattr(fast, "CHUNK_BYTES", 1)  # one sample per chunk
     layer = Conv(3, 3, stride=2, padding=1)
-    params = layer.init(0, (-1, DX_BY_OFFSET_MIN_CHANNELS, 7, 7), np.float64)[1]
-    x = np.random.default_rng(4).standard_normal((3, DX_BY_OFFSET_MIN_CHANNELS, 7, 7))
-    assert layer.forward(params, x)[1][2] is None  # chunked
+    params = layer.init(0, (-1, DX_AS_CONV_MIN_CHANNELS, 7, 7), np.float64)[1]
+    x = np.random.default_rng(4).standard_normal((3, DX_AS_CONV_MIN_CHANNELS, 7, 7))
     check_layer(layer, params, x)
     with pytest.raises(GradcheckError):
         check_layer(perturbed(layer, **factors), params, x)

@@ -31,6 +31,7 @@ class Case(NamedTuple):
     shape: tuple
     forward_kwargs: dict | None = None
     chunk_bytes: int | None = None  # NumPy Conv: im2col budget, to force chunks
+    only: str | None = None  # "jax": a case whose kernels only JAX arrays run
     ties: bool = False  # small integers as input: MaxPool windows with equal maxima
     cotangent: Callable | None = None
     note: str = ""
@@ -46,7 +47,7 @@ def layer_cases() -> list[Case]:
     """Every layer case; each is run on NumPy arrays and again on JAX arrays."""
     lin, act, cv = linear, activations, conv
     train = {"train": True}
-    eight = _conv_fast.DX_BY_OFFSET_MIN_CHANNELS
+    eight = _conv_fast.DX_AS_CONV_MIN_CHANNELS
     return [
         Case("linear", lambda: lin.Dense(7), (5, 4)),
         Case("linear", lambda: lin.Dense(3), (1, 2, 5)),
@@ -71,13 +72,13 @@ def layer_cases() -> list[Case]:
             "conv",
             lambda: cv.Conv(3, 3, padding=1, bias=False),
             (2, eight, 5, 5),
-            note="dx by offset",
+            note="dx as conv",
         ),
         Case(
             "conv",
             lambda: cv.Conv(3, (2, 3), stride=2, padding=1),
             (2, eight + 1, 6, 7),
-            note="dx by offset",
+            note="dx as conv",
         ),
         Case("conv", lambda: cv.Conv(4, 3, padding=1), (3, 3, 6, 6), chunk_bytes=1, note="chunks"),
         Case(
@@ -85,7 +86,14 @@ def layer_cases() -> list[Case]:
             lambda: cv.Conv(3, 3, stride=2),
             (3, eight, 7, 7),
             chunk_bytes=1,
-            note="chunks, dx by offset",
+            note="chunks, dx as conv",
+        ),
+        Case("conv", lambda: cv.Conv(4, 3, padding=1, algorithm="xla"), (2, 3, 6, 6), only="jax"),
+        Case(
+            "conv",
+            lambda: cv.Conv(3, 3, stride=2, padding=1, algorithm="xla"),
+            (2, 2, 7, 7),
+            only="jax",
         ),
         Case("pool", lambda: cv.MaxPool(2), (2, 3, 6, 6)),
         Case("pool", lambda: cv.MaxPool((2, 3), stride=1), (2, 2, 5, 6)),
@@ -94,6 +102,7 @@ def layer_cases() -> list[Case]:
         Case(
             "pool", lambda: cv.MaxPool(2), (2, 2, 4, 4), cotangent=_inf_cotangent, note="inf dout"
         ),
+        Case("pool", lambda: cv.AvgPool(2), (2, 3, 6, 6)),
         Case("pool", lambda: cv.AvgPool(3, stride=1, padding=1), (2, 2, 5, 5)),
         Case("pool", lambda: cv.AvgPool((2, 3), stride=(2, 1)), (1, 2, 6, 6)),
         Case(
@@ -193,6 +202,8 @@ def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Repo
         def run(arrays, i=i, case=case, layer=layer):
             if arrays == "jax" and case.chunk_bytes is not None:
                 return None  # JAX never chunks: the same case without a budget is there
+            if case.only not in (None, arrays):
+                return None  # on NumPy, algorithm="xla" is the NumPy kernels, checked above
             return _run_layer_case(i, case, layer, arrays, seed)
 
         out.append((case.kind, _label(case, layer), run))

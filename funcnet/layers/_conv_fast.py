@@ -1,13 +1,22 @@
 """The NumPy kernels of ``conv``: same results as its reference kernels, faster, with
 bounded memory (private; the tests check each against the reference and ``jax.vjp``).
 
-What differs from the reference, and why:
+What differs from the reference, and why (figures: ``docs/conv.md``):
 
-* im2col is formed for at most ``IM2COL_CHUNK_BYTES`` of samples at a time; the backward
-  gathers each chunk again from the cached padded input.
-* col2im accumulates in place into one fresh buffer instead of summing padded copies.
-* From ``DX_BY_OFFSET_MIN_CHANNELS`` input channels on, Conv's dcols is formed one kernel
-  offset at a time, as col2im consumes it.
+* Conv forms im2col for a few samples at a time (``CHUNK_BYTES``), padding each chunk into
+  a small buffer, so cols stay in the cache between their gather and their product; the
+  cache keeps only x, and the backward gathers each chunk again.
+* At stride 1 the gather is "wide": a window row is read on together with the next row's
+  start, as one run of OH·Wp elements per (channel, offset), instead of OH runs of OW.  The
+  product then also yields Wp − OW junk columns per output row, which are dropped (a
+  padding row at the bottom keeps the last run in bounds).  Long runs copy about twice as
+  fast; the junk adds (Wp − OW)/Wp to the flops.
+* The samples of a chunk sit side by side in one product (C_out, K)·(K, m·P) instead of m
+  products of (K, P) each.
+* dx at stride 1 with ``DX_AS_CONV_MIN_CHANNELS`` input channels or more is itself a
+  convolution: the correlation of dy, padded by k − 1 − p, with W flipped in space and
+  with its channel axes swapped.  Otherwise dx is col2im of W₂ᵀ·dy, accumulated in place
+  into each chunk's own buffer.
 * MaxPool stacks its windows contiguously (vectorized max) and routes a finite dout by a
   product instead of ``where``.
 """
@@ -15,49 +24,216 @@ What differs from the reference, and why:
 from __future__ import annotations
 
 import contextlib
-import math
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from . import conv as ref
 
-# From this many input channels on, Conv's backward forms dcols one kernel offset at a time
-# (measured on 2 cores: equal at 8 channels, 1.2-1.6x faster at 16-64, 3x slower at 1).
-DX_BY_OFFSET_MIN_CHANNELS = 8
+# dx as a convolution from this many input channels on, at stride 1.  Its product is
+# (C, C_out·kh·kw)·(…), a sliver for few channels; col2im's is (C·kh·kw, C_out)·(…).
+DX_AS_CONV_MIN_CHANNELS = 8
 
-# Conv forms im2col for as many samples at a time as fit in this many bytes (at least one
-# sample).  Its memory is then bounded whatever the batch, and chunks of this size are
-# recycled by the allocator, where one large buffer is mapped and page-faulted afresh on
-# every call.  Layers whose im2col fits in one chunk (SimpleConvNet's at batch 100) keep
-# cols in the cache; 4 MB chunks slowed those by up to 50 %.
-IM2COL_CHUNK_BYTES = 16 << 20
+# Conv gathers im2col for as many samples at a time as fit in this many bytes (at least
+# one sample): small enough to stay in the caches between gather and product, large enough
+# that BLAS gets a wide product.
+CHUNK_BYTES = 2 << 20
 
 
 @contextlib.contextmanager
 def chunk_budget(nbytes: int):
-    """Temporarily set ``IM2COL_CHUNK_BYTES`` (to exercise the chunked path on small data)."""
-    global IM2COL_CHUNK_BYTES
-    saved, IM2COL_CHUNK_BYTES = IM2COL_CHUNK_BYTES, int(nbytes)
+    """Temporarily set ``CHUNK_BYTES`` (to exercise several chunks on small data)."""
+    global CHUNK_BYTES
+    saved, CHUNK_BYTES = CHUNK_BYTES, int(nbytes)
     try:
         yield
     finally:
-        IM2COL_CHUNK_BYTES = saved
+        CHUNK_BYTES = saved
 
 
 def chunks(n: int, sample_bytes: int) -> list[slice]:
-    """Slices of a batch of ``n``, each with at most IM2COL_CHUNK_BYTES of im2col."""
-    step = max(1, IM2COL_CHUNK_BYTES // max(1, sample_bytes))
+    """Slices of a batch of ``n``, each with at most CHUNK_BYTES of im2col (>= 1 sample)."""
+    step = max(1, CHUNK_BYTES // max(1, sample_bytes))
     return [slice(s, min(s + step, n)) for s in range(0, max(n, 1), step)]  # n = 0: one
 
 
-def _cols_bytes(W, out_hw) -> int:
-    """Bytes of one sample's im2col: C·kh·kw · OH·OW · itemsize."""
-    return math.prod(W.shape[1:]) * out_hw[0] * out_hw[1] * W.dtype.itemsize
+class _Gather:
+    """The geometry of one im2col: source (N, C, H, W) padded by ``pads`` = (top, bottom,
+    left, right) (negative: cropped), windows ``kernel`` at ``stride``, output ``out_hw``.
+    Rows of its cols are (c, i, j), as ``W.reshape(C_out, -1)``; columns (sample, oy, ox'),
+    with ox' < ``row`` (Wp when wide, else OW)."""
+
+    def __init__(self, src_shape, pads, kernel, stride, out_hw, itemsize, origin=(0, 0)):
+        _, c, h, w = src_shape
+        top, bottom, left, right = pads
+        self.pads, self.kernel, self.stride, self.out_hw = pads, kernel, stride, out_hw
+        self.origin = origin  # where the windows start in the padded source
+        self.wide = stride == (1, 1)
+        self.hp, self.wp = h + top + bottom, w + left + right
+        self.row = self.wp if self.wide else out_hw[1]
+        self.cols_per_sample = out_hw[0] * self.row
+        self.k = c * kernel[0] * kernel[1]
+        self.sample_bytes = self.k * self.cols_per_sample * itemsize
+
+    def padded(self, src):
+        """A fresh zero-padded copy of the chunk ``src`` (+1 row when wide; see above)."""
+        m, c, h, w = src.shape
+        top, bottom, left, right = self.pads
+        buf = np.zeros((m, c, self.hp + self.wide, self.wp), dtype=src.dtype)
+        dst = buf[:, :, max(top, 0) : max(top, 0) + h + min(top, 0) + min(bottom, 0)]
+        dst = dst[:, :, :, max(left, 0) : max(left, 0) + w + min(left, 0) + min(right, 0)]
+        dst[...] = src[:, :, max(-top, 0) : h - max(-bottom, 0), max(-left, 0) : w - max(-right, 0)]
+        return buf
+
+    def cols(self, src=None, buf=None):
+        """im2col of the chunk ``src`` (or of its ``padded`` copy ``buf``) as one
+        (K, m·cols_per_sample) matrix."""
+        buf = self.padded(src) if buf is None else buf
+        buf = buf[:, :, self.origin[0] :, self.origin[1] :]
+        m, c = buf.shape[:2]
+        (kh, kw), (sh, sw), (oh, _) = self.kernel, self.stride, self.out_hw
+        sn, sc, sy, sx = buf.strides
+        view = as_strided(
+            buf,
+            shape=(c, kh, kw, m, oh, self.row),
+            strides=(sc, sy, sx, sn, sh * sy, sw * sx),
+            writeable=False,
+        )
+        return view.reshape(self.k, -1)  # the gather: one copy
+
+    def spread(self, d):
+        """dy (m, F, OH, OW) as (F, m·cols_per_sample), zero in the junk columns."""
+        m, f, oh, ow = d.shape
+        out = np.zeros((f, m, oh, self.row), dtype=d.dtype)
+        out[..., :ow] = d.transpose(1, 0, 2, 3)
+        return out.reshape(f, -1)
+
+    def collect(self, r, m, out, bias=None):
+        """out (m, F, OH, OW) = the product r (F, m·cols_per_sample) without junk (+ b)."""
+        f, (oh, ow) = r.shape[0], self.out_hw
+        r = r.reshape(f, m, oh, self.row)[..., :ow].transpose(1, 0, 2, 3)
+        if bias is None:
+            out[...] = r
+        else:
+            np.add(r, bias.reshape(1, f, 1, 1), out=out)
+
+
+def correlate(src, W2, g: _Gather, bias=None):
+    """y[n] = W₂·cols(src)[n] (+ b) for the whole batch, a chunk at a time."""
+    n = src.shape[0]
+    out = np.empty((n, W2.shape[0], *g.out_hw), dtype=src.dtype)
+    for s in chunks(n, g.sample_bytes):
+        g.collect(W2 @ g.cols(src[s]), s.stop - s.start, out[s], bias)
+    return out
+
+
+def _gather(x_shape, W, kernel, stride, padding, out_hw) -> _Gather:
+    (ph, pw) = padding
+    return _Gather(x_shape, (ph, ph, pw, pw), kernel, stride, out_hw, W.dtype.itemsize)
+
+
+def conv_forward(x, W, b, *, kernel, stride, padding, out_hw):
+    """y = W₂·cols + b, chunk by chunk; the backward gathers cols again from x."""
+    g = _gather(x.shape, W, kernel, stride, padding, out_hw)
+    return correlate(x, W.reshape(W.shape[0], -1), g, b)
+
+
+def conv_backward(x, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx):
+    """dW₂ = Σ_chunks dy·colsᵀ, db = Σ dy, and dx (see ``conv_dx``)."""
+    n, f = dout.shape[:2]
+    g = _gather(x.shape, W, kernel, stride, padding, tuple(dout.shape[2:]))
+    db = dout.sum(axis=(0, 2, 3)) if bias else None
+    as_conv = need_dx and W.shape[1] >= DX_AS_CONV_MIN_CHANNELS
+    by_col2im = need_dx and not as_conv
+    dW = np.zeros((f, g.k), dtype=W.dtype)
+    dx = np.empty(x.shape, dtype=dout.dtype) if by_col2im else None
+    W2 = W.reshape(f, -1)
+    for s in chunks(n, g.sample_bytes):
+        d = g.spread(dout[s])
+        dW += d @ g.cols(x[s]).T
+        if by_col2im:
+            dx[s] = col2im_chunk(W2.T @ d, g, s.stop - s.start, x.shape[1], in_hw, padding)
+    if as_conv:
+        dx = conv_dx(W, dout, kernel, stride, padding, in_hw)
+    return dW.reshape(W.shape), db, dx
+
+
+def conv_dx(W, dout, kernel, stride, padding, in_hw):
+    """∂L/∂x as stride-1 convolutions of dy, one per phase (a, b) of the stride.
+
+    x_pad row y = sh·u + a is read by output row oy = u − t through kernel row
+    i = a + sh·t, so x_pad[sh·u + a] gets Σ_t W[a + sh·t]·dy[u − t]: the correlation of dy,
+    padded by T_a − 1 rows, with the kernel rows a, a + sh, … flipped (T_a of them), and
+    the channel axes of W swapped.  Columns alike.  At stride 1 there is one phase and this
+    is the familiar ∂L/∂x = dy (padded by k − 1 − p) ⋆ W flipped.  Every tap of W is used
+    once, so the flops equal col2im's.  The phases share one padded copy of each chunk."""
+    n, c, (oh, ow) = dout.shape[0], W.shape[1], dout.shape[2:]
+    dx = np.empty((n, c, *in_hw), dtype=dout.dtype)
+    plan = []
+    for (y0, u0, rows, ta), (x0, v0, cols, tb) in _phases(kernel, stride, padding, in_hw):
+        target = dx[:, :, y0 :: stride[0], x0 :: stride[1]]
+        if ta == 0 or tb == 0:  # the kernel is narrower than the stride: no tap reads here
+            target[...] = 0
+            continue
+        a, b = y0 + padding[0] - stride[0] * u0, x0 + padding[1] - stride[1] * v0
+        sub = W[:, :, a :: stride[0], b :: stride[1]][:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+        pads = (ta - 1 - u0, u0 + rows - oh, tb - 1 - v0, v0 + cols - ow)
+        plan.append(
+            (target, np.ascontiguousarray(sub).reshape(c, -1), pads, (ta, tb), (rows, cols))
+        )
+    if not plan:
+        return dx
+    # One padding that holds every phase's (negative: cropped) dy, each at its own origin.
+    shared = tuple(max(0, *(pads[k] for _, _, pads, _, _ in plan)) for k in range(4))
+    gathers = [
+        _Gather(
+            dout.shape, shared, taps, (1, 1), hw, W.dtype.itemsize,
+            origin=(shared[0] - pads[0], shared[2] - pads[2]),
+        )
+        for _, _, pads, taps, hw in plan
+    ]  # fmt: skip
+    for s in chunks(n, max(g.sample_bytes for g in gathers)):
+        buf = gathers[0].padded(dout[s])
+        for (target, sub, *_), g in zip(plan, gathers, strict=True):
+            g.collect(sub @ g.cols(buf=buf), s.stop - s.start, target[s])
+    return dx
+
+
+def _phases(kernel, stride, padding, in_hw):
+    """Per axis and phase: (first x index y0, its u, how many, taps T), where x index
+    y0 + sh·r sits at x_pad row sh·(u0 + r) + a."""
+    axes = []
+    for k, s, p, n in zip(kernel, stride, padding, in_hw, strict=True):
+        phase = []
+        for y0 in range(min(s, n)):
+            a = (y0 + p) % s
+            phase.append((y0, (y0 + p) // s, len(range(y0, n, s)), len(range(a, k, s))))
+        axes.append(phase)
+    return [(r, q) for r in axes[0] for q in axes[1]]
+
+
+def col2im_chunk(dcols, g: _Gather, m, c, in_hw, padding):
+    """col2im of one chunk's dcols (C·kh·kw, m·cols_per_sample) into (m, C, H, W): each
+    offset's slice added in place into a fresh local buffer.  Junk columns are zero (dy is
+    spread with zeros there), so adding them along with the rest changes nothing."""
+    (kh, kw), oh = g.kernel, g.out_hw[0]
+    buf = np.zeros((m, c, g.hp + g.wide, g.wp), dtype=dcols.dtype)
+    parts = dcols.reshape(c, kh, kw, m, oh, g.row)
+    if g.wide:
+        run = oh * g.wp  # one contiguous run per (sample, channel), as in the gather
+        flat = buf.reshape(m, c, -1)
+        for i, j in ref.offsets(g.kernel):
+            at = i * g.wp + j
+            flat[:, :, at : at + run] += parts[:, i, j].reshape(c, m, run).transpose(1, 0, 2)
+    else:
+        for i, j in ref.offsets(g.kernel):
+            ref.window(buf, i, j, g.stride, g.out_hw)[...] += parts[:, i, j].transpose(1, 0, 2, 3)
+    return ref.crop(buf, in_hw, padding)
 
 
 def col2im(part, padded_shape, kernel, stride, out_hw):
     """``ref.col2im``, accumulated in place: the buffer is fresh and local, so adding into it
-    is safe and spares kh·kw full-size temporaries."""
+    is safe and spares kh·kw full-size temporaries (the pools' backward)."""
     dx = None
     for i, j in ref.offsets(kernel):
         p = part(i, j)
@@ -67,82 +243,44 @@ def col2im(part, padded_shape, kernel, stride, out_hw):
     return dx
 
 
-def conv_forward(x, W, b, *, kernel, stride, padding, out_hw):
-    """(out, x_pad, cols): cols when the batch is one chunk, else x_pad (the other None)."""
-    n, f = x.shape[0], W.shape[0]
-    x_pad = ref.pad(x, padding)
-    W2 = W.reshape(f, -1)
-    parts = chunks(n, _cols_bytes(W, out_hw))
-    if len(parts) == 1:
-        cols = ref.im2col(x_pad, kernel, stride, out_hw)
-        out = W2 @ cols
-    else:
-        cols = None
-        out = np.empty((n, f, out_hw[0] * out_hw[1]), dtype=x.dtype)
-        for s in parts:
-            np.matmul(W2, ref.im2col(x_pad[s], kernel, stride, out_hw), out=out[s])
-    out = out.reshape(n, f, *out_hw)
-    if b is not None:
-        out += b.reshape(1, f, 1, 1)  # ``out`` is fresh: no second full-size array
-    return out, (x_pad if cols is None else None), cols
-
-
-def conv_backward(x_pad, cols, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx):
-    n, f = dout.shape[:2]
-    out_hw = tuple(dout.shape[2:])
-    d = dout.reshape(n, f, -1)
-    db = dout.sum(axis=(0, 2, 3)) if bias else None
-    if cols is not None:
-        dW = (d @ cols.transpose(0, 2, 1)).sum(axis=0).reshape(W.shape)
-        dx = conv_dx(W, d, kernel, stride, padding, in_hw, out_hw) if need_dx else None
-        return dW, db, dx
-    # Several chunks: the same, each chunk's cols gathered again from x_pad.
-    dW = np.zeros((f, math.prod(W.shape[1:])), dtype=W.dtype)
-    dx = np.empty((n, W.shape[1], *in_hw), dtype=dout.dtype) if need_dx else None
-    for s in chunks(n, _cols_bytes(W, out_hw)):
-        chunk = ref.im2col(x_pad[s], kernel, stride, out_hw)
-        dW += (d[s] @ chunk.transpose(0, 2, 1)).sum(axis=0)
-        if need_dx:
-            dx[s] = conv_dx(W, d[s], kernel, stride, padding, in_hw, out_hw)
-    return dW.reshape(W.shape), db, dx
-
-
-def conv_dx(W, d, kernel, stride, padding, in_hw, out_hw):
-    """∂L/∂x = col2im(W₂ᵀ·dy) for the m samples of ``d`` (m, C_out, OH·OW)."""
-    m, c = d.shape[0], W.shape[1]
-    padded = (m, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
-    part = (dx_parts_by_offset if c >= DX_BY_OFFSET_MIN_CHANNELS else dx_parts_whole)(
-        W, d, kernel, out_hw
-    )
-    return ref.crop(col2im(part, padded, kernel, stride, out_hw), in_hw, padding)
-
-
-def dx_parts_by_offset(W, d, kernel, out_hw):
-    """dcols[:, :, i, j] = W[:, :, i, j]ᵀ·dy, made one offset at a time as col2im consumes
-    it: no cols-sized buffer, and the products are still big enough for BLAS."""
-    m, c = d.shape[0], W.shape[1]
-    return lambda i, j: (W[:, :, i, j].T @ d).reshape(m, c, *out_hw)
-
-
-def dx_parts_whole(W, d, kernel, out_hw):
-    """All of dcols in one product: with few input channels the per-offset products are
-    (C, C_out) slivers that BLAS runs slowly (about 3x slower at C = 1)."""
-    m, f = d.shape[:2]
-    dcols = (W.reshape(f, -1).T @ d).reshape(m, W.shape[1], *kernel, *out_hw)
-    return lambda i, j: dcols[:, :, i, j]
+def _tiles(x_pad, kernel, stride, out_hw):
+    """When the windows tile x_pad without overlap or gaps (stride = kernel): the (N, C,
+    OH, kh, OW, kw) view of it, whose [:, :, :, i, :, j] is ``window(x_pad, i, j)``; else
+    None.  Pools then read and write the windows in place: no stacked copy, no col2im."""
+    if tuple(stride) != tuple(kernel):
+        return None
+    n, c, hp, wp = x_pad.shape
+    (kh, kw), (oh, ow) = kernel, out_hw
+    if (hp, wp) != (oh * kh, ow * kw):
+        return None
+    return x_pad.reshape(n, c, oh, kh, ow, kw)
 
 
 def maxpool_forward(x, *, kernel, stride, padding, out_hw):
     """(max, (arg,)) with arg the first offset k = i·kw + j holding the max."""
     x_pad = ref.pad(x, padding, -np.inf)
-    # Contiguous windows let max and == vectorize; np.where on strided views is ~5x
-    # slower.  The stack is kh·kw·N·C·OH·OW·itemsize bytes, like im2col.
-    windows = np.stack([ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)])
-    best = windows.max(axis=0)
-    arg = np.full(best.shape, len(windows) - 1, dtype=np.int32)
-    for k in range(len(windows) - 2, -1, -1):
+    tiles = _tiles(x_pad, kernel, stride, out_hw)
+    if tiles is None:
+        # Contiguous windows let max and == vectorize; np.where on strided views is ~5x
+        # slower.  The stack is kh·kw·N·C·OH·OW·itemsize bytes, like im2col.
+        views = np.stack([ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)])
+    else:
+        views = [tiles[:, :, :, i, :, j] for i, j in ref.offsets(kernel)]
+    best = views[0].copy()
+    for v in views[1:]:
+        np.maximum(best, v, out=best)
+    if np.isnan(best).any():
+        # maximum lets a NaN win anywhere; the reference's strict ">" only at offset 0.
+        best, arg = ref.maxpool_forward(x, kernel=kernel, stride=stride, padding=padding,
+                                        out_hw=out_hw)  # fmt: skip
+        return best, (arg,)
+    # One byte per window while the offsets fit: this loop is memory-bound, and copyto with
+    # where= or np.where took 2-4x longer than the arithmetic.
+    kind = np.int8 if len(views) <= 127 else np.int32
+    arg = np.full(best.shape, len(views) - 1, dtype=kind)
+    for k in range(len(views) - 2, -1, -1):
         # Walking backwards leaves the smallest k whose element equals the max.
-        arg -= (arg - k) * (windows[k] == best)
+        arg -= (arg - kind(k)) * (views[k] == best)
     return best, (arg,)
 
 
@@ -153,15 +291,43 @@ def maxpool_backward(arg, dout, *, kernel, stride, padding, in_hw):
     # inf·0 would put NaN where no gradient goes.
     fast = bool(np.isfinite(dout).all())
 
-    def routed(i, j):
+    def routed(i, j, out=None):
         hit = arg == i * kernel[1] + j
-        return dout * hit if fast else np.where(hit, dout, 0)
+        if fast:
+            return np.multiply(dout, hit, out=out)
+        return np.where(hit, dout, 0) if out is None else np.copyto(out, np.where(hit, dout, 0))
 
-    return ref.crop(col2im(routed, padded, kernel, stride, (oh, ow)), in_hw, padding)
+    dx = np.empty(padded, dtype=dout.dtype)
+    tiles = _tiles(dx, kernel, stride, (oh, ow))
+    if tiles is None:
+        dx = col2im(routed, padded, kernel, stride, (oh, ow))
+    else:  # every element is in exactly one window: write, nothing to add
+        for i, j in ref.offsets(kernel):
+            routed(i, j, out=tiles[:, :, :, i, :, j])
+    return ref.crop(dx, in_hw, padding)
+
+
+def avgpool_forward(x, *, kernel, stride, padding, out_hw):
+    """``ref.avgpool_forward``, the same sums in the same order, without the jit wrapper's
+    dispatch and reading the windows in place when they tile the input."""
+    x_pad = ref.pad(x, padding)
+    views = [ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)]
+    total = views[0] + views[1] if len(views) > 1 else views[0].copy()
+    for v in views[2:]:
+        total += v
+    total /= kernel[0] * kernel[1]
+    return total
 
 
 def avgpool_backward(dout, *, kernel, stride, padding, in_hw):
     n, c, oh, ow = dout.shape
     padded = (n, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
     share = dout / (kernel[0] * kernel[1])
-    return ref.crop(col2im(lambda i, j: share, padded, kernel, stride, (oh, ow)), in_hw, padding)
+    dx = np.empty(padded, dtype=dout.dtype)
+    tiles = _tiles(dx, kernel, stride, (oh, ow))
+    if tiles is None:
+        dx = col2im(lambda i, j: share, padded, kernel, stride, (oh, ow))
+    else:  # every element is in exactly one window
+        for i, j in ref.offsets(kernel):
+            tiles[:, :, :, i, :, j] = share
+    return ref.crop(dx, in_hw, padding)

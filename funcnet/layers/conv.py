@@ -32,6 +32,7 @@ from .._checks import (
 )
 from ..core import Layer
 from . import _conv_fast as fast
+from . import _conv_xla as xla
 
 # --------------------------------------------------------------------------- geometry
 
@@ -239,6 +240,30 @@ def avgpool_backward(dout, *, kernel, stride, padding, in_hw):
 # --------------------------------------------------------------------------- Conv
 
 
+ALGORITHMS = ("auto", "im2col", "xla")
+
+# On the CPU, XLA's convolution wins once the input has this many channels, but its weight
+# gradient (a convolution with dy as the kernel) slows down with dy's N·OH·OW positions:
+# 4-12x slower than im2col above it, faster below (docs/conv.md has the shapes).
+XLA_MIN_CHANNELS = 8
+XLA_MAX_POSITIONS = 16384
+
+
+def jax_algorithm(algorithm: str, x_shape, out_hw) -> str:
+    """The kernels a Conv runs on JAX arrays of ``x_shape``: ``algorithm``, with "auto"
+    resolved by JAX's default backend (the one a traced program compiles for) and, on the
+    CPU, by the shape."""
+    if algorithm != "auto":
+        return algorithm
+    import jax
+
+    if jax.default_backend() != "cpu":
+        return "xla"
+    n, c = x_shape[:2]
+    small = n * out_hw[0] * out_hw[1] <= XLA_MAX_POSITIONS
+    return "xla" if c >= XLA_MIN_CHANNELS and small else "im2col"
+
+
 def Conv(
     out_channels: int,
     kernel_size,
@@ -247,6 +272,7 @@ def Conv(
     padding=0,
     bias: bool = True,
     W_init="he_normal",
+    algorithm: str = "auto",
     name: str | None = None,
 ) -> Layer:
     """2-D convolution (cross-correlation, as in the book), NCHW, W (C_out, C_in, kh, kw).
@@ -255,8 +281,14 @@ def Conv(
     With cols = im2col(x) and W₂ = W.reshape(C_out, −1): y = W₂·cols, ∂L/∂W₂ = Σ_n ∂L/∂y·colsᵀ,
     ∂L/∂b = Σ_{n,p,q} ∂L/∂y, ∂L/∂x = col2im(W₂ᵀ·∂L/∂y).  ``W_init`` gets
     fan_in = C_in·kh·kw and fan_out = C_out·kh·kw (He normal by default).  On NumPy, im2col
-    is formed in chunks of samples when the batch's would exceed
-    ``_conv_fast.IM2COL_CHUNK_BYTES`` (see ``docs/conv.md``).
+    is formed a few samples at a time, and ∂L/∂x at stride 1 is computed as a convolution
+    of ∂L/∂y (see ``docs/conv.md``).
+
+    ``algorithm`` picks the kernels JAX arrays run: ``"im2col"`` (this module's), ``"xla"``
+    (``lax.conv_general_dilated`` with the backward written as two convolutions, in
+    ``_conv_xla``) or ``"auto"``: XLA's on a GPU or TPU; on the CPU XLA's from 8 input
+    channels and up to 16384 output positions N·OH·OW, else im2col, the faster there
+    (``jax_algorithm``, ``docs/conv.md``).  NumPy arrays always run the NumPy kernels.
     """
     name = name or _layer_name(
         "Conv",
@@ -265,8 +297,11 @@ def Conv(
         stride=None if stride == 1 else stride,
         padding=None if padding == 0 else padding,
         bias=None if bias else False,
+        algorithm=None if algorithm == "auto" else algorithm,
     )
     out_channels = _positive_int(name, "out_channels", out_channels)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"{name}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     cfg = {
         "kernel": _pair(name, "kernel_size", kernel_size, 1),
         "stride": _pair(name, "stride", stride, 1),
@@ -318,20 +353,25 @@ def Conv(
             )
         out_hw = out_hw_of(x)
         if namespace(x, W) is np:
-            out, x_pad, cols = fast.conv_forward(x, W, b, out_hw=out_hw, **cfg)
+            out, cols = fast.conv_forward(x, W, b, out_hw=out_hw, **cfg), None
+        elif jax_algorithm(algorithm, x.shape, out_hw) == "xla":
+            out, cols = xla.conv_forward(x, W, b, out_hw=out_hw, **cfg), None
         else:
-            (out, cols), x_pad = conv_forward(x, W, b, out_hw=out_hw, **cfg), None
-        # x travels only for its shape; a reference costs nothing.  Of x_pad and cols one is
-        # None: cols when NumPy formed it in chunks.
-        return out, (x, x_pad, cols, W)
+            out, cols = conv_forward(x, W, b, out_hw=out_hw, **cfg)
+        # NumPy and XLA keep only x (a reference, no copy); NumPy gathers cols again.
+        return out, (x, cols, W)
 
     def backward(cache, dout, *, need_dx=True):
-        x, x_pad, cols, W = cache
+        x, cols, W = cache
         check_dout(name, dout, (x.shape[0], out_channels, *out_hw_of(x)), x.dtype)
         opts = dict(in_hw=tuple(x.shape[2:]), bias=bias, need_dx=bool(need_dx), **cfg)
         if namespace(dout, W) is np:
-            dW, db, dx = fast.conv_backward(x_pad, cols, W, dout, **opts)
+            dW, db, dx = fast.conv_backward(x, W, dout, **opts)
+        elif jax_algorithm(algorithm, x.shape, dout.shape[2:]) == "xla":
+            dW, db, dx = xla.conv_backward(x, W, dout, **opts)
         else:
+            if cols is None:  # a NumPy forward, a JAX dout: gather what NumPy did not keep
+                cols = im2col(pad(x, cfg["padding"]), cfg["kernel"], cfg["stride"], dout.shape[2:])
             dW, db, dx = conv_backward(cols, W, dout, **opts)
         return ({"W": dW, "b": db} if bias else {"W": dW}), dx
 
@@ -395,6 +435,8 @@ def _maxpool_bwd(arg, dout, **cfg):
 
 
 def _avgpool_fwd(x, **cfg):
+    if namespace(x) is np:
+        return fast.avgpool_forward(x, **cfg), ()
     return avgpool_forward(x, **cfg), ()
 
 
@@ -436,6 +478,7 @@ __all__ = [
     "conv_forward",
     "crop",
     "im2col",
+    "jax_algorithm",
     "maxpool_backward",
     "maxpool_forward",
     "offsets",
