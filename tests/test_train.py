@@ -1,5 +1,7 @@
 """Training: the pure step on NumPy and under jit, convergence, fit, checkpoints, the CLI."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -333,6 +335,29 @@ def test_simple_convnet_full_mnist(mnist_dir):
     # Measured on 2 CPU cores, seed 0: the average 99.04 %, the last iterate 98.64 %.
     assert hist.test_acc[-1] >= 0.989, hist.test_acc
     assert train.accuracy(net, last, xt, tt) >= 0.985
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "seed", [int(v) for v in os.environ.get("FUNCNET_DEEP_SEEDS", "0").split(",")]
+)
+def test_deep_convnet_full_mnist(mnist_dir, seed):
+    """The book's chapter-8 run: deep_convnet, He init, Adam 0.001, batch 100, 20 epochs,
+    NumPy, scored on all 10,000 test images after every epoch (``FUNCNET_DEEP_SEEDS=0,1,2``
+    runs several seeds; each takes most of an hour on 2 CPU cores)."""
+    (x, t), (xt, tt) = load_mnist(mnist_dir, download=False, flatten=False)
+    net = models.deep_convnet()
+    _, params = net.init(seed, (-1, 1, 28, 28))
+
+    def report(epoch, hist):  # visible with -s: the figures docs/chapter8.md quotes
+        acc, secs = hist.test_acc[-1], hist.epoch_time[-1]
+        print(f"seed {seed} epoch {epoch}: test {acc:.4f}, {secs:.0f} s", flush=True)
+
+    _, _, hist = train.fit(
+        net, params, (x, t), (xt, tt), optimizer=optim.adam(0.001), epochs=20, seed=seed,
+        progress=False, on_epoch=report,
+    )  # fmt: skip
+    assert hist.test_acc[-1] >= 0.993, hist.test_acc
 
 
 def test_multilayer_net_variants_and_shared_dense_weights():
