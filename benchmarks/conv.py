@@ -2,19 +2,21 @@
 own convolution and PyTorch, with the targets of the conv-speed work (ok/MISS).
 
     .venv/bin/python benchmarks/conv.py [--no-epoch] [--repeats N] [--np-steps 60]
-        [--shapes convnet,large,strided,wide] [--only funcnet-np,torch] [--no-torch]
-        [--data-dir DIR]
+        [--shapes convnet,large,strided,wide] [--no-pools] [--only funcnet-np,torch]
+        [--no-torch] [--data-dir DIR]
 
 Part 1, one Conv layer: forward and backward (dW, db, dx) with bias, float32, fixed random
 x, W, b, dout, at four shapes (``SHAPES``): ``convnet`` (SimpleConvNet's first layer),
-``large``, ``strided`` (stride 2) and ``wide`` (small images, many channels).  Rows:
+``large``, ``strided`` (stride 2, at 31x31: 32x32 does not tile) and ``wide`` (small
+images, many channels).  Rows:
 funcnet-np (``layer.forward`` + ``layer.backward`` on NumPy); funcnet-jax (the same in one
 ``jax.jit``, ``algorithm="auto"``) and its two formulations forced, funcnet-jax-im2col and
 funcnet-jax-xla; lax-conv (``jax.vjp`` of lax.conv_general_dilated + b, jitted); torch
 (F.conv2d + autograd.grad, as many threads as NumPy's BLAS).  Targets: funcnet-np <= 1.0x
 torch at ``convnet``, <= 1.2x elsewhere; funcnet-jax <= 1.1x the faster of lax-conv and
-funcnet-jax-im2col.  A run is ``calls`` calls (about 0.2 s); median/min-max ms per call over
-``--repeats`` (default 7) round-robin runs; GFLOP/s counts 3 products of
+funcnet-jax-im2col.  funcnet-np and torch are timed round-robin with each other, the JAX
+rows with each other (``groups``).  A run is ``calls`` calls (about 0.2 s); median/min-max
+ms per call over ``--repeats`` (default 7) round-robin runs; GFLOP/s counts 3 products of
 2·N·F·OH·OW·C·kh·kw.  Then agreement (max |diff| against funcnet-np), and memory: the traced
 peak of one funcnet-np forward+backward against the batch's im2col (target: no more).
 

@@ -271,6 +271,26 @@ def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
     assert_trees_close(only, dparams, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    ("layer", "channels"),
+    [
+        (Conv(4, 3, padding=1), DX_AS_CONV_MIN_CHANNELS),  # dx as a convolution
+        (Conv(4, 3, stride=2, padding=1), DX_AS_CONV_MIN_CHANNELS),  # ... in phases
+        (Conv(4, 3), 2),  # dx by col2im
+        (MaxPool(7), 2),  # windows that tile the input
+        (AvgPool(3, 1, 1), 2),
+    ],
+)
+def test_an_empty_batch_gives_empty_results(layer, channels):
+    out_shape, params = layer.init(0, (0, channels, 7, 7), np.float64)
+    x = np.zeros((0, channels, 7, 7))
+    out, cache = layer.forward(params, x)
+    dparams, dx = layer.backward(cache, np.zeros(out.shape))
+    assert out.shape == out_shape and dx.shape == x.shape
+    for g in jax.tree_util.tree_leaves(dparams):
+        assert not np.asarray(g).any()
+
+
 def test_chunks_cover_the_batch_within_the_budget(monkeypatch):
     monkeypatch.setattr(fast, "CHUNK_BYTES", 1000)
     assert fast.chunks(7, 300) == [slice(0, 3), slice(3, 6), slice(6, 7)]

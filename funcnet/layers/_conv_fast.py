@@ -13,12 +13,14 @@ What differs from the reference, and why (figures: ``docs/conv.md``):
   fast; the junk adds (Wp − OW)/Wp to the flops.
 * The samples of a chunk sit side by side in one product (C_out, K)·(K, m·P) instead of m
   products of (K, P) each.
-* dx at stride 1 with ``DX_AS_CONV_MIN_CHANNELS`` input channels or more is itself a
-  convolution: the correlation of dy, padded by k − 1 − p, with W flipped in space and
-  with its channel axes swapped.  Otherwise dx is col2im of W₂ᵀ·dy, accumulated in place
-  into each chunk's own buffer.
-* MaxPool stacks its windows contiguously (vectorized max) and routes a finite dout by a
-  product instead of ``where``.
+* dx, with ``DX_AS_CONV_MIN_CHANNELS`` input channels or more, is itself a convolution:
+  per phase of the stride, the correlation of dy (padded) with W's taps of that phase
+  flipped in space and with its channel axes swapped; at stride 1 the one phase is dy
+  padded by k − 1 − p against W flipped.  Otherwise dx is col2im of W₂ᵀ·dy, accumulated in
+  place into each chunk's own buffer.
+* Pools read and write their windows in place when the windows tile the input; otherwise
+  MaxPool stacks them contiguously (vectorized max).  A finite dout is routed by a product
+  instead of ``where``.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import conv as ref
 
-# dx as a convolution from this many input channels on, at stride 1.  Its product is
-# (C, C_out·kh·kw)·(…), a sliver for few channels; col2im's is (C·kh·kw, C_out)·(…).
+# dx as a convolution from this many input channels on.  Its product is
+# (C, C_out·kh·kw)·(…), a sliver for few channels (3x slower at C = 1); col2im's is
+# (C·kh·kw, C_out)·(…).
 DX_AS_CONV_MIN_CHANNELS = 8
 
 # Conv gathers im2col for as many samples at a time as fit in this many bytes (at least
-# one sample): small enough to stay in the caches between gather and product, large enough
-# that BLAS gets a wide product.
+# one sample), so that cols are still in the cache when BLAS reads them.  BLAS ran these
+# products as fast from one sample as from 16; 8 MB chunks were 10-40 % slower.
 CHUNK_BYTES = 2 << 20
 
 
@@ -99,14 +102,14 @@ class _Gather:
             strides=(sc, sy, sx, sn, sh * sy, sw * sx),
             writeable=False,
         )
-        return view.reshape(self.k, -1)  # the gather: one copy
+        return view.reshape(self.k, m * self.cols_per_sample)  # the gather: one copy
 
     def spread(self, d):
         """dy (m, F, OH, OW) as (F, m·cols_per_sample), zero in the junk columns."""
         m, f, oh, ow = d.shape
         out = np.zeros((f, m, oh, self.row), dtype=d.dtype)
         out[..., :ow] = d.transpose(1, 0, 2, 3)
-        return out.reshape(f, -1)
+        return out.reshape(f, m * self.cols_per_sample)
 
     def collect(self, r, m, out, bias=None):
         """out (m, F, OH, OW) = the product r (F, m·cols_per_sample) without junk (+ b)."""
@@ -221,7 +224,7 @@ def col2im_chunk(dcols, g: _Gather, m, c, in_hw, padding):
     parts = dcols.reshape(c, kh, kw, m, oh, g.row)
     if g.wide:
         run = oh * g.wp  # one contiguous run per (sample, channel), as in the gather
-        flat = buf.reshape(m, c, -1)
+        flat = buf.reshape(m, c, (g.hp + 1) * g.wp)
         for i, j in ref.offsets(g.kernel):
             at = i * g.wp + j
             flat[:, :, at : at + run] += parts[:, i, j].reshape(c, m, run).transpose(1, 0, 2)

@@ -281,8 +281,8 @@ def Conv(
     With cols = im2col(x) and W₂ = W.reshape(C_out, −1): y = W₂·cols, ∂L/∂W₂ = Σ_n ∂L/∂y·colsᵀ,
     ∂L/∂b = Σ_{n,p,q} ∂L/∂y, ∂L/∂x = col2im(W₂ᵀ·∂L/∂y).  ``W_init`` gets
     fan_in = C_in·kh·kw and fan_out = C_out·kh·kw (He normal by default).  On NumPy, im2col
-    is formed a few samples at a time, and ∂L/∂x at stride 1 is computed as a convolution
-    of ∂L/∂y (see ``docs/conv.md``).
+    is formed a few samples at a time, and with 8 or more input channels ∂L/∂x is computed
+    as convolutions of ∂L/∂y, one per phase of the stride (see ``docs/conv.md``).
 
     ``algorithm`` picks the kernels JAX arrays run: ``"im2col"`` (this module's), ``"xla"``
     (``lax.conv_general_dilated`` with the backward written as two convolutions, in
