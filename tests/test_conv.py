@@ -305,7 +305,12 @@ def test_conv_backward_on_jax_arrays_matches_jax(case):
     check_layer(layer, params, x, arrays="jax", numerical=False)
 
 
-@pytest.mark.parametrize("case", CONV_GRAD_CASES[::2] + DX_EDGE_CASES)
+# Strides 1-2 on each axis, rectangular kernels, padding above k - 1, a stride above the
+# kernel: each compiles several programs, so only these.
+XLA_CASES = [CONV_GRAD_CASES[i] for i in (3, 5, 7)] + DX_EDGE_CASES[:2]
+
+
+@pytest.mark.parametrize("case", XLA_CASES)
 def test_xla_algorithm_matches_jax_and_im2col(case):
     """``algorithm="xla"``: lax.conv forward, the backward written as two convolutions.
     Checked against jax.vjp of that forward, and against the im2col kernels."""
