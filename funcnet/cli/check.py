@@ -31,7 +31,7 @@ class Case(NamedTuple):
     shape: tuple
     forward_kwargs: dict | None = None
     chunk_bytes: int | None = None  # NumPy Conv: im2col budget, to force chunks
-    only: str | None = None  # "jax": a case whose kernels only JAX arrays run
+    only: str | None = None  # "numpy" or "jax": the only array type the case is run on
     ties: bool = False  # small integers as input: MaxPool windows with equal maxima
     cotangent: Callable | None = None
     note: str = ""
@@ -80,14 +80,23 @@ def layer_cases() -> list[Case]:
             (2, eight + 1, 6, 7),
             note="dx as conv",
         ),
-        Case("conv", lambda: cv.Conv(4, 3, padding=1), (3, 3, 6, 6), chunk_bytes=1, note="chunks"),
+        Case(
+            "conv",
+            lambda: cv.Conv(4, 3, padding=1),
+            (3, 3, 6, 6),
+            chunk_bytes=1,
+            only="numpy",  # JAX never chunks: the same case without a budget is above
+            note="chunks",
+        ),
         Case(
             "conv",
             lambda: cv.Conv(3, 3, stride=2),
             (3, eight, 7, 7),
             chunk_bytes=1,
+            only="numpy",
             note="chunks, dx as conv",
         ),
+        # On NumPy, algorithm="xla" runs the NumPy kernels, checked above.
         Case("conv", lambda: cv.Conv(4, 3, padding=1, algorithm="xla"), (2, 3, 6, 6), only="jax"),
         Case(
             "conv",
@@ -200,10 +209,8 @@ def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Repo
         layer = case.make()
 
         def run(arrays, i=i, case=case, layer=layer):
-            if arrays == "jax" and case.chunk_bytes is not None:
-                return None  # JAX never chunks: the same case without a budget is there
             if case.only not in (None, arrays):
-                return None  # on NumPy, algorithm="xla" is the NumPy kernels, checked above
+                return None
             return _run_layer_case(i, case, layer, arrays, seed)
 
         out.append((case.kind, _label(case, layer), run))

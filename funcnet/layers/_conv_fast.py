@@ -18,9 +18,9 @@ What differs from the reference, and why (figures: ``docs/conv.md``):
   flipped in space and with its channel axes swapped; at stride 1 the one phase is dy
   padded by k − 1 − p against W flipped.  Otherwise dx is col2im of W₂ᵀ·dy, accumulated in
   place into each chunk's own buffer.
-* Pools read and write their windows in place when the windows tile the input; otherwise
-  MaxPool stacks them contiguously (vectorized max).  A finite dout is routed by a product
-  instead of ``where``.
+* Pools read their windows as views, with no stacked copy; when the windows tile the input
+  the backward writes each window's gradient in place, with no col2im.  A finite dout is
+  routed by a product instead of ``where``.
 """
 
 from __future__ import annotations
@@ -246,29 +246,18 @@ def col2im(part, padded_shape, kernel, stride, out_hw):
     return dx
 
 
-def _tiles(x_pad, kernel, stride, out_hw):
-    """When the windows tile x_pad without overlap or gaps (stride = kernel): the (N, C,
-    OH, kh, OW, kw) view of it, whose [:, :, :, i, :, j] is ``window(x_pad, i, j)``; else
-    None.  Pools then read and write the windows in place: no stacked copy, no col2im."""
-    if tuple(stride) != tuple(kernel):
-        return None
-    n, c, hp, wp = x_pad.shape
+def _tiles(padded_shape, kernel, stride, out_hw) -> bool:
+    """Whether the windows tile the padded input with no overlap and no gap (stride = kernel):
+    then every element is in exactly one ``window``, and a gradient is written, not added."""
     (kh, kw), (oh, ow) = kernel, out_hw
-    if (hp, wp) != (oh * kh, ow * kw):
-        return None
-    return x_pad.reshape(n, c, oh, kh, ow, kw)
+    return tuple(stride) == tuple(kernel) and tuple(padded_shape[2:]) == (oh * kh, ow * kw)
 
 
 def maxpool_forward(x, *, kernel, stride, padding, out_hw):
     """(max, (arg,)) with arg the first offset k = i·kw + j holding the max."""
     x_pad = ref.pad(x, padding, -np.inf)
-    tiles = _tiles(x_pad, kernel, stride, out_hw)
-    if tiles is None:
-        # Contiguous windows let max and == vectorize; np.where on strided views is ~5x
-        # slower.  The stack is kh·kw·N·C·OH·OW·itemsize bytes, like im2col.
-        views = np.stack([ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)])
-    else:
-        views = [tiles[:, :, :, i, :, j] for i, j in ref.offsets(kernel)]
+    # Views, not a stacked copy: maximum and == read them in place.
+    views = [ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)]
     best = views[0].copy()
     for v in views[1:]:
         np.maximum(best, v, out=best)
@@ -294,25 +283,16 @@ def maxpool_backward(arg, dout, *, kernel, stride, padding, in_hw):
     # inf·0 would put NaN where no gradient goes.
     fast = bool(np.isfinite(dout).all())
 
-    def routed(i, j, out=None):
+    def routed(i, j):
         hit = arg == i * kernel[1] + j
-        if fast:
-            return np.multiply(dout, hit, out=out)
-        return np.where(hit, dout, 0) if out is None else np.copyto(out, np.where(hit, dout, 0))
+        return dout * hit if fast else np.where(hit, dout, 0)
 
-    dx = np.empty(padded, dtype=dout.dtype)
-    tiles = _tiles(dx, kernel, stride, (oh, ow))
-    if tiles is None:
-        dx = col2im(routed, padded, kernel, stride, (oh, ow))
-    else:  # every element is in exactly one window: write, nothing to add
-        for i, j in ref.offsets(kernel):
-            routed(i, j, out=tiles[:, :, :, i, :, j])
-    return ref.crop(dx, in_hw, padding)
+    return ref.crop(_spread(routed, padded, kernel, stride, (oh, ow)), in_hw, padding)
 
 
 def avgpool_forward(x, *, kernel, stride, padding, out_hw):
-    """``ref.avgpool_forward``, the same sums in the same order, without the jit wrapper's
-    dispatch and reading the windows in place when they tile the input."""
+    """``ref.avgpool_forward``, the same sums in the same order, on views of the windows,
+    without the jit wrapper's dispatch."""
     x_pad = ref.pad(x, padding)
     views = [ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)]
     total = views[0] + views[1] if len(views) > 1 else views[0].copy()
@@ -322,15 +302,22 @@ def avgpool_forward(x, *, kernel, stride, padding, out_hw):
     return total
 
 
+def _spread(part, padded_shape, kernel, stride, out_hw):
+    """col2im of a pool's per-offset gradients ``part(i, j)``; when the windows tile the
+    input, each is written straight into its window of an uninitialized buffer."""
+    if not _tiles(padded_shape, kernel, stride, out_hw):
+        return col2im(part, padded_shape, kernel, stride, out_hw)
+    dx = None
+    for i, j in ref.offsets(kernel):
+        p = part(i, j)
+        if dx is None:
+            dx = np.empty(padded_shape, dtype=p.dtype)
+        ref.window(dx, i, j, stride, out_hw)[...] = p
+    return dx
+
+
 def avgpool_backward(dout, *, kernel, stride, padding, in_hw):
     n, c, oh, ow = dout.shape
     padded = (n, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
     share = dout / (kernel[0] * kernel[1])
-    dx = np.empty(padded, dtype=dout.dtype)
-    tiles = _tiles(dx, kernel, stride, (oh, ow))
-    if tiles is None:
-        dx = col2im(lambda i, j: share, padded, kernel, stride, (oh, ow))
-    else:  # every element is in exactly one window
-        for i, j in ref.offsets(kernel):
-            tiles[:, :, :, i, :, j] = share
-    return ref.crop(dx, in_hw, padding)
+    return ref.crop(_spread(lambda i, j: share, padded, kernel, stride, (oh, ow)), in_hw, padding)
