@@ -283,11 +283,14 @@ def maxpool_backward(arg, dout, *, kernel, stride, padding, in_hw):
     # inf·0 would put NaN where no gradient goes.
     fast = bool(np.isfinite(dout).all())
 
-    def routed(i, j):
+    def routed(i, j, out=None):
         hit = arg == i * kernel[1] + j
-        return dout * hit if fast else np.where(hit, dout, 0)
+        if fast:
+            return np.multiply(dout, hit, out=out)
+        return np.where(hit, dout, 0) if out is None else np.copyto(out, np.where(hit, dout, 0))
 
-    return ref.crop(_spread(routed, padded, kernel, stride, (oh, ow)), in_hw, padding)
+    dx = _spread(routed, padded, dout.dtype, kernel, stride, (oh, ow))
+    return ref.crop(dx, in_hw, padding)
 
 
 def avgpool_forward(x, *, kernel, stride, padding, out_hw):
@@ -302,17 +305,15 @@ def avgpool_forward(x, *, kernel, stride, padding, out_hw):
     return total
 
 
-def _spread(part, padded_shape, kernel, stride, out_hw):
+def _spread(part, padded_shape, dtype, kernel, stride, out_hw):
     """col2im of a pool's per-offset gradients ``part(i, j)``; when the windows tile the
-    input, each is written straight into its window of an uninitialized buffer."""
+    input, ``part(i, j, out=window)`` writes each straight into its window of an
+    uninitialized buffer (no temporary, nothing to add)."""
     if not _tiles(padded_shape, kernel, stride, out_hw):
         return col2im(part, padded_shape, kernel, stride, out_hw)
-    dx = None
+    dx = np.empty(padded_shape, dtype=dtype)
     for i, j in ref.offsets(kernel):
-        p = part(i, j)
-        if dx is None:
-            dx = np.empty(padded_shape, dtype=p.dtype)
-        ref.window(dx, i, j, stride, out_hw)[...] = p
+        part(i, j, out=ref.window(dx, i, j, stride, out_hw))
     return dx
 
 
@@ -320,4 +321,9 @@ def avgpool_backward(dout, *, kernel, stride, padding, in_hw):
     n, c, oh, ow = dout.shape
     padded = (n, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
     share = dout / (kernel[0] * kernel[1])
-    return ref.crop(_spread(lambda i, j: share, padded, kernel, stride, (oh, ow)), in_hw, padding)
+
+    def part(i, j, out=None):
+        return share if out is None else np.copyto(out, share)
+
+    dx = _spread(part, padded, dout.dtype, kernel, stride, (oh, ow))
+    return ref.crop(dx, in_hw, padding)
