@@ -38,10 +38,16 @@ _leaves = jax.tree_util.tree_leaves
 
 
 class GradientTransformation(NamedTuple):
-    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``."""
+    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``.
+
+    ``fresh`` promises that ``update`` returns new arrays that nothing else holds (not the
+    grads, the state or the params): ``train.make_step`` may then write the new parameters
+    into them (``apply_fresh_updates``) instead of allocating a second array per leaf.
+    """
 
     init: Callable[[Params], OptState]
     update: Callable[..., tuple[Updates, OptState]]
+    fresh: bool = False
 
 
 class EmptyState(NamedTuple):
@@ -91,7 +97,9 @@ def _zeros_like(x):
     return namespace(x).zeros_like(x)
 
 
-def _stateless(fn: Callable[[Updates, Params], Updates]) -> GradientTransformation:
+def _stateless(
+    fn: Callable[[Updates, Params], Updates], fresh: bool = False
+) -> GradientTransformation:
     """A transformation without state from ``fn(grads, params) -> updates``."""
 
     def init(params):
@@ -101,15 +109,31 @@ def _stateless(fn: Callable[[Updates, Params], Updates]) -> GradientTransformati
     def update(grads, state, params=None):
         return fn(grads, params), state
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, fresh)
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
     """θ ← θ + u, leaf by leaf, each result in its parameter's dtype."""
 
+    return _tree_map(_add, params, updates)
+
+
+def _add(p, u):
+    new = p + u
+    return new if new.dtype == p.dtype else namespace(p).asarray(new, dtype=p.dtype)
+
+
+def apply_fresh_updates(params: Params, updates: Updates) -> Params:
+    """``apply_updates`` for the updates of a ``fresh`` transformation, which nothing else
+    holds: on NumPy each θ + u is written into u's own array (u + θ, the same bits), so a
+    step allocates one array per leaf, the new parameter, and not two.  ``updates`` must not
+    be used afterwards."""
+
     def add(p, u):
-        new = p + u
-        return new if new.dtype == p.dtype else namespace(p).asarray(new, dtype=p.dtype)
+        if type(u) is np.ndarray and u.shape == p.shape and u.dtype == p.dtype:
+            u += p
+            return u
+        return _add(p, u)
 
     return _tree_map(add, params, updates)
 
@@ -135,7 +159,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_state.append(s)
         return grads, tuple(new_state)
 
-    return GradientTransformation(init, update)
+    # The last transformation makes the updates: fresh if its own are.
+    return GradientTransformation(init, update, transforms[-1].fresh if transforms else False)
 
 
 def scale(factor: float) -> GradientTransformation:
@@ -143,8 +168,10 @@ def scale(factor: float) -> GradientTransformation:
     if isinstance(factor, int | float | np.integer | np.floating):
         # A Python float is a weak scalar: float32 leaves stay float32 with no cast per step.
         c = float(factor)
-        return _stateless(lambda grads, params: _tree_map(lambda g: c * g, grads))
-    return _stateless(lambda grads, params: _tree_map(lambda g: _cast(factor, g) * g, grads))
+        return _stateless(lambda grads, params: _tree_map(lambda g: c * g, grads), fresh=True)
+    return _stateless(
+        lambda grads, params: _tree_map(lambda g: _cast(factor, g) * g, grads), fresh=True
+    )
 
 
 def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
@@ -160,7 +187,7 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
         updates = _tree_map(lambda g: _cast(step, g) * g, grads)
         return updates, ScheduleState(count=state.count + 1)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, fresh=True)
 
 
 def trace(beta: float, nesterov: bool = False) -> GradientTransformation:
@@ -455,7 +482,7 @@ def with_average(opt: GradientTransformation, decay: float = 0.999) -> GradientT
         weight = decay * state.weight + (1 - decay)
         return updates, AveragedState(inner=inner, average=average, weight=weight)
 
-    return GradientTransformation(init, update)
+    return GradientTransformation(init, update, opt.fresh)  # opt's updates, unstored
 
 
 def averaged(state: OptState, params: Params = None) -> Params:
@@ -540,6 +567,7 @@ __all__ = [
     "adam",
     "adamw",
     "add_decayed_weights",
+    "apply_fresh_updates",
     "apply_updates",
     "averaged",
     "by_name",

@@ -444,6 +444,54 @@ def test_inputs_are_not_mutated(name):
 
 
 @pytest.mark.parametrize("name", EVERY)
+def test_fresh_updates_share_memory_with_nothing_and_apply_into_them_exactly(name):
+    """A ``fresh`` optimizer's updates are written over by ``apply_fresh_updates``: that is
+    safe only if they share no memory with the grads, the state (old or new) or the params.
+    Every optimizer here ends in a scale, so every one must be fresh."""
+    opt = EVERY[name]()
+    assert opt.fresh
+    rng = np.random.default_rng(0)
+    params, grads = random_tree(rng, np.float32), random_tree(rng, np.float32)
+    state = opt.init(params)
+    for _ in range(3):  # past the first step, where moments are still zeros
+        updates, new_state = opt.update(grads, state, params)
+        others = tree_leaves((grads, state, new_state, params))
+        for u in tree_leaves(updates):
+            assert not any(np.shares_memory(u, o) for o in others)
+        expected = optim.apply_updates(params, updates)
+        leaves = tree_leaves(updates)
+        got = optim.apply_fresh_updates(params, updates)
+        in_place = [g is u for g, u in zip(tree_leaves(got), leaves, strict=True)]
+        # Every array leaf is written in place; a 0-d leaf's update is a NumPy scalar.
+        assert in_place == [isinstance(u, np.ndarray) for u in leaves] and sum(in_place) >= 4
+        assert_trees_close(got, expected, rtol=0)  # the same bits
+        params, state = got, new_state
+
+
+def test_fresh_flags_of_the_building_blocks():
+    assert optim.scale(0.5).fresh and optim.sgd(0.1).fresh and optim.sgd(optim.constant(1.0)).fresh
+    assert not optim.identity().fresh and not optim.trace(0.9).fresh
+    assert not optim.add_decayed_weights(0.1).fresh and not optim.chain().fresh
+    assert not optim.chain(optim.sgd(0.1), optim.add_decayed_weights(0.1)).fresh
+    assert not optim.with_average(optim.identity()).fresh
+
+
+def test_apply_fresh_updates_falls_back_where_it_cannot_write_in_place():
+    params = {"w": np.ones(3, np.float32), "s": np.ones((), np.float32), "j": jnp.ones(2)}
+    updates = {
+        "w": np.full(3, 0.5, np.float64),  # another dtype: p + u, cast back
+        "s": np.full((1,), 0.5, np.float32),  # another shape: no broadcasting into u
+        "j": jnp.full(2, 0.5),  # immutable
+    }
+    new = optim.apply_fresh_updates(params, updates)
+    expected = optim.apply_updates(params, updates)
+    for k in params:
+        assert new[k] is not updates[k] and new[k].dtype == expected[k].dtype
+        np.testing.assert_array_equal(np.asarray(new[k]), np.asarray(expected[k]))
+    np.testing.assert_array_equal(updates["w"], 0.5)  # untouched
+
+
+@pytest.mark.parametrize("name", EVERY)
 @pytest.mark.parametrize("tree", [(), {}, {"a": [], "b": ()}], ids=["tuple", "dict", "nested"])
 def test_trees_without_leaves(name, tree):
     opt = EVERY[name]()

@@ -52,6 +52,37 @@ def test_step_gradient_is_jax_grad_of_the_loss():
     )
 
 
+@pytest.mark.parametrize(
+    "opt",
+    [optim.sgd(0.1), optim.adam(0.01), optim.with_average(optim.momentum(0.05), 0.9)],
+    ids=["sgd", "adam", "averaged-momentum"],
+)
+@pytest.mark.parametrize("stateful", [False, True], ids=["plain", "batchnorm"])
+def test_the_numpy_step_writes_into_nothing_it_was_given(opt, stateful):
+    """The step writes each new parameter into its update's own array (a fresh optimizer)
+    and skips taking apart params that hold no running state: the same bits as the plain
+    route, and nothing the caller passed in is touched (every input is read-only here)."""
+    layers = [fn.Dense(6), fn.BatchNorm(), fn.Relu()] if stateful else [fn.Dense(6), fn.Relu()]
+    net = fn.pipeline(*layers, fn.Dense(3))
+    _, params = net.init(0, (-1, 8))
+    x, t = blobs(40)
+    state = opt.init(fn.trainable(params))
+    plain = opt._replace(fresh=False)  # apply_updates, a new array per leaf
+    steps = {o: train.make_step(net, fn.softmax_cross_entropy, o) for o in (opt, plain)}
+    runs = {o: (params, state) for o in steps}
+    for i in range(3):
+        for o, step in steps.items():
+            inputs = (*runs[o], x[i * 10 : i * 10 + 10], t[i * 10 : i * 10 + 10])
+            for leaf in jax.tree_util.tree_leaves(inputs):
+                if isinstance(leaf, np.ndarray):
+                    leaf.setflags(write=False)  # an in-place write would raise
+            p, s, _ = step(*inputs)
+            runs[o] = (p, s)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, runs[opt], runs[plain])
+    if stateful:  # the running state moved, and is where it belongs
+        assert not np.array_equal(runs[opt][0][1]["state"]["mean"], params[1]["state"]["mean"])
+
+
 def test_the_books_randn_would_upcast_but_initializers_do_not():
     rng = np.random.default_rng(0)
     assert (0.01 * rng.standard_normal((3, 3))).dtype == np.float64  # the book's idiom
