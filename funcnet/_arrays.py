@@ -67,6 +67,20 @@ def keep(x, mask):
     return namespace(x).where(mask, x, 0)
 
 
+def row_reduce(x, how: str):
+    """``x.max(axis=1, keepdims=True)`` (``how="max"``) or ``.sum(...)`` of a 2-D ``x``.
+
+    NumPy reduces a C-contiguous (N, C) array row by row, and with short rows the loop
+    around each row costs more than the row: 54 µs for the max of (1000, 10) logits here.
+    The transposed copy reduced along its first axis gives the same values in 14 µs (the
+    max bit for bit; the sum in another order, within rounding).  Narrow rows only: from
+    about 32 columns on the copy costs more than it saves.
+    """
+    if type(x) is np.ndarray and x.ndim == 2 and x.shape[1] <= 16 and x.shape[0] >= 64:
+        return getattr(x.T.copy(), how)(axis=0)[:, None]
+    return getattr(x, how)(axis=1, keepdims=True)
+
+
 def tree_namespace(tree):
     """The namespace of a pytree's leaves (NumPy for an empty tree)."""
     return namespace(*leaves(tree))

@@ -89,22 +89,28 @@ def pipeline(*layers: Layer, name: str | None = None) -> Layer:
             params.append(p)
         return shape, tuple(params)
 
+    # forward and backward catch a child's error themselves rather than through _child:
+    # a small net's NumPy step pays for every Python call.
     def forward(params, x, *, train=False, rng=None):
         _check_child_params(label, params, len(layers), "layer")
         caches = []
         for i, (layer, p, r) in enumerate(
             zip(layers, params, split_rng(rng, len(layers)), strict=True)
         ):
-            x, c = _child(where, i, layer.forward, p, x, train=train, rng=r)
+            try:
+                x, c = layer.forward(p, x, train=train, rng=r)
+            except (ValueError, TypeError) as e:
+                raise _located(e, where(i)) from e
             caches.append(c)
         return x, tuple(caches)
 
     def backward(cache, dout, *, need_dx=True):
         dparams = [None] * len(layers)
-        for i in reversed(range(len(layers))):
-            dparams[i], dout = _child(
-                where, i, layers[i].backward, cache[i], dout, need_dx=need_dx or i > 0
-            )
+        for i in range(len(layers) - 1, -1, -1):
+            try:
+                dparams[i], dout = layers[i].backward(cache[i], dout, need_dx=need_dx or i > 0)
+            except (ValueError, TypeError) as e:
+                raise _located(e, where(i)) from e
         return tuple(dparams), dout
 
     return Layer(label, init, forward, backward)
@@ -238,7 +244,12 @@ def _child(where: Callable[[int], str], i: int, fn: Callable, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except (ValueError, TypeError) as e:
-        raise type(e)(f"{where(i)}: {e}") from e
+        raise _located(e, where(i)) from e
+
+
+def _located(e: Exception, where: str) -> Exception:
+    """The same error type with ``where: `` in front of its message."""
+    return type(e)(f"{where}: {e}")
 
 
 def _check_child_params(label: str, params, n: int, per: str) -> None:
@@ -319,16 +330,12 @@ def update_state(params, cache):
 
 
 def _route(params, cache, path: tuple):
-    def where():  # built only for an error: this walk runs every training step
-        return "params" + "".join(f"[{i}]" for i in path)
-
     if isinstance(cache, Aux):
         return _route(params, cache.cache, path)
-
     if isinstance(cache, StateUpdate):
         if not isinstance(params, dict) or STATE not in params:
             raise ValueError(
-                f"update_state: the cache at {where()} carries new running state but those "
+                f"update_state: the cache at {_at(path)} carries new running state but those "
                 f"params have no {STATE!r} entry to hold it (got {type(params).__name__})"
             )
         return {**params, STATE: cache.state}
@@ -338,26 +345,33 @@ def _route(params, cache, path: tuple):
         and not hasattr(cache, "_fields")
         and len(params) == len(cache)
     )
-    if pairable:
-        return tuple(
-            _route(p, c, (*path, i)) for i, (p, c) in enumerate(zip(params, cache, strict=True))
-        )
+    if pairable:  # a list, not a generator: this walk runs every training step
+        pairs = enumerate(zip(params, cache, strict=True))
+        return tuple([_route(p, c, (*path, i)) for i, (p, c) in pairs])
     if _holds_update(cache):
         raise ValueError(
-            f"update_state: the cache at {where()} holds a StateUpdate that cannot be matched to "
-            "its params (a combinator's params and cache must be tuples with one entry per "
+            f"update_state: the cache at {_at(path)} holds a StateUpdate that cannot be matched "
+            "to its params (a combinator's params and cache must be tuples with one entry per "
             "child); route it in that combinator, or its running state would be lost"
         )
     return params
+
+
+def _at(path: tuple) -> str:
+    return "params" + "".join(f"[{i}]" for i in path)
 
 
 def _holds_update(cache) -> bool:
     if isinstance(cache, StateUpdate):
         return True
     if isinstance(cache, dict):
-        return any(_holds_update(c) for c in cache.values())
-    if isinstance(cache, list | tuple):
-        return any(_holds_update(c) for c in cache)
+        cache = cache.values()
+    elif not isinstance(cache, list | tuple):
+        return False
+    # A loop, not any(...), and no call for an array: this walk runs every training step.
+    for c in cache:
+        if not hasattr(c, "shape") and _holds_update(c):
+            return True
     return False
 
 

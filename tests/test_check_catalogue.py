@@ -287,8 +287,8 @@ MUTATIONS = [
     (
         "funcnet.layers.linear",
         "_bias_backward",
-        "return dout.reshape(-1, dout.shape[-1]).sum(axis=0)",
-        "return 1.001 * dout.reshape(-1, dout.shape[-1]).sum(axis=0)",
+        "return (dout if dout.ndim == 2 else dout.reshape(-1, dout.shape[-1])).sum(axis=0)",
+        "return 1.001 * (dout if dout.ndim == 2 else dout.reshape(-1, dout.shape[-1])).sum(0)",
         "Bias",
         "numpy jax",
     ),

@@ -146,6 +146,17 @@ def test_dense_errors_name_layer_and_shapes():
         layer.forward(params, np.zeros((2, 3)))
     with pytest.raises(TypeError, match=r"Dense\(4\).*floating-point.*int64"):
         layer.forward(params, np.zeros((2, 3), np.int64))
+    # Each thing the forward's one quick test looks at, wrong on its own, gets the full check.
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"Dense\(4\): b shape \(5,\) does not match W's"):
+        layer.forward({**params, "b": np.zeros(5, np.float32)}, x)
+    with pytest.raises(TypeError, match=r"Dense\(4\): b dtype float64 does not match"):
+        layer.forward({**params, "b": np.zeros(4)}, x)
+    ints = {k: v.astype(np.int32) for k, v in params.items()}
+    with pytest.raises(TypeError, match=r"Dense\(4\): expected a floating-point input .* int32"):
+        layer.forward(ints, x.astype(np.int32))
+    with pytest.raises(ValueError, match=r"Dense\(4\): expected params with keys \['W', 'b'\]"):
+        layer.forward({"W": params["W"], "c": params["b"]}, x)
     _, cache = layer.forward(params, np.zeros((2, 3), np.float32))
     with pytest.raises(ValueError, match=r"Dense\(4\).*dout of shape \(2, 4\), got \(2, 1\)"):
         layer.backward(cache, np.zeros((2, 1), np.float32))
@@ -227,6 +238,25 @@ def test_keep_is_where_bit_for_bit_with_inf_and_nan():
             assert got.dtype == dtype
             np.testing.assert_array_equal(got.view(f"u{a.itemsize}"), want.view(f"u{a.itemsize}"))
         assert np.array_equal(keep(jnp.asarray(x), mask), jnp.where(mask, x, 0), equal_nan=True)
+
+
+@pytest.mark.parametrize("shape", [(1000, 10), (64, 16), (63, 10), (64, 17), (5, 3), (0, 4)])
+def test_row_reduce_is_the_plain_reduction_on_both_sides_of_its_rule(shape):
+    """The loss reduces narrow rows through a transposed copy; the max must be the same
+    bits (NaN and inf included), the sum the same within rounding, and JAX untouched."""
+    from funcnet._arrays import row_reduce
+
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    if x.size:
+        x.reshape(-1)[::97] = np.inf
+        x.reshape(-1)[5::101] = np.nan
+    np.testing.assert_array_equal(row_reduce(x, "max"), x.max(axis=1, keepdims=True))
+    finite = np.nan_to_num(x, nan=0.5, posinf=2.0)
+    np.testing.assert_allclose(
+        row_reduce(finite, "sum"), finite.sum(axis=1, keepdims=True), rtol=1e-6, atol=1e-6
+    )
+    assert row_reduce(x, "sum").shape == (shape[0], 1)
+    assert isinstance(row_reduce(jnp.asarray(finite), "sum"), jax.Array)
 
 
 @pytest.mark.parametrize(

@@ -32,14 +32,13 @@ def _check_features(name: str, x, W_or_b, axis_size: int) -> None:
 def _unpack(name: str, params, *keys: str):
     """The arrays under ``keys``, or a ValueError naming the layer when the params dict has
     other keys (a missing one would be a bare KeyError, an extra one silently ignored)."""
-    if (
-        not isinstance(params, dict)
-        or len(params) != len(keys)
-        or not all(k in params for k in keys)
-    ):
-        got = sorted(params) if isinstance(params, dict) else type(params).__name__
-        raise ValueError(f"{name}: expected params with keys {sorted(keys)}, got {got}")
-    return [params[k] for k in keys]
+    if isinstance(params, dict) and len(params) == len(keys):
+        try:
+            return [params[k] for k in keys]
+        except KeyError:
+            pass
+    got = sorted(params) if isinstance(params, dict) else type(params).__name__
+    raise ValueError(f"{name}: expected params with keys {sorted(keys)}, got {got}")
 
 
 def _in_features(name: str, in_shape) -> int:
@@ -52,8 +51,8 @@ def _in_features(name: str, in_shape) -> int:
 
 def _matmul_backward(x, W, dout, need_dx: bool):
     """dW = xᵀ·dout over all batch axes; dx = dout·Wᵀ (skipped when not needed)."""
-    x2 = x.reshape(-1, x.shape[-1])
-    d2 = dout.reshape(-1, dout.shape[-1])
+    x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
+    d2 = dout if dout.ndim == 2 else dout.reshape(-1, dout.shape[-1])
     dW = x2.T @ d2
     dx = dout @ W.T if need_dx else None
     return dW, dx
@@ -61,7 +60,7 @@ def _matmul_backward(x, W, dout, need_dx: bool):
 
 def _bias_backward(dout):
     """db = Σ dout over every batch axis."""
-    return dout.reshape(-1, dout.shape[-1]).sum(axis=0)
+    return (dout if dout.ndim == 2 else dout.reshape(-1, dout.shape[-1])).sum(axis=0)
 
 
 def MatMul(out_features: int, *, W_init="he_normal", name: str | None = None) -> Layer:
@@ -137,8 +136,7 @@ def Dense(
         }
         return (*tuple(in_shape)[:-1], out_features), params
 
-    def forward(params, x, *, train=False, rng=None):
-        W, b = _unpack(name, params, "W", "b")
+    def check(x, W, b):
         _check_features(name, x, W, W.shape[0])
         if b.shape != W.shape[1:]:
             raise ValueError(
@@ -146,6 +144,20 @@ def Dense(
                 f"{tuple(W.shape[1:])}"
             )
         check_dtype(name, b, W.dtype, "b")
+
+    def forward(params, x, *, train=False, rng=None):
+        W, b = _unpack(name, params, "W", "b")
+        dtype = W.dtype
+        # One cheap test that passes only what ``check`` passes (the common case of a small
+        # net's step spends its time in checks like these); anything else gets the full ones.
+        if not (
+            getattr(x, "dtype", None) == dtype == b.dtype
+            and dtype.kind == "f"
+            and x.ndim >= 2
+            and x.shape[-1] == W.shape[0]
+            and b.shape == W.shape[1:]
+        ):
+            check(x, W, b)
         return iadd(x @ W, b), (x, W)
 
     def backward(cache, dout, *, need_dx=True):
