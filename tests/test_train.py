@@ -167,6 +167,16 @@ def test_fit_visits_every_sample_once_per_epoch_in_a_new_order(monkeypatch):
     assert not np.array_equal(epochs[1], epochs[2])
 
 
+def test_fit_scores_the_train_accuracy_on_the_first_samples_when_asked():
+    net, params = mlp()
+    x, t = blobs(90)
+    last, _, hist = train.fit(
+        net, params, (x, t), epochs=2, batch_size=30, train_acc_samples=7, progress=False
+    )
+    assert hist.train_acc[-1] == train.accuracy(net, last, x[:7], t[:7])
+    assert hist.train_acc[-1] != train.accuracy(net, last, x, t)  # not all 90 scored
+
+
 def test_fit_rejects_bad_arguments():
     net, params = mlp()
     x, t = blobs(100)
@@ -176,6 +186,9 @@ def test_fit_rejects_bad_arguments():
         train.fit(net, params, (x, t), batch_size=500)
     with pytest.raises(ValueError, match=r"scan=True .* needs JAX params"):
         train.fit(net, params, (x, t), scan=True)
+    for bad in (0, 101, 2.5, True):
+        with pytest.raises(ValueError, match=r"train_acc_samples must be None or an int in"):
+            train.fit(net, params, (x, t), train_acc_samples=bad)
     with pytest.raises(ValueError, match="backend must be 'numpy' or 'jax'"):
         train.to_backend(params, "torch")
 
@@ -374,8 +387,9 @@ def test_simple_convnet_full_mnist(mnist_dir):
 )
 def test_deep_convnet_full_mnist(mnist_dir, seed):
     """The book's chapter-8 run: deep_convnet, He init, Adam 0.001, batch 100, 20 epochs,
-    NumPy, scored on all 10,000 test images after every epoch (``FUNCNET_DEEP_SEEDS=0,1,2``
-    runs several seeds; each takes most of an hour on 2 CPU cores)."""
+    NumPy, scored on all 10,000 test images after every epoch and, as the book's trainer
+    does, on 1,000 training images (``FUNCNET_DEEP_SEEDS=0,1,2`` runs several seeds; each
+    takes most of an hour on 2 CPU cores)."""
     (x, t), (xt, tt) = load_mnist(mnist_dir, download=False, flatten=False)
     net = models.deep_convnet()
     _, params = net.init(seed, (-1, 1, 28, 28))
@@ -386,7 +400,7 @@ def test_deep_convnet_full_mnist(mnist_dir, seed):
 
     _, _, hist = train.fit(
         net, params, (x, t), (xt, tt), optimizer=optim.adam(0.001), epochs=20, seed=seed,
-        progress=False, on_epoch=report,
+        progress=False, on_epoch=report, train_acc_samples=1000,
     )  # fmt: skip
     assert hist.test_acc[-1] >= 0.993, hist.test_acc
 
