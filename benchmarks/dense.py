@@ -400,9 +400,9 @@ def _floor(name: str, p, x, out, what: str, speeds) -> float:
 
 def groups(entries: dict) -> list[dict]:
     """The rows timed together: each ratio's two rows round-robin with each other, PyTorch
-    (a column, not a target) on its own.  Timed between XLA's or PyTorch's rows, whose
-    threads stay busy for a while after a call, the NumPy rows here ran up to 15 % slower
-    and swung more (as in ``benchmarks/conv.py``)."""
+    (a column, not a target) on its own.  Timed between XLA's or PyTorch's rows, the NumPy
+    rows here ran up to 30 % slower and swung more (as in ``benchmarks/conv.py``), and
+    PyTorch's up to 2.4x slower between NumPy's."""
     order = [("funcnet-np", "minimal-np"), ("torch",), ("funcnet-jit", "jax.grad-jit")]
     found = [{n: entries[n] for n in names if n in entries} for names in order]
     return [g for g in found if g]
