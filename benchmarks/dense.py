@@ -318,7 +318,7 @@ def timed(fn, calls: int = 1) -> float:
     return (time.perf_counter() - start) / calls
 
 
-def kernels(name: str, repeats: int, speeds: tuple[float, float]) -> None:
+def kernels(name: str, repeats: int, speeds: tuple[float, Callable[[int], float]]) -> None:
     """Each piece of funcnet's NumPy step at one net, median µs over ``repeats`` runs of
     about 50 ms, beside its floor: FLOPs at the sgemm speed for a product; for the rest the
     bytes it must read and write, at the speed of a copy of that size (an op that reads two
