@@ -38,6 +38,8 @@ def make_step(
     the batch first from a stream of its own.  The first layer's input gradient is never
     computed (``need_dx=False``): nothing uses it.  ``opt_state`` is ``optimizer.init(
     trainable(params))``; weight decay is ``optim.add_decayed_weights`` in the optimizer.
+    Nothing passed in is written to: with a ``fresh`` optimizer (every built-in one) each
+    new parameter on NumPy is the array the optimizer made for its update.
     """
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
     # The updates of a fresh optimizer are this step's own temporaries: the new params can
