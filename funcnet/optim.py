@@ -114,7 +114,6 @@ def _stateless(
 
 def apply_updates(params: Params, updates: Updates) -> Params:
     """θ ← θ + u, leaf by leaf, each result in its parameter's dtype."""
-
     return _tree_map(_add, params, updates)
 
 
