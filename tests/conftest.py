@@ -1,6 +1,9 @@
-"""Shared test set-up: float64 JAX before any array exists, and the ``slow`` marker."""
+"""Shared test set-up: float64 JAX before any array exists, one JAX compilation cache for
+the run, and the ``slow`` marker."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -13,6 +16,29 @@ import pytest  # noqa: E402
 
 def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
+
+
+def pytest_configure(config):
+    """One persistent JAX compilation cache for the whole run, in a fresh temporary folder:
+    the xdist workers and the command-line runs the tests start compile many of the same
+    programs (the catalogue's cases, the training steps), and each compiled program is
+    then built once.  The cache starts empty every run, so nothing carries over between
+    runs; a cache the caller set up (``JAX_COMPILATION_CACHE_DIR``) is used as it is."""
+    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return  # an xdist worker inherits the controller's environment
+    folder = tempfile.mkdtemp(prefix="funcnet-test-jax-cache-")
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+    cache = {
+        "JAX_COMPILATION_CACHE_DIR": folder,
+        # Every program: most are small ones that compile in well under the default 1 s.
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1",
+    }
+    os.environ.update(cache)  # for the workers and subprocesses started from here on
+    # And for this process, whose JAX read its environment at import.
+    jax.config.update("jax_compilation_cache_dir", folder)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
 def pytest_collection_modifyitems(config, items):
