@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from funcnet import checkpoints, models, train
+from funcnet.cli import main as cli
 from funcnet.data import load_mnist
 
 FUNCNET = [sys.executable, "-m", "funcnet"]
@@ -21,6 +22,19 @@ TWO = ["--coordinator", "h:1", "--num-processes", "2"]  # two processes, without
 
 def run(*args, **kw):
     return subprocess.run([*FUNCNET, *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+def call(capsys, *args):
+    """``funcnet ARGS`` in this process: (exit status, stdout, stderr).  The same ``main``
+    the ``funcnet`` script calls, without a new interpreter and JAX import each time; the
+    tests that need the real process (its exit status, Ctrl-C) use ``run``."""
+    capsys.readouterr()
+    try:
+        code = cli(list(args))
+    except SystemExit as stop:  # argparse's refusals
+        code = stop.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(
@@ -65,20 +79,22 @@ def run(*args, **kw):
         (["check", "--seed", "-1"], "--seed: must be >= 0"),
     ],
 )
-def test_bad_values_are_one_line_and_exit_2_before_any_work(tmp_path, argv, says):
+def test_bad_values_are_one_line_and_exit_2_before_any_work(tmp_path, capsys, argv, says):
     # A data folder that does not exist: had the command got as far as loading, it would
     # complain about MNIST instead.
     extra = ["--data-dir", str(tmp_path / "none")] if argv[0] == "train" else []
-    out = run(*argv, *extra)
-    assert out.returncode == 2
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and says in lines[0], out.stderr
-    assert out.stdout == "" and not (tmp_path / "none").exists()
+    code, out, err = call(capsys, *argv, *extra)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], err
+    assert out == "" and not (tmp_path / "none").exists()
 
 
 def test_save_to_a_directory_is_refused_first(tmp_path):
+    # As a real process: the refusals above reach the shell as exit status 2.
     out = run("train", "--save", str(tmp_path), "--data-dir", str(tmp_path / "none"))
     assert out.returncode == 2 and "is a directory; give a file name" in out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1
 
 
 def test_version_and_help_show_defaults():
@@ -93,12 +109,18 @@ def mnist_env(mnist_dir):
     return {**os.environ, "FUNCNET_DATA": str(mnist_dir)}
 
 
+def _interruptible():
+    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored
+    # (no KeyboardInterrupt): give the child the terminal's default, as a person's run has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_after_a_finished_epoch_keeps_it(tmp_path, mnist_env, mnist_dir):
     save = tmp_path / "p.npz"
     argv = ["train", "--subset", "3000", "--epochs", "1000", "--no-plot", "--save", str(save)]
     proc = subprocess.Popen(
         [*FUNCNET, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=mnist_env,
+        env=mnist_env, preexec_fn=_interruptible,
     )  # fmt: skip
     printed = []
     try:
@@ -126,57 +148,53 @@ def test_ctrl_c_after_a_finished_epoch_keeps_it(tmp_path, mnist_env, mnist_dir):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "jax"])
-def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(mnist_env, backend):
-    out = run(
-        "train", "--subset", "1000", "--epochs", "3", "--lr", "1e30", "--no-plot",
-        "--backend", backend, env=mnist_env,
+def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(
+    capsys, monkeypatch, mnist_dir, backend
+):
+    monkeypatch.setenv("FUNCNET_DATA", str(mnist_dir))
+    code, _, err = call(
+        capsys, "train", "--subset", "1000", "--epochs", "3", "--lr", "1e30", "--no-plot",
+        "--backend", backend,
     )  # fmt: skip
-    assert out.returncode == 1, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--lr 1e+30: try a smaller one" in lines[0], out.stderr
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "--lr 1e+30: try a smaller one" in lines[0], err
     assert "learning rate is probably too large" in lines[0]
 
 
-def test_eval_reads_a_saved_model_back(tmp_path, mnist_env):
+def test_eval_reads_a_saved_model_back(tmp_path, capsys, monkeypatch, mnist_dir):
+    monkeypatch.setenv("FUNCNET_DATA", str(mnist_dir))
     save = tmp_path / "p.npz"
-    trained = run(
-        "train", "--subset", "2000", "--epochs", "1", "--no-plot", "--save", str(save),
-        env=mnist_env,
-    )  # fmt: skip
-    assert trained.returncode == 0, trained.stderr
-    shown = trained.stdout.split("test accuracy ")[1].split("%")[0]
-    out = run("eval", "--load", str(save), "--no-color", "--show", "2", env=mnist_env)
-    assert out.returncode == 0, out.stderr
-    assert f"test accuracy {shown}% on all 10000 test images" in out.stdout
-    assert "confusion matrix" in out.stdout and "true \\ pred" in out.stdout
-    assert "misclassified; the first 2:" in out.stdout and "\x1b[" not in out.stdout
-    wrong = run("eval", "--load", str(save), "--model", "convnet", env=mnist_env)
-    lines = wrong.stderr.strip().splitlines()
-    assert wrong.returncode == 1 and len(lines) == 1
+    train_args = ["train", "--subset", "2000", "--epochs", "1", "--no-plot"]
+    code, out, err = call(capsys, *train_args, "--save", str(save))
+    assert code == 0, err
+    shown = out.split("test accuracy ")[1].split("%")[0]
+    code, out, err = call(capsys, "eval", "--load", str(save), "--no-color", "--show", "2")
+    assert code == 0, err
+    assert f"test accuracy {shown}% on all 10000 test images" in out
+    assert "confusion matrix" in out and "true \\ pred" in out
+    assert "misclassified; the first 2:" in out and "\x1b[" not in out
+    code, _, err = call(capsys, "eval", "--load", str(save), "--model", "convnet")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1
     assert "does not match the network" in lines[0] and "--model convnet checkpoint" in lines[0]
-    missing = run("eval", "--load", str(tmp_path / "none.npz"))
-    assert missing.returncode == 2 and "none.npz does not exist" in missing.stderr
+    code, _, err = call(capsys, "eval", "--load", str(tmp_path / "none.npz"))
+    assert code == 2 and "none.npz does not exist" in err
     # Two files: each one scored, then their ensemble, the mean of their softmax outputs.
     other = tmp_path / "q.npz"
-    again = run(
-        "train", "--subset", "2000", "--epochs", "1", "--no-plot", "--seed", "1",
-        "--save", str(other), env=mnist_env,
-    )  # fmt: skip
-    assert again.returncode == 0, again.stderr
-    both = run("eval", "--load", str(save), str(other), "--no-plot", env=mnist_env)
-    assert both.returncode == 0, both.stderr
-    assert f"{save}: test accuracy {shown}%" in both.stdout
-    from funcnet import checkpoints, models, train
-    from funcnet.data import load_mnist
-
+    code, _, err = call(capsys, *train_args, "--seed", "1", "--save", str(other))
+    assert code == 0, err
+    code, out, err = call(capsys, "eval", "--load", str(save), str(other), "--no-plot")
+    assert code == 0, err
+    assert f"{save}: test accuracy {shown}%" in out
     net = models.two_layer_net()
     like = net.init(0, (-1, 784))[1]
-    _, (xt, tt) = load_mnist(mnist_env["FUNCNET_DATA"], download=False)
+    _, (xt, tt) = load_mnist(mnist_dir, download=False)
     mean = sum(
         train.probabilities(net, checkpoints.load_params(f, like), xt) for f in (save, other)
     )
     acc = 100 * np.mean(mean.argmax(axis=1) == tt)
-    assert f"the ensemble of 2 (mean softmax): test accuracy {acc:.2f}%" in both.stdout
+    assert f"the ensemble of 2 (mean softmax): test accuracy {acc:.2f}%" in out
 
 
 def test_examples_fail_like_the_cli_in_one_line(capsys):
