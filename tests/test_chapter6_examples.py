@@ -1,15 +1,13 @@
 """Chapter 6's examples: optimizer paths and comparisons, init, BatchNorm, Dropout.
 
 Each ``run`` is called with tiny settings and checked for its shape and, where it is cheap
-and robust, for the book's qualitative result; each script runs once as a subprocess.
+and robust, for the book's qualitative result.  Each script runs once as a subprocess, as
+the README writes it, in test_readme_commands.py, which also checks what it prints.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -36,20 +34,6 @@ def load(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def run_script(name: str, *args: str) -> str:
-    env = {**os.environ, "NO_COLOR": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def has_plot(out: str) -> bool:
-    return "┌" in out and "└" in out and "\x1b[" not in out
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +108,6 @@ def test_optimizer_paths_approach_the_minimum_and_match_the_book_rules():
     assert r["grad_check"] < 1e-5
 
 
-def test_optimizer_paths_script_prints_one_plot_with_all_four():
-    out = run_script("optimizer_paths")
-    assert has_plot(out) and "optimizer paths on x²/20 + y²" in out
-    for name in ("SGD", "Momentum", "AdaGrad", "Adam"):
-        assert f"{name} " in out and any(line.startswith(name) for line in out.splitlines())
-
-
 # --------------------------------------------------------------------------- optimizers on MNIST
 
 
@@ -158,15 +135,6 @@ def test_compare_optimizers_numpy_and_jax_backends_agree(mnist):
         np.testing.assert_allclose(a.losses[name], b.losses[name], rtol=1e-4, err_msg=name)
 
 
-def test_compare_optimizers_script(mnist_dir):
-    out = run_script(
-        "compare_optimizers", "--data-dir", str(mnist_dir), "--iters", "40", "--test-size", "200"
-    )
-    assert has_plot(out) and "training loss (mean of every 20 iterations)" in out
-    assert sum(line.split()[0] in {"SGD", "Momentum", "AdaGrad", "Adam"} and "final loss" in line
-               for line in out.splitlines() if line.strip()) == 4  # fmt: skip
-
-
 # --------------------------------------------------------------------------- initialization
 
 
@@ -177,13 +145,6 @@ def test_compare_init_small_std_stalls_and_he_learns(mnist):
     final = r.final
     assert final["std=0.01"] > 2.2  # ln 10 ≈ 2.303: the output is still uniform
     assert final["He"] < 2.2 and final["He"] < final["Xavier"] < final["std=0.01"]
-
-
-def test_compare_init_script(mnist_dir):
-    out = run_script(
-        "compare_init", "--data-dir", str(mnist_dir), "--iters", "40", "--test-size", "200"
-    )
-    assert has_plot(out) and all(f"{n} " in out for n in ("std=0.01", "Xavier", "He"))
 
 
 # --------------------------------------------------------------------------- BatchNorm
@@ -207,15 +168,6 @@ def test_batchnorm_nets_of_a_pair_share_their_weights():
     for a, b in zip(models.dense_weights(plain), models.dense_weights(bn), strict=True):
         np.testing.assert_array_equal(a, b)
     assert sum(isinstance(p, dict) and "gamma" in p for p in bn) == 5
-
-
-def test_batchnorm_script(mnist_dir):
-    out = run_script(
-        "batchnorm", "--data-dir", str(mnist_dir), "--stds", "0.1", "--epochs", "2",
-        "--train-size", "200",
-    )  # fmt: skip
-    assert has_plot(out) and "W init std 0.1: train accuracy" in out
-    assert "BatchNorm's mean train accuracy" in out
 
 
 # --------------------------------------------------------------------------- Dropout
@@ -268,14 +220,6 @@ def test_dropout_numpy_backend_runs_both_scalings(mnist):
             scaling=scaling,
         )  # fmt: skip
         assert r["scaling"] == scaling and r["dropout"]["train_acc"].shape == (2,)
-
-
-def test_dropout_script(mnist_dir):
-    out = run_script(
-        "dropout_overfit", "--data-dir", str(mnist_dir), "--epochs", "3", "--test-size", "200"
-    )
-    assert has_plot(out) and "without dropout: accuracy" in out
-    assert "dropout 0.2 (inverted): accuracy" in out and "gap" in out
 
 
 def test_accuracy_helper_still_evaluates_in_eval_mode():

@@ -27,9 +27,37 @@ SHORTER = {
     "examples/train_mnist.py": ["--epochs", "1", "--subset", "600", "--no-plot"],
     "examples/compare_optimizers.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
     "examples/compare_init.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
-    "examples/batchnorm.py": ["--epochs", "1", "--stds", "1.0"],
+    "examples/batchnorm.py": ["--epochs", "2", "--stds", "1.0", "--train-size", "200"],
     "examples/dropout_overfit.py": ["--epochs", "2"],
     "funcnet profile": ["--repeats", "1", "--backend", "numpy"],
+}
+# What a command must print (regular expressions, multi-line), beyond exiting with 0.  A
+# plot is a box drawn without colour (NO_COLOR is set).
+PLOT = ["┌", "└"]
+OPTIMIZERS = ("SGD", "Momentum", "AdaGrad", "Adam")
+EXPECT = {
+    "examples/optimizer_paths.py": [
+        *PLOT,
+        r"optimizer paths on x²/20 \+ y²",
+        *(f"(?m)^{n} " for n in OPTIMIZERS),
+    ],
+    "examples/compare_optimizers.py": [
+        *PLOT,
+        r"training loss \(mean of every \d+ iterations\)",
+        *(f"(?m)^{n} .*final loss" for n in OPTIMIZERS),
+    ],
+    "examples/compare_init.py": [*PLOT, "std=0.01 ", "Xavier ", "He "],
+    "examples/batchnorm.py": [
+        *PLOT,
+        r"W init std [\d.]+: train accuracy",
+        "BatchNorm's mean train accuracy",
+    ],
+    "examples/dropout_overfit.py": [
+        *PLOT,
+        "without dropout: accuracy",
+        r"dropout 0.2 \(inverted\): accuracy",
+        "gap",
+    ],
 }
 
 
@@ -64,3 +92,6 @@ def test_readme_command_runs(command, mnist_dir, tmp_path, request):
             argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
         )
         assert out.returncode == 0, f"{part}\n{out.stderr[-2000:]}"
+        for expected in next((v for k, v in EXPECT.items() if k in part), []):
+            assert re.search(expected, out.stdout), f"{part}: no {expected!r} in\n{out.stdout}"
+        assert "\x1b[" not in out.stdout, f"{part}: colour with NO_COLOR set"
