@@ -391,18 +391,24 @@ def test_deep_convnet_full_mnist(mnist_dir, seed):
     NumPy, scored on all 10,000 test images after every epoch and, as the book's trainer
     does, on 1,000 training images (``FUNCNET_DEEP_SEEDS=0,1,2`` runs several seeds; each
     takes most of an hour on 2 CPU cores).  ``FUNCNET_DEEP_AUGMENT=2`` trains on images
-    shifted by up to 2 pixels (``augment.random_shift``), to measure what that adds."""
+    shifted by up to 2 pixels (``augment.random_shift``) and ``FUNCNET_DEEP_SCHEDULE=cosine``
+    decays the rate to 0 over the 12,000 steps (``optim.cosine_decay``), as
+    ``funcnet train --augment 2 --lr-schedule cosine`` does, to measure what each adds."""
     (x, t), (xt, tt) = load_mnist(mnist_dir, download=False, flatten=False)
     net = models.deep_convnet()
     _, params = net.init(seed, (-1, 1, 28, 28))
     shift = int(os.environ.get("FUNCNET_DEEP_AUGMENT", "0"))
+    schedule = os.environ.get("FUNCNET_DEEP_SCHEDULE", "constant")
+    assert schedule in ("constant", "cosine"), f"FUNCNET_DEEP_SCHEDULE={schedule!r}"
+    rate = optim.cosine_decay(0.001, 20 * len(x) // 100) if schedule == "cosine" else 0.001
 
     def report(epoch, hist):  # visible with -s: the figures docs/chapter8.md quotes
         acc, secs = hist.test_acc[-1], hist.epoch_time[-1]
-        print(f"seed {seed} shift {shift} epoch {epoch}: test {acc:.4f}, {secs:.0f} s", flush=True)
+        print(f"seed {seed} shift {shift} {schedule} epoch {epoch}: test {acc:.4f}, {secs:.0f} s",
+              flush=True)  # fmt: skip
 
     _, _, hist = train.fit(
-        net, params, (x, t), (xt, tt), optimizer=optim.adam(0.001), epochs=20, seed=seed,
+        net, params, (x, t), (xt, tt), optimizer=optim.adam(rate), epochs=20, seed=seed,
         progress=False, on_epoch=report, train_acc_samples=1000,
         augment=random_shift(shift) if shift else None,
     )  # fmt: skip
