@@ -400,7 +400,9 @@ def test_deep_convnet_full_mnist(mnist_dir, seed):
     shift = int(os.environ.get("FUNCNET_DEEP_AUGMENT", "0"))
     schedule = os.environ.get("FUNCNET_DEEP_SCHEDULE", "constant")
     assert schedule in ("constant", "cosine"), f"FUNCNET_DEEP_SCHEDULE={schedule!r}"
-    rate = optim.cosine_decay(0.001, 20 * len(x) // 100) if schedule == "cosine" else 0.001
+    epochs, batch = 20, 100
+    steps = epochs * (len(x) // batch)  # as fit draws them: whole batches per epoch
+    rate = optim.cosine_decay(0.001, steps) if schedule == "cosine" else 0.001
 
     def report(epoch, hist):  # visible with -s: the figures docs/chapter8.md quotes
         acc, secs = hist.test_acc[-1], hist.epoch_time[-1]
@@ -408,8 +410,8 @@ def test_deep_convnet_full_mnist(mnist_dir, seed):
               flush=True)  # fmt: skip
 
     _, _, hist = train.fit(
-        net, params, (x, t), (xt, tt), optimizer=optim.adam(rate), epochs=20, seed=seed,
-        progress=False, on_epoch=report, train_acc_samples=1000,
+        net, params, (x, t), (xt, tt), optimizer=optim.adam(rate), epochs=epochs,
+        batch_size=batch, seed=seed, progress=False, on_epoch=report, train_acc_samples=1000,
         augment=random_shift(shift) if shift else None,
     )  # fmt: skip
     assert hist.test_acc[-1] >= 0.993, hist.test_acc
