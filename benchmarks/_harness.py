@@ -134,42 +134,54 @@ def fresh_state(params0, opt_init=None, on_jax: bool = True):
     return fresh
 
 
-def epoch_fn(kind, step, c, n_state, make_epoch=None):
+def epoch_fn(kind, step, c, n_state, make_epoch=None, rngs=None):
     """epoch(state, steps=None) -> losses of ``*state, loss = step(*state, x, t)`` over the
     batches ``c.idx``: per batch, gathered on the host ("np"; "step": jitted, state donated),
     or as one jitted ``make_epoch(step)`` (default lax.scan), gathered on the device first
-    ("scan", as ``fit(scan=True)``).  ``epoch.warm(state)``: compile the scan, or run 2 steps."""
+    ("scan", as ``fit(scan=True)``).  ``rngs``, one per batch, are passed to the step after
+    ``t`` (``train.step_rngs``: seed paths for "np", keys otherwise), as ``fit`` does for
+    random layers.  ``epoch.warm(state, steps=None)``: compile the scan over that many
+    batches (all by default), or run 2 steps."""
     donate = tuple(range(n_state))
     if kind != "scan":
         step = jax.jit(step, donate_argnums=donate) if kind == "step" else step
 
         def epoch(state, steps=None):
             losses = []
-            for b in c.idx[:steps]:
-                *state, loss = step(*state, c.x[b], c.t[b])
+            for i, b in enumerate(c.idx[:steps]):
+                rng = () if rngs is None else (rngs[i],)
+                *state, loss = step(*state, c.x[b], c.t[b], *rng)
                 losses.append(loss)
             return jax.block_until_ready((state, losses))[1]
 
-        epoch.warm = lambda state: epoch(state, 2)
+        epoch.warm = lambda state, steps=None: epoch(state, 2)
         return epoch
 
-    def scan(*args):  # (*state, xs, ts) -> (*state, losses)
+    def scan(*args):  # (*state, *batches) -> (*state, losses)
         def body(carry, batch):
             *carry, loss = step(*carry, *batch)
             return carry, loss
 
-        carry, losses = jax.lax.scan(body, list(args[:-2]), args[-2:])
+        carry, losses = jax.lax.scan(body, list(args[:n_state]), args[n_state:])
         return *carry, losses
 
     run = jax.jit(make_epoch(step) if make_epoch else scan, donate_argnums=donate)
     x, t, idx = jnp.asarray(c.x), jnp.asarray(c.t.astype(np.int32)), jnp.asarray(c.idx)
-    prog = [run]
+    keys = () if rngs is None else (jnp.asarray(rngs),)
+    progs = {}  # steps -> the compiled scan over the first ``steps`` batches
+
+    def args(state, steps):
+        return (*state, x[idx[:steps]], t[idx[:steps]], *(k[:steps] for k in keys))
 
     def epoch(state, steps=None):
-        return jax.block_until_ready(prog[0](*state, x[idx], t[idx]))[-1]
+        steps = len(idx) if steps is None else min(steps, len(idx))
+        if steps not in progs:  # compiled outside the timing when warm() was given the same
+            warm(state, steps)
+        return jax.block_until_ready(progs[steps](*args(state, steps)))[-1]
 
-    def warm(state):
-        prog[0] = run.lower(*state, x[idx], t[idx]).compile()
+    def warm(state, steps=None):
+        steps = len(idx) if steps is None else min(steps, len(idx))
+        progs[steps] = run.lower(*args(state, steps)).compile()
 
     epoch.warm = warm
     return epoch

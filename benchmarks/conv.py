@@ -3,7 +3,7 @@ own convolution and PyTorch, with the targets of the conv-speed work (ok/MISS).
 
     .venv/bin/python benchmarks/conv.py [--no-epoch] [--repeats N] [--np-steps 60]
         [--shapes convnet,large,strided,wide] [--no-pools] [--only funcnet-np,torch]
-        [--no-torch] [--data-dir DIR]
+        [--net simple|deep] [--epoch-steps N] [--no-torch] [--data-dir DIR]
 
 Part 1, one Conv layer: forward and backward (dW, db, dx) with bias, float32, fixed random
 x, W, b, dout, at four shapes (``SHAPES``): ``convnet`` (SimpleConvNet's first layer),
@@ -34,6 +34,14 @@ in PyTorch, eager, torch.optim.Adam).  Targets against torch-step: funcnet-np-st
 funcnet-jax-step and -scan <= 0.5.  jnp-scan (~25 s on 2 cores, in XLA's max-pool gradient)
 runs only when ``--only`` names it.  loss@K, loss@600: step K and last step of the first
 timed run (equal digits: the rows train alike).
+
+``--net deep`` times chapter 8's DeepConvNet (``models.deep_convnet``) instead, with the
+per-step randomness its Dropout layers take (``train.step_rngs``, as ``fit`` passes it);
+its torch-step drops units with a mask of its own and no rescaling, the same work as
+funcnet's (different random bits, so its losses differ from funcnet's after step 1).  The
+jnp rows exist only for SimpleConvNet, and so do the targets: DeepConvNet's rows get their
+plain ratio to torch-step.  ``--epoch-steps K`` times every row over the first
+K steps (funcnet-np-step over min(K, ``--np-steps``)) and scales to 600, marked *.
 """
 
 from __future__ import annotations
@@ -333,8 +341,9 @@ def funcnet_row(kind):  # "np", "step", "scan"
         opt = optim.adam(LR)
         step = train.make_step(c.net, fn.softmax_cross_entropy, opt)
         fresh = H.fresh_state(c.params0, lambda p: opt.init(fn.trainable(p)), kind != "np")
-        steps = c.np_steps if kind == "np" else len(c.idx)
-        return fresh, H.epoch_fn(kind, step, c, 2, train.make_epoch), steps
+        steps = min(c.np_steps, c.steps) if kind == "np" else c.steps
+        rngs = train.step_rngs(SEED, 1, len(c.idx), kind != "np") if c.random else None
+        return fresh, H.epoch_fn(kind, step, c, 2, train.make_epoch, rngs), steps
 
     return build
 
@@ -379,7 +388,7 @@ def jnp_row(kind):
         (conv, _, _, _, d1, _, d2), p0 = c.params0, {}
         for i, d in enumerate((conv, d1, d2), 1):
             p0[f"W{i}"], p0[f"b{i}"] = d["W"], d["b"]
-        return H.fresh_state(p0, _jnp_adam_init), H.epoch_fn(kind, _jnp_step, c, 2), len(c.idx)
+        return H.fresh_state(p0, _jnp_adam_init), H.epoch_fn(kind, _jnp_step, c, 2), c.steps
 
     return build
 
@@ -390,32 +399,47 @@ def torch_row(c):
     from torch.nn import functional as F
 
     torch.set_num_threads(c.threads)
-    (conv, _, _, _, d1, _, d2) = c.params0
+    convs = [(p["W"], p["b"]) for p in c.params0 if p and p["W"].ndim == 4]
     # funcnet's Dense keeps W as (in, out); torch's Linear takes (out, in).
-    p0 = [conv["W"], conv["b"], d1["W"].T, d1["b"], d2["W"].T, d2["b"]]
+    dense = [(p["W"].T, p["b"]) for p in c.params0 if p and p["W"].ndim == 2]
+    p0 = [a for pair in convs + dense for a in pair]
 
     def fresh():
         params = [torch.tensor(np.array(a)).requires_grad_() for a in p0]
         return [params, torch.optim.Adam(params, lr=LR)]
 
-    def loss_of(params, x, t):
+    def simple(params, x):
         W1, b1, W2, b2, W3, b3 = params
         y = F.max_pool2d(F.relu(F.conv2d(x, W1, b1)), 2).flatten(1)
-        return F.cross_entropy(F.linear(F.relu(F.linear(y, W2, b2)), W3, b3), t)
+        return F.linear(F.relu(F.linear(y, W2, b2)), W3, b3)
+
+    def drop(y):  # the book's Dropout(0.5) in training: a kept unit is not rescaled
+        return y * (torch.rand_like(y) >= 0.5)
+
+    def deep(params, x):
+        w = iter(params)
+        for i, pad in enumerate((1, 1, 1, 2, 1, 1)):
+            x = F.relu(F.conv2d(x, next(w), next(w), padding=pad))
+            x = F.max_pool2d(x, 2) if i % 2 else x
+        x = drop(F.relu(F.linear(x.flatten(1), next(w), next(w))))
+        return drop(F.linear(x, next(w), next(w)))
+
+    forward = deep if c.random else simple
 
     def epoch(state, steps=None):
         params, opt = state
         losses = []
         for b in c.idx[:steps]:
             opt.zero_grad()
-            loss = loss_of(params, torch.from_numpy(c.x[b]), torch.from_numpy(c.t[b]))
+            out = forward(params, torch.from_numpy(c.x[b]))
+            loss = F.cross_entropy(out, torch.from_numpy(c.t[b]))
             loss.backward()
             opt.step()
             losses.append(loss.detach())
         return [float(v) for v in losses]
 
-    epoch.warm = lambda state: epoch(state, 2)
-    return fresh, epoch, len(c.idx)
+    epoch.warm = lambda state, steps=None: epoch(state, 2)
+    return fresh, epoch, c.steps
 
 
 EPOCH_ROWS = {
@@ -431,15 +455,19 @@ OPT_IN = ("jnp-scan",)  # run only when --only names it (~25 s per epoch on 2 co
 
 def bench_epoch(args, names, threads) -> None:
     x, t, idx, source = H.load_data(args.data_dir, BATCH, SEED)
-    net, steps, k = models.simple_convnet(), len(idx), max(1, min(args.np_steps, len(idx)))
-    c = argparse.Namespace(x=x.reshape(-1, 1, 28, 28), t=t, idx=idx, net=net, np_steps=k,
-                           threads=threads)  # fmt: skip
+    deep = args.net == "deep"
+    net = models.deep_convnet() if deep else models.simple_convnet()
+    steps = len(idx)
+    c = argparse.Namespace(x=x.reshape(-1, 1, 28, 28), t=t, idx=idx, net=net, random=deep,
+                           threads=threads, steps=max(1, min(args.epoch_steps or steps, steps)),
+                           np_steps=max(1, args.np_steps))  # fmt: skip
     c.params0 = net.init(SEED, (BATCH, 1, 28, 28))[1]
-    print(f"\n== one SimpleConvNet epoch: {net.name}")
+    k = min(c.np_steps, c.steps)
+    print(f"\n== one {'DeepConvNet' if deep else 'SimpleConvNet'} epoch: {net.name}")
     print(f"data: {source}; {steps} steps of batch {BATCH}, {x.dtype}; Adam lr {LR}")
     rows = {n: EPOCH_ROWS[n](c) for n in names}
-    for fresh, epoch, _ in rows.values():  # warm-up: compile, touch the buffers
-        epoch.warm(fresh())
+    for fresh, epoch, n_steps in rows.values():  # warm-up: compile, touch the buffers
+        epoch.warm(fresh(), n_steps)
     first = {}  # the losses of each row's first timed run
 
     def run(n, epoch, n_steps):
@@ -455,9 +483,12 @@ def bench_epoch(args, names, threads) -> None:
     def loss(at):
         return lambda n, med: f"{float(first[n][at - 1]):.4f}" if len(first[n]) >= at else "-"
 
+    def plain_torch(n, med):  # the targets are SimpleConvNet's: DeepConvNet gets the ratio
+        return "" if n == "torch-step" else H.ratio(med, n, "torch-step")
+
     med = H.report(rounds, "row", [
         ("vs funcnet", lambda n, med: H.ratio(med, n, H.family(n))),
-        ("vs torch", vs_target(EPOCH_TARGETS)),
+        ("vs torch", plain_torch if deep else vs_target(EPOCH_TARGETS)),
         (f"loss@{k}", loss(k)),
         (f"loss@{steps}", loss(steps)),
     ], label=lambda n: n + (" *" if rows[n][2] < steps else ""))  # fmt: skip
@@ -476,6 +507,10 @@ def main(argv=None) -> int:
     ap.add_argument("--epoch", action=argparse.BooleanOptionalAction, default=True,
                     help="also time one SimpleConvNet epoch (default: on)")  # fmt: skip
     ap.add_argument("--np-steps", type=int, default=60, help="steps of funcnet-np-step (60)")
+    ap.add_argument("--net", choices=("simple", "deep"), default="simple",
+                    help="the epoch's net: SimpleConvNet or chapter 8's DeepConvNet")  # fmt: skip
+    ap.add_argument("--epoch-steps", type=int, default=None,
+                    help="time every epoch row over this many steps, scaled to 600")  # fmt: skip
     ap.add_argument("--shapes", default=",".join(SHAPES), help="Conv shapes: " + ", ".join(SHAPES))
     ap.add_argument("--pools", action=argparse.BooleanOptionalAction, default=True,
                     help="also time the pooling layers (default: on)")  # fmt: skip
@@ -485,6 +520,12 @@ def main(argv=None) -> int:
     shapes = [v.strip() for v in args.shapes.split(",") if v.strip()]
     if unknown := [v for v in shapes if v not in SHAPES]:
         ap.error(f"unknown --shapes {unknown}; choose from {', '.join(SHAPES)}")
+    if args.np_steps < 1 or (args.epoch_steps is not None and args.epoch_steps < 1):
+        ap.error("--np-steps and --epoch-steps must be >= 1")
+    if args.net == "deep" and (jnp_rows := [n for n in names if n.startswith("jnp-")]):
+        if args.only:
+            ap.error(f"--net deep has no {', '.join(jnp_rows)}: the jnp rows are SimpleConvNet's")
+        names = [n for n in names if n not in jnp_rows]
     print(
         f"jax default backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
         f"default_matmul_precision {jax.config.jax_default_matmul_precision}"
