@@ -1,6 +1,7 @@
 """Training: the pure step on NumPy and under jit, convergence, fit, checkpoints, the CLI."""
 
 import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -393,7 +394,9 @@ def test_deep_convnet_full_mnist(mnist_dir, seed):
     takes most of an hour on 2 CPU cores).  ``FUNCNET_DEEP_AUGMENT=2`` trains on images
     shifted by up to 2 pixels (``augment.random_shift``) and ``FUNCNET_DEEP_SCHEDULE=cosine``
     decays the rate to 0 over the 12,000 steps (``optim.cosine_decay``), as
-    ``funcnet train --augment 2 --lr-schedule cosine`` does, to measure what each adds."""
+    ``funcnet train --augment 2 --lr-schedule cosine`` does, to measure what each adds.
+    ``FUNCNET_DEEP_SAVE=DIR`` writes each seed's final params to DIR, named by its settings,
+    for ``funcnet eval --model deep --load ...`` (an ensemble of runs)."""
     (x, t), (xt, tt) = load_mnist(mnist_dir, download=False, flatten=False)
     net = models.deep_convnet()
     _, params = net.init(seed, (-1, 1, 28, 28))
@@ -409,11 +412,13 @@ def test_deep_convnet_full_mnist(mnist_dir, seed):
         print(f"seed {seed} shift {shift} {schedule} epoch {epoch}: test {acc:.4f}, {secs:.0f} s",
               flush=True)  # fmt: skip
 
-    _, _, hist = train.fit(
+    params, _, hist = train.fit(
         net, params, (x, t), (xt, tt), optimizer=optim.adam(rate), epochs=epochs,
         batch_size=batch, seed=seed, progress=False, on_epoch=report, train_acc_samples=1000,
         augment=random_shift(shift) if shift else None,
     )  # fmt: skip
+    if save := os.environ.get("FUNCNET_DEEP_SAVE"):
+        checkpoints.save_params(Path(save) / f"deep-s{seed}-shift{shift}-{schedule}.npz", params)
     assert hist.test_acc[-1] >= 0.993, hist.test_acc
 
 
