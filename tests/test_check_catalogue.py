@@ -91,7 +91,7 @@ MUTATIONS = [
     ),
     (
         XLA,
-        "conv_backward",
+        "_backward",
         "return dW, db, dx",
         "return dW, db, 1.001 * dx",
         "algorithm='xla'",
@@ -99,7 +99,7 @@ MUTATIONS = [
     ),
     (
         XLA,
-        "conv_backward",
+        "_backward",
         "rhs_dilation=stride,",
         "rhs_dilation=(1, 1),",
         "stride=2, padding=1, algorithm='xla'",

@@ -16,6 +16,7 @@ import pytest  # noqa: E402
 from funcnet.core import pipeline, to_jax  # noqa: E402
 from funcnet.gradcheck import GradcheckError, check_layer  # noqa: E402
 from funcnet.layers import _conv_fast as fast  # noqa: E402
+from funcnet.layers import _conv_xla as xla  # noqa: E402
 from funcnet.layers import conv  # noqa: E402
 from funcnet.layers._conv_fast import DX_AS_CONV_MIN_CHANNELS  # noqa: E402
 from funcnet.layers.conv import AvgPool, Conv, MaxPool  # noqa: E402
@@ -310,10 +311,13 @@ def test_conv_backward_on_jax_arrays_matches_jax(case):
 XLA_CASES = [CONV_GRAD_CASES[i] for i in (3, 5, 7)] + DX_EDGE_CASES[:2]
 
 
+@pytest.mark.parametrize("channels_last", [True, False], ids=["NHWC", "NCHW"])
 @pytest.mark.parametrize("case", XLA_CASES)
-def test_xla_algorithm_matches_jax_and_im2col(case):
+def test_xla_algorithm_matches_jax_and_im2col(case, channels_last, monkeypatch):
     """``algorithm="xla"``: lax.conv forward, the backward written as two convolutions.
-    Checked against jax.vjp of that forward, and against the im2col kernels."""
+    Checked against jax.vjp of that forward, and against the im2col kernels, in both of its
+    formulations: channels-last (the CPU's) and NCHW (a GPU's, compiled here on the CPU)."""
+    monkeypatch.setattr(xla, "_channels_last", lambda: channels_last)
     _, params, x = conv_setup(case)
     _, f, k, s, p = case
     layer = Conv(f, k, stride=s, padding=p, algorithm="xla")
@@ -328,6 +332,30 @@ def test_xla_algorithm_matches_jax_and_im2col(case):
     dparams, none = layer.backward(cache, g, need_dx=False)
     assert none is None
     assert_trees_close(dparams, layer.backward(cache, g)[0], rtol=0, atol=0)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution kernels")
+def test_xla_convolutions_in_a_scan_run_channels_last():
+    """Inside a loop body XLA:CPU runs only NHWC/HWIO convolutions through its Eigen kernels
+    (others as plain loops, many times slower; it transposes them itself only at the top of
+    a program): every convolution of a scanned step must already be channels-last."""
+    case = XLA_CASES[0]
+    _, params, x = conv_setup(case)
+    _, f, k, s, p = case
+    layer = Conv(f, k, stride=s, padding=p, algorithm="xla")
+    # Float32: XLA:CPU has Eigen convolutions for f16 and f32 only.
+    params, x = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), (params, x))
+
+    def body(p, xi):
+        out, cache = layer.forward(p, xi)
+        dp, dx = layer.backward(cache, out)
+        return jax.tree_util.tree_map(lambda a, d: a - d, p, dp), dx.sum()
+
+    scan = jax.jit(lambda p, xs: jax.lax.scan(body, p, xs))
+    hlo = scan.lower(params, jnp.stack([x, x])).compile().as_text()
+    convs = re.findall(r"convolution\([^\n]*dim_labels=(\S+?)[,\s]", hlo)
+    assert len(convs) == 3, hlo  # y, dW, dx
+    assert set(convs) == {"b01f_01io->b01f"}, convs
 
 
 def test_auto_algorithm_follows_the_backend_and_the_shape(monkeypatch):
