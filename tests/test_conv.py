@@ -346,10 +346,10 @@ def test_xla_convolutions_in_a_scan_run_channels_last():
     # Float32: XLA:CPU has Eigen convolutions for f16 and f32 only.
     params, x = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), (params, x))
 
-    def body(p, xi):
-        out, cache = layer.forward(p, xi)
-        dp, dx = layer.backward(cache, out)
-        return jax.tree_util.tree_map(lambda a, d: a - d, p, dp), dx.sum()
+    def body(weights, xi):
+        out, cache = layer.forward(weights, xi)
+        grads, dx = layer.backward(cache, out)
+        return jax.tree_util.tree_map(lambda a, d: a - d, weights, grads), dx.sum()
 
     scan = jax.jit(lambda p, xs: jax.lax.scan(body, p, xs))
     hlo = scan.lower(params, jnp.stack([x, x])).compile().as_text()
