@@ -173,15 +173,16 @@ def epoch_fn(kind, step, c, n_state, make_epoch=None, rngs=None):
     def args(state, steps):
         return (*state, x[idx[:steps]], t[idx[:steps]], *(k[:steps] for k in keys))
 
+    def count(steps):  # None: the whole epoch
+        return len(idx) if steps is None else min(steps, len(idx))
+
     def epoch(state, steps=None):
-        steps = len(idx) if steps is None else min(steps, len(idx))
-        if steps not in progs:  # compiled outside the timing when warm() was given the same
+        if count(steps) not in progs:  # compiled outside the timing when warm() had the same
             warm(state, steps)
-        return jax.block_until_ready(progs[steps](*args(state, steps)))[-1]
+        return jax.block_until_ready(progs[count(steps)](*args(state, count(steps))))[-1]
 
     def warm(state, steps=None):
-        steps = len(idx) if steps is None else min(steps, len(idx))
-        progs[steps] = run.lower(*args(state, steps)).compile()
+        progs[count(steps)] = run.lower(*args(state, count(steps))).compile()
 
     epoch.warm = warm
     return epoch

@@ -341,7 +341,7 @@ def funcnet_row(kind):  # "np", "step", "scan"
         opt = optim.adam(LR)
         step = train.make_step(c.net, fn.softmax_cross_entropy, opt)
         fresh = H.fresh_state(c.params0, lambda p: opt.init(fn.trainable(p)), kind != "np")
-        steps = min(c.np_steps, c.steps) if kind == "np" else c.steps
+        steps = c.np_steps if kind == "np" else c.steps
         rngs = train.step_rngs(SEED, 1, len(c.idx), kind != "np") if c.random else None
         return fresh, H.epoch_fn(kind, step, c, 2, train.make_epoch, rngs), steps
 
@@ -458,11 +458,12 @@ def bench_epoch(args, names, threads) -> None:
     deep = args.net == "deep"
     net = models.deep_convnet() if deep else models.simple_convnet()
     steps = len(idx)
+    timed = min(args.epoch_steps or steps, steps)  # every row's steps; funcnet-np's at most
     c = argparse.Namespace(x=x.reshape(-1, 1, 28, 28), t=t, idx=idx, net=net, random=deep,
-                           threads=threads, steps=max(1, min(args.epoch_steps or steps, steps)),
-                           np_steps=max(1, args.np_steps))  # fmt: skip
+                           threads=threads, steps=timed,
+                           np_steps=min(args.np_steps, timed))  # fmt: skip
     c.params0 = net.init(SEED, (BATCH, 1, 28, 28))[1]
-    k = min(c.np_steps, c.steps)
+    k = c.np_steps
     print(f"\n== one {'DeepConvNet' if deep else 'SimpleConvNet'} epoch: {net.name}")
     print(f"data: {source}; {steps} steps of batch {BATCH}, {x.dtype}; Adam lr {LR}")
     rows = {n: EPOCH_ROWS[n](c) for n in names}
