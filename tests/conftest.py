@@ -1,5 +1,5 @@
-"""Shared test set-up: float64 JAX before any array exists, one JAX compilation cache for
-the run, and the ``slow`` marker."""
+"""Shared test set-up: float64 JAX before any array exists, XLA's optimizations mostly off,
+one JAX compilation cache for the run, and the ``slow`` marker."""
 
 import os
 import shutil
@@ -19,11 +19,21 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    """One persistent JAX compilation cache for the whole run, in a fresh temporary folder:
+    """XLA's optimizations mostly off (``jax_disable_most_optimizations``, as ``funcnet
+    check`` runs): the suite compiles hundreds of small programs that then run once or
+    twice, and the backend's optimization passes took about a quarter of the suite's CPU
+    time.  The programs' meaning is the same; the tests that read a compiled program
+    (its layouts, its collectives) turn the optimizations back on with ``xla_optimized``,
+    and ``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` runs the whole suite with them.
+
+    One persistent JAX compilation cache for the whole run, in a fresh temporary folder:
     the xdist workers and the command-line runs the tests start compile many of the same
     programs (the catalogue's cases, the training steps), and each compiled program is
     then built once.  The cache starts empty every run, so nothing carries over between
     runs; a cache the caller set up (``JAX_COMPILATION_CACHE_DIR``) is used as it is."""
+    if "JAX_DISABLE_MOST_OPTIMIZATIONS" not in os.environ:
+        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # workers and subprocesses
+        jax.config.update("jax_disable_most_optimizations", True)  # this process
     if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
         return  # an xdist worker inherits the controller's environment
     folder = tempfile.mkdtemp(prefix="funcnet-test-jax-cache-")
@@ -39,6 +49,16 @@ def pytest_configure(config):
     jax.config.update("jax_compilation_cache_dir", folder)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+@pytest.fixture
+def xla_optimized():
+    """XLA's full optimizations for one test that reads what XLA compiled, as a user's run
+    compiles it (the suite otherwise runs with them mostly off: ``pytest_configure``)."""
+    saved = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", saved)
 
 
 def pytest_collection_modifyitems(config, items):

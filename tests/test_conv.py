@@ -335,7 +335,7 @@ def test_xla_algorithm_matches_jax_and_im2col(case, channels_last, monkeypatch):
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution kernels")
-def test_xla_convolutions_in_a_scan_run_channels_last():
+def test_xla_convolutions_in_a_scan_run_channels_last(xla_optimized):
     """Inside a loop body XLA:CPU runs only NHWC/HWIO convolutions through its Eigen kernels
     (others as plain loops, many times slower; it transposes them itself only at the top of
     a program): every convolution of a scanned step must already be channels-last."""

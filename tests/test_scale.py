@@ -33,16 +33,16 @@ RUNS = Path(__file__).resolve().parent / "scale_runs.py"
 TOL = 2e-5  # relative; float32 summation order gives about 1e-6 here
 
 
-def env(devices: int) -> dict:
+def env(devices: int, **more) -> dict:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     flags = f"--xla_force_host_platform_device_count={devices}"
-    return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path}
+    return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path, **more}
 
 
-def job(*args, devices: int = 4) -> dict:
+def job(*args, devices: int = 4, **more) -> dict:
     out = subprocess.run(
-        [sys.executable, str(RUNS), *args], env=env(devices), capture_output=True, text=True,
-        timeout=180,
+        [sys.executable, str(RUNS), *args], env=env(devices, **more), capture_output=True,
+        text=True, timeout=180,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -95,7 +95,8 @@ def test_two_and_four_devices_train_like_one(kind):
 
 
 def test_collectives_batchnorm_and_dropout_under_sharding():
-    r = job("collectives")
+    # It reads the compiled programs' all-reduces: XLA's optimizations on, as a user runs.
+    r = job("collectives", JAX_DISABLE_MOST_OPTIMIZATIONS="0")
     assert r["threefry_partitionable"]
     # The step's all-reduce carries the gradients plus the loss's scalar sums (and, with an
     # indexing the partitioner cannot see as row-wise, up to B = 100 values more).
