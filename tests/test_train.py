@@ -42,10 +42,14 @@ def test_step_gradient_is_jax_grad_of_the_loss():
     x, t = blobs(50)
     p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     x64 = jnp.asarray(x, jnp.float64)
-    new, _, _ = train.make_step(net, fn.softmax_cross_entropy, optim.sgd(1.0))(
-        p64, optim.sgd(1.0).init(p64), x64, t
-    )
-    ref = jax.grad(lambda p: fn.softmax_cross_entropy.forward(net.forward(p, x64)[0], t)[0])(p64)
+    # Both jitted, as fit runs the step: one compiled program each, not one per operation.
+    step = jax.jit(train.make_step(net, fn.softmax_cross_entropy, optim.sgd(1.0)))
+    new, _, _ = step(p64, optim.sgd(1.0).init(p64), x64, t)
+
+    def loss(p):
+        return fn.softmax_cross_entropy.forward(net.forward(p, x64)[0], t)[0]
+
+    ref = jax.jit(jax.grad(loss))(p64)
     jax.tree_util.tree_map(
         lambda n, p, g: np.testing.assert_allclose(p - n, g, rtol=1e-10, atol=1e-14),
         new,
