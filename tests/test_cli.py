@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from funcnet import checkpoints, models, train
+from funcnet import checkpoints, models, optim, train
 from funcnet.cli import main as cli
 from funcnet.data import load_mnist
 
@@ -48,6 +48,7 @@ def call(capsys, *args):
         (["train", "--weight-std", "inf"], "--weight-std: must be finite"),
         (["train", "--average", "1"], "--average: must be in [0, 1), got 1"),
         (["train", "--subset", "-3"], "--subset: must be >= 0"),
+        (["train", "--test-subset", "-1"], "--test-subset: must be >= 0"),
         (["train", "--subset", "50", "--batch", "100"], "--batch 100 is larger than --subset 50"),
         (["train", "--scan"], "--scan compiles each epoch with JAX: add --backend jax"),
         (["train", "--save", "/nonexistent-dir/p.npz"], "folder /nonexistent-dir does not exist"),
@@ -160,6 +161,25 @@ def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "--lr 1e+30: try a smaller one" in lines[0], err
     assert "learning rate is probably too large" in lines[0]
+
+
+def test_test_subset_scores_the_first_test_images(capsys, monkeypatch, mnist_dir):
+    monkeypatch.setenv("FUNCNET_DATA", str(mnist_dir))
+    code, out, err = call(
+        capsys, "train", "--subset", "500", "--test-subset", "300", "--epochs", "1", "--no-plot"
+    )
+    assert code == 0, err
+    assert "500 training / 300 test images" in out
+    shown = float(out.split("test accuracy ")[1].split("%")[0])
+    assert "on the first 300 test images" in out
+    (x, t), (xt, tt) = load_mnist(mnist_dir, download=False)
+    net = models.two_layer_net(100)
+    # The same run in process, scored on the first 300 test images: the figure printed.
+    params, _, _ = train.fit(
+        net, net.init(0, (-1, 784))[1], (x[:500], t[:500]), epochs=1, batch_size=100, seed=0,
+        optimizer=optim.sgd(0.1), progress=False,
+    )  # fmt: skip
+    assert round(100 * train.accuracy(net, params, xt[:300], tt[:300]), 2) == shown
 
 
 def test_eval_reads_a_saved_model_back(tmp_path, capsys, monkeypatch, mnist_dir):

@@ -22,9 +22,10 @@ COMMANDS = [
     if line.strip() and not line.lstrip().startswith("#")
 ]
 # What makes each long command short; the command itself is run as the README writes it.
+SHORT_TRAINING = ["--epochs", "1", "--subset", "600", "--test-subset", "1000", "--no-plot"]
 SHORTER = {
-    "funcnet train": ["--epochs", "1", "--subset", "600", "--no-plot"],
-    "examples/train_mnist.py": ["--epochs", "1", "--subset", "600", "--no-plot"],
+    "funcnet train": SHORT_TRAINING,
+    "examples/train_mnist.py": SHORT_TRAINING,
     "examples/compare_optimizers.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
     "examples/compare_init.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
     "examples/batchnorm.py": ["--epochs", "2", "--stds", "1.0", "--train-size", "200"],

@@ -116,6 +116,8 @@ def _train(args, mesh, main: bool) -> int:
         return 2
     if args.subset:
         x_train, t_train = x_train[: args.subset], t_train[: args.subset]
+    if args.test_subset:
+        x_test, t_test = x_test[: args.test_subset], t_test[: args.test_subset]
     net, _ = models.by_name(args.model, hidden=args.hidden, weight_std=args.weight_std)
     _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
     config = settings(args)
@@ -221,7 +223,8 @@ def _train(args, mesh, main: bool) -> int:
     if decay:
         plain = 100 * accuracy(net, last, x_test, t_test)
         note = f" (averaged params; the last iterate itself: {plain:.2f}%)"
-    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on all {len(x_test)} test images{note}")
+    which = f"the first {len(x_test)}" if args.test_subset else f"all {len(x_test)}"
+    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on {which} test images{note}")
     if args.save:
         save_params(args.save, params)
         print(f"params saved to {args.save}")
