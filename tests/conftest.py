@@ -22,9 +22,10 @@ def pytest_configure(config):
     """XLA's optimizations mostly off (``jax_disable_most_optimizations``, as ``funcnet
     check`` runs): the suite compiles hundreds of small programs that then run once or
     twice, and the backend's optimization passes took about a quarter of the suite's CPU
-    time.  The programs' meaning is the same; the tests that read a compiled program
-    (its layouts, its collectives) turn the optimizations back on with ``xla_optimized``,
-    and ``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` runs the whole suite with them.
+    time.  The programs' meaning is the same; the tests that read a compiled program turn
+    the optimizations back on: with ``xla_optimized`` (its layouts) or in the environment
+    of the subprocess they start (its collectives, test_scale.py).
+    ``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` runs the whole suite with them.
 
     One persistent JAX compilation cache for the whole run, in a fresh temporary folder:
     the xdist workers and the command-line runs the tests start compile many of the same
@@ -54,9 +55,12 @@ def pytest_configure(config):
 @pytest.fixture
 def xla_optimized():
     """XLA's full optimizations for one test that reads what XLA compiled, as a user's run
-    compiles it (the suite otherwise runs with them mostly off: ``pytest_configure``)."""
+    compiles it (the suite otherwise runs with them mostly off: ``pytest_configure``).  The
+    flag is read when a program compiles, not part of jit's cache key: the caches are
+    cleared first, so that nothing this worker compiled before is reused unoptimized."""
     saved = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", False)
+    jax.clear_caches()
     yield
     jax.config.update("jax_disable_most_optimizations", saved)
 

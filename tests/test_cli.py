@@ -4,6 +4,7 @@ target checked first, Ctrl-C that keeps the finished epochs, a diverging run sto
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,10 +167,11 @@ def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(
 def test_test_subset_scores_the_first_test_images(capsys, monkeypatch, mnist_dir):
     monkeypatch.setenv("FUNCNET_DATA", str(mnist_dir))
     code, out, err = call(
-        capsys, "train", "--subset", "500", "--test-subset", "300", "--epochs", "1", "--no-plot"
+        capsys, "train", "--subset", "500", "--test-subset", "300", "--epochs", "1", "--no-color"
     )
     assert code == 0, err
     assert "500 training / 300 test images" in out
+    assert re.search(r"\n\d+ of the first 300 test digits misclassified", out)
     shown = float(out.split("test accuracy ")[1].split("%")[0])
     assert "on the first 300 test images" in out
     (x, t), (xt, tt) = load_mnist(mnist_dir, download=False)
@@ -180,6 +182,11 @@ def test_test_subset_scores_the_first_test_images(capsys, monkeypatch, mnist_dir
         optimizer=optim.sgd(0.1), progress=False,
     )  # fmt: skip
     assert round(100 * train.accuracy(net, params, xt[:300], tt[:300]), 2) == shown
+    # More than the files hold is refused once they are read, not quietly cut to fit.
+    for flag, n, have in [("--test-subset", 10001, 10000), ("--subset", 60001, 60000)]:
+        code, out, err = call(capsys, "train", flag, str(n), "--epochs", "1", "--no-plot")
+        assert code == 2 and "epoch" not in out, out
+        assert err.strip() == f"funcnet train: {flag} {n} is more than the {have} images there are"
 
 
 def test_eval_reads_a_saved_model_back(tmp_path, capsys, monkeypatch, mnist_dir):

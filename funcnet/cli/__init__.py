@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subset", type=_non_negative_int, default=0,
                    help="use only the first N training images (0: all)")  # fmt: skip
     p.add_argument("--test-subset", type=_non_negative_int, default=0, metavar="N",
-                   help="score on only the first N test images (0: all 10,000), as the "
-                   "book's trainer can for a quick look")  # fmt: skip
+                   help="score every epoch and the final line on only the first N test "
+                   "images (0: all)")  # fmt: skip
     p.add_argument("--save", type=_save_path, default=None, metavar="FILE.npz",
                    help="write the trained params here (also on Ctrl-C, those of the last "
                    "finished epoch)")  # fmt: skip

@@ -114,10 +114,19 @@ def _train(args, mesh, main: bool) -> int:
     except MNISTError as e:
         print(f"funcnet train: {one_line(e)}", file=sys.stderr)
         return 2
+    # The sizes are known only once the files are read: a cut beyond them is refused, not
+    # quietly made smaller.
+    for flag, n, have in [("--subset", args.subset, len(x_train)),
+                          ("--test-subset", args.test_subset, len(x_test))]:  # fmt: skip
+        if n > have:
+            print(f"funcnet train: {flag} {n} is more than the {have} images there are",
+                  file=sys.stderr)  # fmt: skip
+            return 2
     if args.subset:
         x_train, t_train = x_train[: args.subset], t_train[: args.subset]
     if args.test_subset:
         x_test, t_test = x_test[: args.test_subset], t_test[: args.test_subset]
+    scored = f"the first {len(x_test)}" if args.test_subset else f"all {len(x_test)}"
     net, _ = models.by_name(args.model, hidden=args.hidden, weight_std=args.weight_std)
     _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
     config = settings(args)
@@ -223,8 +232,7 @@ def _train(args, mesh, main: bool) -> int:
     if decay:
         plain = 100 * accuracy(net, last, x_test, t_test)
         note = f" (averaged params; the last iterate itself: {plain:.2f}%)"
-    which = f"the first {len(x_test)}" if args.test_subset else f"all {len(x_test)}"
-    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on {which} test images{note}")
+    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on {scored} test images{note}")
     if args.save:
         save_params(args.save, params)
         print(f"params saved to {args.save}")
@@ -253,10 +261,11 @@ def _train(args, mesh, main: bool) -> int:
         wrong = np.flatnonzero(preds != t_test)
         if len(wrong):  # as the book's chapter 8 shows them
             shown = wrong[:12]
-            print(f"{len(wrong)} test digits misclassified; the first {len(shown)}, as "
+            among = f" of the first {len(x_test)}" if args.test_subset else ""
+            print(f"{len(wrong)}{among} test digits misclassified; the first {len(shown)}, as "
                   "prediction (is label):\n")  # fmt: skip
             captions = [f"{preds[i]} (is {t_test[i]})" for i in shown]
             print(plot.images(x_test[shown], captions))
         else:
-            print(f"all {len(t_test)} test digits classified right")
+            print(f"{scored} test digits classified right")
     return 0
