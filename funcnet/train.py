@@ -220,8 +220,13 @@ class Interrupted(KeyboardInterrupt):
 def _check_targets(net: Layer, params, loss: Loss, x, t, what: str) -> None:
     """Validate every target once, on the host, before any step: under ``jit`` the loss
     cannot look at values, and a label out of range would train silently."""
-    out = net.forward(params, x[:1])[0]
-    zeros = np.zeros((len(t), *np.shape(out)[1:]), dtype=np.dtype(out.dtype))
+    if tree_namespace(params) is np:
+        out = net.forward(params, x[:1])[0]
+    else:  # its shape only: run op by op, the forward would compile each operation
+        import jax
+
+        out = jax.eval_shape(lambda p, xb: net.forward(p, xb)[0], params, x[:1])
+    zeros = np.zeros((len(t), *out.shape[1:]), dtype=np.dtype(out.dtype))
     try:
         loss.forward(zeros, np.asarray(t))
     except (ValueError, TypeError) as e:
