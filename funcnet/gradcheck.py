@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .core import Layer, Loss, trainable, with_trainable
@@ -128,20 +127,23 @@ def _check(
     with jax.enable_x64(True):
         primal = jax.tree_util.tree_map(_f64, primal)
         before = jax.tree_util.tree_map(np.copy, primal)
-        as_jax = jax.tree_util.tree_map(jnp.asarray, primal)
+        # device_put, not jnp.asarray (which compiles a copy for every new shape).  On the
+        # CPU it may share memory with primal: every JAX run comes before any NumPy one, so
+        # a NumPy path that writes into its input cannot change what JAX was given.
+        as_jax = jax.device_put(primal)
         g = draw(rng, jax.eval_shape(fwd, as_jax).shape)
+        g_jax = jax.device_put(g)
 
         def reference(p, g):
             out, pull = jax.vjp(fwd, p)
             return out, pull(g)[0]
 
         # One compiled program each: op-by-op dispatch would compile every op separately.
-        out_ref, ref = jax.jit(reference)(as_jax, jnp.asarray(g))
-        out = np.asarray(fwd(primal))  # the NumPy forward: the forward row compares the two
+        out_ref, ref = jax.jit(reference)(as_jax, g_jax)
         if arrays == "jax":
-            hand = jax.jit(hand_grad)(as_jax, jnp.asarray(g))
-            hand = jax.tree_util.tree_map(np.asarray, hand)
-        else:
+            hand = jax.tree_util.tree_map(np.asarray, jax.jit(hand_grad)(as_jax, g_jax))
+        out = np.asarray(fwd(primal))  # the NumPy forward: the forward row compares the two
+        if arrays == "numpy":
             hand = hand_grad(primal, g)
 
         rows = []
