@@ -356,9 +356,17 @@ def fit(
         else:
             step = scale.jit_replicated(step, mesh, _donates())
     elif scan:
-        scan_epoch = compiled(make_epoch(step), donate=(0, 1))
-        xp = tree_namespace(params)
-        x_dev, t_dev = xp.asarray(x_train), xp.asarray(t_train)
+        import jax
+
+        epoch_of = make_epoch(step)
+
+        def gathered(params, opt_state, x, t, idx, keys):
+            # The epoch's batches are taken in the same program: op by op, the indexing
+            # would compile programs of its own.
+            return epoch_of(params, opt_state, x[idx], t[idx], keys)
+
+        scan_epoch = compiled(gathered, donate=(0, 1))
+        x_dev, t_dev = jax.device_put((x_train, t_train))  # once; jnp.asarray would compile
     elif on_jax:
         step = compiled(step, donate=(0, 1))
     bar = ProgressBar(sys.stderr, enabled=progress)
@@ -384,9 +392,8 @@ def fit(
                 params, opt_state, batch(x_train, idx, 1), batch(t_train, idx, 1), rngs
             )
         elif scan:
-            idx = xp.asarray(perm.reshape(steps, batch_size))
             params, opt_state, losses = scan_epoch(
-                params, opt_state, x_dev[idx], t_dev[idx], xp.asarray(rngs)
+                params, opt_state, x_dev, t_dev, perm.reshape(steps, batch_size), rngs
             )
         else:
             losses = []
