@@ -33,6 +33,7 @@ CONV_CASES = [
     ((1, 2, 6, 8), 3, (2, 3), (2, 1), (2, 0)),
     ((2, 2, 4, 4), 3, 1, 1, 0),
     ((1, 1, 5, 7), 2, (3, 1), (1, 2), (0, 1)),
+    ((1, 2, 4, 6), 2, (3, 2), (3, 2), (1, 0)),  # windows that tile the padded input
     # From DX_AS_CONV_MIN_CHANNELS input channels on, NumPy's dx is a convolution of dy.
     ((2, 8, 5, 5), 3, 3, 1, 1),
     ((1, 9, 7, 6), 2, (3, 2), 2, (1, 0)),

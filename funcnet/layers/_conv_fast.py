@@ -246,13 +246,6 @@ def col2im(part, padded_shape, kernel, stride, out_hw):
     return dx
 
 
-def _tiles(padded_shape, kernel, stride, out_hw) -> bool:
-    """Whether the windows tile the padded input with no overlap and no gap (stride = kernel):
-    then every element is in exactly one ``window``, and a gradient is written, not added."""
-    (kh, kw), (oh, ow) = kernel, out_hw
-    return tuple(stride) == tuple(kernel) and tuple(padded_shape[2:]) == (oh * kh, ow * kw)
-
-
 def maxpool_forward(x, *, kernel, stride, padding, out_hw):
     """(max, (arg,)) with arg the first offset k = i·kw + j holding the max."""
     x_pad = ref.pad(x, padding, -np.inf)
@@ -309,7 +302,7 @@ def _spread(part, padded_shape, dtype, kernel, stride, out_hw):
     """col2im of a pool's per-offset gradients ``part(i, j)``; when the windows tile the
     input, ``part(i, j, out=window)`` writes each straight into its window of an
     uninitialized buffer (no temporary, nothing to add)."""
-    if not _tiles(padded_shape, kernel, stride, out_hw):
+    if not ref.tiles(padded_shape, kernel, stride, out_hw):
         return col2im(part, padded_shape, kernel, stride, out_hw)
     dx = np.empty(padded_shape, dtype=dtype)
     for i, j in ref.offsets(kernel):
