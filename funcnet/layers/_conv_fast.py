@@ -18,9 +18,11 @@ What differs from the reference, and why (figures: ``docs/conv.md``):
   flipped in space and with its channel axes swapped; at stride 1 the one phase is dy
   padded by k − 1 − p against W flipped.  Otherwise dx is col2im of W₂ᵀ·dy, accumulated in
   place into each chunk's own buffer.
-* Pools read their windows as views, with no stacked copy; when the windows tile the input
-  the backward writes each window's gradient in place, with no col2im.  A finite dout is
-  routed by a product instead of ``where``.
+* Pools read their windows as views, with no stacked copy; MaxPool keeps the running
+  maxima over the offsets and counts, per window, those below the max to get the first
+  maximal offset.  When the windows tile the input the backward writes each window's
+  gradient in place, with no col2im.  A finite dout is routed by a product instead of
+  ``where``.
 """
 
 from __future__ import annotations
@@ -251,9 +253,23 @@ def maxpool_forward(x, *, kernel, stride, padding, out_hw):
     x_pad = ref.pad(x, padding, -np.inf)
     # Views, not a stacked copy: maximum and == read them in place.
     views = [ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)]
-    best = views[0].copy()
-    for v in views[1:]:
-        np.maximum(best, v, out=best)
+    n = len(views)
+    # Reading a window view is the cost here (a strided read touches every cache line of
+    # its rows): keep the running maxima c_k = max(v_0..v_k) when they take no more room
+    # than x, so that each view is read once, not again to find the arg.  The first maximal
+    # offset is then the number of running maxima still below the max:
+    # arg = Σ_{k<n−1} [c_k < max].
+    running = n > 1 and (n - 1) * views[0].size <= x.size
+    if running:
+        cum = np.empty((n - 1, *views[0].shape), dtype=x.dtype)
+        np.copyto(cum[0], views[0])
+        for k in range(1, n - 1):
+            np.maximum(cum[k - 1], views[k], out=cum[k])
+        best = np.maximum(cum[-1], views[-1])
+    else:
+        best = views[0].copy()
+        for v in views[1:]:
+            np.maximum(best, v, out=best)
     if np.isnan(best).any():
         # maximum lets a NaN win anywhere; the reference's strict ">" only at offset 0.
         best, arg = ref.maxpool_forward(x, kernel=kernel, stride=stride, padding=padding,
@@ -261,9 +277,15 @@ def maxpool_forward(x, *, kernel, stride, padding, out_hw):
         return best, (arg,)
     # One byte per window while the offsets fit: this loop is memory-bound, and copyto with
     # where= or np.where took 2-4x longer than the arithmetic.
-    kind = np.int8 if len(views) <= 127 else np.int32
-    arg = np.full(best.shape, len(views) - 1, dtype=kind)
-    for k in range(len(views) - 2, -1, -1):
+    kind = np.int8 if n <= 127 else np.int32
+    if running:
+        below = np.less(cum, best).view(np.int8)  # bool as 0/1 bytes
+        arg = below[0].astype(kind)
+        for k in range(1, n - 1):
+            arg += below[k]
+        return best, (arg,)
+    arg = np.full(best.shape, n - 1, dtype=kind)
+    for k in range(n - 2, -1, -1):
         # Walking backwards leaves the smallest k whose element equals the max.
         arg -= (arg - kind(k)) * (views[k] == best)
     return best, (arg,)
