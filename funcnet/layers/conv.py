@@ -502,5 +502,6 @@ __all__ = [
     "maxpool_forward",
     "offsets",
     "pad",
+    "tiles",
     "window",
 ]
