@@ -213,6 +213,14 @@ MUTATIONS = [
     (REF, "col2im", "total + p", "total + 1.001 * p", "Conv(4, 3, padding=1)", "jax"),
     (
         REF,
+        "col2im",
+        "transpose(2, 3, 4, 0, 5, 1)",
+        "transpose(2, 3, 4, 1, 5, 0)",
+        "MaxPool(2)",
+        "jax",
+    ),
+    (
+        REF,
         "conv_forward",
         "out = (W.reshape(f, -1) @ cols)",
         "out = 1.001 * (W.reshape(f, -1) @ cols)",
