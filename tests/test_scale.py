@@ -3,7 +3,7 @@ on 2 and 4 host devices and on two processes over 127.0.0.1, a dead peer that st
 run, resumes on other device counts, and the command's flags refused before any work.
 
 The host device count is fixed when JAX starts, so the runs are fresh interpreters
-(``tests/scale_runs.py``) with ``XLA_FLAGS=--xla_force_host_platform_device_count=N``;
+(``tests/scale_runs.py``) with ``--xla_force_host_platform_device_count=N`` in ``XLA_FLAGS``;
 every one is bounded by a timeout and killed at the end.
 """
 
@@ -35,7 +35,9 @@ TOL = 2e-5  # relative; float32 summation order gives about 1e-6 here
 
 def env(devices: int, **more) -> dict:
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    flags = f"--xla_force_host_platform_device_count={devices}"
+    # After the run's own XLA_FLAGS (conftest's code generator), which it keeps: the last
+    # device count given wins.
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}"
     return {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu", "PYTHONPATH": path, **more}
 
 
