@@ -84,3 +84,31 @@ def test_check_vjp_for_a_graph_node():
 
     report = fn.check_vjp("mul", fn.mul.forward, wrong, primals, raise_on_failure=False)
     assert [r.what for r in report.rows if not r.ok] == ["y"]
+
+
+def test_compiler_options_an_xla_does_not_know_are_dropped_and_the_check_still_runs(
+    case, monkeypatch
+):
+    from funcnet import gradcheck
+
+    monkeypatch.setattr(gradcheck, "_ONE_CALL_OPTIONS", {"xla_no_such_option_here": False})
+    layer, params, x = case
+    assert fn.check_layer(layer, params, x, numerical=False, arrays="jax").ok
+    assert gradcheck._ONE_CALL_OPTIONS == {}  # and later checks compile without them
+
+
+def test_an_error_while_compiling_the_check_is_raised_not_taken_for_an_option(case):
+    import jax
+
+    from funcnet import gradcheck
+
+    layer, params, x = case
+    options = dict(gradcheck._ONE_CALL_OPTIONS)
+
+    def backward(cache, dout, *, need_dx=True):
+        float(dout.sum())  # a Python branch on a value: fails under jit
+        return layer.backward(cache, dout, need_dx=need_dx)
+
+    with pytest.raises(jax.errors.ConcretizationTypeError):
+        fn.check_layer(layer._replace(backward=backward), params, x, arrays="jax")
+    assert gradcheck._ONE_CALL_OPTIONS == options
