@@ -69,13 +69,16 @@ from funcnet.layers import _conv_fast
 
 SEED, BATCH, LR = 0, 100, 0.001
 RUN_S = 0.2  # a timed layer run lasts about this long: calls = ceil(RUN_S / warm-up call)
-SHAPES = {  # x (N, C, H, W), W (F, C, kh, kw), padding, stride, funcnet-np's target vs torch
+# x (N, C, H, W), W (F, C, kh, kw), padding, stride, funcnet-np's target vs torch.  The issue:
+# "<= 1.2x at the large shape, <= 1.0x at the SimpleConvNet shape, also on a strided shape
+# and a small-image wide one": the two added shapes get the SimpleConvNet shape's 1.0.
+SHAPES = {
     "convnet": ((100, 1, 28, 28), (30, 1, 5, 5), 0, 1, 1.0),
     "large": ((64, 64, 32, 32), (64, 64, 3, 3), 1, 1, 1.2),
     # (32 + 2 - 3) / 2 does not divide, which Conv refuses; PyTorch would drop the last
     # padding row.  31x31 gives the same 16x16 output, the same flops, on both sides.
-    "strided": ((64, 32, 31, 31), (64, 32, 3, 3), 1, 2, 1.2),
-    "wide": ((32, 128, 16, 16), (128, 128, 3, 3), 1, 1, 1.2),
+    "strided": ((64, 32, 31, 31), (64, 32, 3, 3), 1, 2, 1.0),
+    "wide": ((32, 128, 16, 16), (128, 128, 3, 3), 1, 1, 1.0),
 }
 POOL_SHAPE = (100, 30, 24, 24)  # SimpleConvNet's pooling input; 2x2 windows, stride 2
 DN = ("NCHW", "OIHW", "NCHW")
