@@ -200,9 +200,9 @@ ROWS = {  # name: build(c) -> (fresh() -> state [untimed], epoch(state) -> losse
 def vs_floor(n: str, med: dict) -> str:
     """A column: the row's median over the matmul floor's, with ok/MISS where it has a target."""
     r, target = med[n] / med[FLOOR], FLOOR_TARGETS.get(n)
-    return f"{r:.1f}" + (
-        "" if target is None else f" {'ok' if r <= target else 'MISS'} (<={target:g})"
-    )
+    if target is None:
+        return f"{r:.1f}"
+    return f"{r:.2f} {'ok' if r <= target else 'MISS'} (<={target:g})"  # 1.62 is no 1.6
 
 
 def main(argv=None) -> int:
