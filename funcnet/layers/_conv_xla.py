@@ -9,8 +9,8 @@ two convolutions it is (the tests check both against ``jax.vjp`` of the forward)
 (⋆ a stride-1 correlation).  For dx the batch stays the batch and W's channel axes swap;
 for dW the roles turn: C is the batch, N the summed feature axis, dy the kernel.  On a GPU
 these run as cuDNN's kernels, where im2col would move kh·kw times the input through memory;
-on the CPU, XLA's convolutions are slower than im2col at most shapes (``docs/conv.md`` has
-the figures).
+on the CPU, XLA's were the faster from about 6 input channels on, im2col below
+(``docs/conv.md`` has the figures).
 
 On the CPU every convolution is written channels-last (NHWC input, HWIO kernel, NHWC
 output), the only layout XLA's CPU backend runs through its Eigen kernels.  At the top of a
@@ -78,7 +78,15 @@ def _backward(x, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx, last
     db = dout.sum(axis=(0, 2, 3)) if bias else None
     # dW: batch C (x's axis 1), feature N (axis 0, summed), dy as the (F, N) kernel.
     dn = ("CNHW", "IOHW", "CNHW")
-    dW = _conv(x, dout, [(ph, ph), (pw, pw)], last, rhs_dilation=stride, dn=dn)
+    pads = [(ph, ph), (pw, pw)]
+    if last and (ph > (kh - 1) // 2 or pw > (kw - 1) // 2):
+        # XLA:CPU ran this convolution 10-15x slower with more padding than (k - 1) / 2 (an
+        # output larger than the input, as DeepConvNet's fourth conv): x takes the excess
+        # as explicit zeros, the convolution the rest (docs/conv.md).
+        eh, ew = max(0, ph - (kh - 1) // 2), max(0, pw - (kw - 1) // 2)
+        x = _lax().pad(x, x.dtype.type(0), [(0, 0, 0), (0, 0, 0), (eh, eh, 0), (ew, ew, 0)])
+        pads = [(ph - eh, ph - eh), (pw - ew, pw - ew)]
+    dW = _conv(x, dout, pads, last, rhs_dilation=stride, dn=dn)
     if not need_dx:
         return dW, db, None
     # The windows tile the input exactly (Conv checks it), so both sides pad alike; a

@@ -261,26 +261,22 @@ def avgpool_backward(dout, *, kernel, stride, padding, in_hw):
 
 ALGORITHMS = ("auto", "im2col", "xla")
 
-# On the CPU, XLA's convolution wins once the input has this many channels, but its weight
-# gradient (a convolution with dy as the kernel) slows down with dy's N·OH·OW positions:
-# 4-12x slower than im2col above it, faster below (docs/conv.md has the shapes).
+# On the CPU, XLA's convolution (forward and backward) wins from about 6 input channels on;
+# with fewer, its kernels run slower than im2col's product (docs/conv.md has the shapes).
 XLA_MIN_CHANNELS = 8
-XLA_MAX_POSITIONS = 16384
 
 
-def jax_algorithm(algorithm: str, x_shape, out_hw) -> str:
+def jax_algorithm(algorithm: str, x_shape) -> str:
     """The kernels a Conv runs on JAX arrays of ``x_shape``: ``algorithm``, with "auto"
     resolved by JAX's default backend (the one a traced program compiles for) and, on the
-    CPU, by the shape."""
+    CPU, by the input channels."""
     if algorithm != "auto":
         return algorithm
     import jax
 
     if jax.default_backend() != "cpu":
         return "xla"
-    n, c = x_shape[:2]
-    small = n * out_hw[0] * out_hw[1] <= XLA_MAX_POSITIONS
-    return "xla" if c >= XLA_MIN_CHANNELS and small else "im2col"
+    return "xla" if x_shape[1] >= XLA_MIN_CHANNELS else "im2col"
 
 
 def Conv(
@@ -306,8 +302,8 @@ def Conv(
     ``algorithm`` picks the kernels JAX arrays run: ``"im2col"`` (this module's), ``"xla"``
     (``lax.conv_general_dilated`` with the backward written as two convolutions, in
     ``_conv_xla``) or ``"auto"``: XLA's on a GPU or TPU; on the CPU XLA's from 8 input
-    channels and up to 16384 output positions N·OH·OW, else im2col, the faster there
-    (``jax_algorithm``, ``docs/conv.md``).  NumPy arrays always run the NumPy kernels.
+    channels, else im2col, the faster there (``jax_algorithm``, ``docs/conv.md``).  NumPy
+    arrays always run the NumPy kernels.
     """
     name = name or _layer_name(
         "Conv",
@@ -373,7 +369,7 @@ def Conv(
         out_hw = out_hw_of(x)
         if namespace(x, W) is np:
             out, cols = fast.conv_forward(x, W, b, out_hw=out_hw, **cfg), None
-        elif jax_algorithm(algorithm, x.shape, out_hw) == "xla":
+        elif jax_algorithm(algorithm, x.shape) == "xla":
             out, cols = xla.conv_forward(x, W, b, out_hw=out_hw, **cfg), None
         else:
             out, cols = conv_forward(x, W, b, out_hw=out_hw, **cfg)
@@ -386,7 +382,7 @@ def Conv(
         opts = dict(in_hw=tuple(x.shape[2:]), bias=bias, need_dx=bool(need_dx), **cfg)
         if namespace(dout, W) is np:
             dW, db, dx = fast.conv_backward(x, W, dout, **opts)
-        elif jax_algorithm(algorithm, x.shape, dout.shape[2:]) == "xla":
+        elif jax_algorithm(algorithm, x.shape) == "xla":
             dW, db, dx = xla.conv_backward(x, W, dout, **opts)
         else:
             if cols is None:  # a NumPy forward, a JAX dout: gather what NumPy did not keep
