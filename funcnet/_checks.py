@@ -79,6 +79,9 @@ def check_finite(name: str, x, what: str = "input") -> None:
     """Raise a ValueError naming the layer if a concrete ``x`` holds NaN or inf."""
     if is_concrete(x):
         xp = namespace(x)
-        if not bool(xp.all(xp.isfinite(x))):
+        finite = xp.all(xp.isfinite(x))
+        # A JAX array a jitted function captured is concrete, but not what the trace computes
+        # from it: the check runs only where that result is.
+        if is_concrete(finite) and not bool(finite):
             bad = int(xp.sum(~xp.isfinite(x)))
             raise NonFiniteError(f"{name}: {what} contains {bad} non-finite value(s) (NaN or inf)")

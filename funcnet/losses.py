@@ -25,13 +25,14 @@ def _labels_to_targets(name: str, logits, t):
                 f"{name}: integer labels must have shape ({n},) for logits {tuple(logits.shape)}, "
                 f"got {tuple(t.shape)}"
             )
-        if is_concrete(t) and n:
-            lo, hi = int(t.min()), int(t.max())
-            if lo < 0 or hi >= c:
-                raise ValueError(
-                    f"{name}: labels must be in [0, {c - 1}] for {c} classes, got values in "
-                    f"[{lo}, {hi}]"
-                )
+        # A JAX array a jitted function captured is concrete, but its min inside the trace
+        # is not: the range is checked where that result is.
+        lo, hi = (t.min(), t.max()) if is_concrete(t) and n else (None, None)
+        if lo is not None and is_concrete(lo) and (int(lo) < 0 or int(hi) >= c):
+            raise ValueError(
+                f"{name}: labels must be in [0, {c - 1}] for {c} classes, got values in "
+                f"[{int(lo)}, {int(hi)}]"
+            )
         return True, t
     if kind == "f":
         if tuple(t.shape) != (n, c):

@@ -133,3 +133,34 @@ def test_losses_trace_under_jit_on_jax_arrays():
     )(z)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
     np.testing.assert_allclose(g, ref_g, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["labels", "one-hot", "mse"])
+def test_losses_under_jit_with_targets_the_function_captured(kind):
+    """Targets held by the jitted function itself (a JAX array it closes over) are concrete,
+    but what the trace computes from them is not: the target checks must not ask for the
+    values of those results (they raised ConcretizationTypeError)."""
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((5, 3)).astype(np.float32)
+    labels = np.array([0, 2, 1, 1, 0])
+    loss, t = {
+        "labels": (fn.softmax_cross_entropy, labels),
+        "one-hot": (fn.softmax_cross_entropy, np.eye(3, dtype=np.float32)[labels]),
+        "mse": (fn.mean_squared_error, rng.standard_normal((5, 3)).astype(np.float32)),
+    }[kind]
+    captured = jnp.asarray(t)
+
+    @jax.jit
+    def value_and_dz(z):
+        value, cache = loss.forward(z, captured)
+        return value, loss.backward(cache)
+
+    value, dz = value_and_dz(jnp.asarray(z))
+    ref_value, ref_cache = loss.forward(z, t)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-6)
+    np.testing.assert_allclose(dz, loss.backward(ref_cache), rtol=1e-5, atol=1e-7)
+    # Outside a trace the checks still see the values of a JAX array.
+    bad = jnp.asarray(np.where(labels == 2, 3, labels)) if kind == "labels" else None
+    if bad is not None:
+        with pytest.raises(ValueError, match=r"labels must be in \[0, 2\].*\[0, 3\]"):
+            loss.forward(jnp.asarray(z), bad)
