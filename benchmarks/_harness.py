@@ -4,7 +4,9 @@ MNIST, epoch loops, CPU-load metering, interleaved round-robin timing and the ta
 Importing it puts the repository root first on ``sys.path``, so that the checkout's
 ``funcnet`` is the one measured.  Table columns: median and min-max over the runs;
 ``bg cores``, the load other processes put on the CPUs during the row's runs (median; all
-CPUs' busy time from ``/proc/stat`` minus this process's CPU time, per second of wall time).
+CPUs' busy time from ``/proc/stat`` minus this process's CPU time, per second of wall time);
+``cpu slow``, how much slower than its best this machine's slowest CPU ran a fixed loop
+just before each of the row's runs (median, and the runs at 1.5 or more: ``cpu_probe``).
 """
 
 from __future__ import annotations
@@ -214,6 +216,25 @@ class CpuMeter:
         return self
 
 
+def cpu_probe(loops: int = 20000) -> list[float]:
+    """Seconds a fixed pure-Python loop takes on each usable CPU, this thread pinned to each
+    in turn (its own affinity restored after).  On the VMs these figures come from, one
+    vCPU at a time ran at about half speed for spells of seconds, a host's contention the
+    guest's /proc/stat does not show as steal: a row that needs both cores then waits for
+    the slow one (``docs/conv.md``)."""
+    mask, times = os.sched_getaffinity(0), []
+    try:
+        for cpu in sorted(mask):
+            os.sched_setaffinity(0, {cpu})
+            start, total = time.perf_counter(), 0
+            for i in range(loops):
+                total += i
+            times.append(time.perf_counter() - start)
+    finally:
+        os.sched_setaffinity(0, mask)
+    return times
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -222,22 +243,30 @@ def round_robin(entries: dict, repeats: int, what: str = "rows"):
     """``repeats`` rounds over ``entries`` {name: (prepare, run)}, round ``r`` starting at
     entry ``r mod len`` so that background noise hits all alike.  ``prepare()`` is untimed,
     ``run(state)`` metered; a float it returns is its time in seconds, else the wall time.
-    -> rounds: .times and .foreign (background cores) per run, in order; .whole, a CpuMeter
-    over the whole section; .load0, /proc/loadavg before it."""
+    -> rounds: .times and .foreign (background cores) per run, in order; .slow, per run the
+    slowest CPU's ``cpu_probe`` just before it over the fastest probe of the section (1.0:
+    every CPU at its best speed); .whole, a CpuMeter over the whole section; .load0,
+    /proc/loadavg before it."""
     names = list(entries)
-    times, foreign = {n: [] for n in names}, {n: [] for n in names}
+    times, foreign, probes = ({n: [] for n in names} for _ in range(3))
     print(f"timing {repeats} rounds of {len(names)} {what} (round-robin) ...", flush=True)
-    load0, whole = loadavg(), CpuMeter().start()
+    load0, whole, best = loadavg(), CpuMeter().start(), float("inf")
     for r in range(repeats):
         for n in names[r % len(names) :] + names[: r % len(names)]:
             state = entries[n][0]()
+            probe = cpu_probe()
+            best = min(best, *probe)
+            probes[n].append(max(probe))
             meter = CpuMeter().start()
             sec = entries[n][1](state)
             meter.stop()
             times[n].append(sec if isinstance(sec, float) else meter.wall)
             foreign[n].append(meter.foreign)
             del state
-    return argparse.Namespace(times=times, foreign=foreign, whole=whole.stop(), load0=load0)
+    slow = {n: [p / best for p in v] for n, v in probes.items()}
+    return argparse.Namespace(
+        times=times, foreign=foreign, slow=slow, whole=whole.stop(), load0=load0
+    )
 
 
 def report(rounds, first: str, extra, scale=1.0, unit="s", label=str, pre=()) -> dict:
@@ -246,16 +275,26 @@ def report(rounds, first: str, extra, scale=1.0, unit="s", label=str, pre=()) ->
     column is (title, cell(name, medians) -> str).  Returns the medians in seconds."""
     med = {n: statistics.median(v) for n, v in rounds.times.items()}
     rows = [[first, *(p[0] for p in pre), f"median {unit}", f"min-max {unit}"]]
-    rows[0] += [*(e[0] for e in extra), "bg cores"]
+    rows[0] += [*(e[0] for e in extra), "bg cores", "cpu slow"]
     for n, t in rounds.times.items():
         s = [f"{v * scale:.3f}" for v in (med[n], min(t), max(t))]
         row = [label(n), *(cell(n, med) for _, cell in pre), s[0], f"{s[1]}-{s[2]}"]
         bg = f"{statistics.median(rounds.foreign[n]):.2f}"
-        rows.append([*row, *(cell(n, med) for _, cell in extra), bg])
+        rows.append([*row, *(cell(n, med) for _, cell in extra), bg, slow_cell(rounds, n)])
     widths = [max(map(len, col)) for col in zip(*rows, strict=True)]
     lines = [" ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]) for r in rows]
     print("\n" + "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]))
     return med
+
+
+SLOW = 1.5  # a probe this many times the section's fastest: a CPU ran at 2/3 speed or less
+
+
+def slow_cell(rounds, n: str) -> str:
+    """``cpu slow`` of a row: the median of its runs' probes, and how many of them were slow."""
+    v = rounds.slow[n]
+    hit = sum(p >= SLOW for p in v)
+    return f"{statistics.median(v):.2f}" + (f" ({hit}/{len(v)} slow)" if hit else "")
 
 
 def ratio(med: dict, n: str, ref: str | None) -> str:
@@ -272,6 +311,14 @@ def print_load(rounds, threads: int, what: str = "run") -> None:
         f"steal {whole.steal / w:.2f} cores"
     )
     print(f"loadavg (1/5/15 min): before {rounds.load0}, after {loadavg()}")
+    slow = sum(p >= SLOW for v in rounds.slow.values() for p in v)
+    if slow:
+        print(
+            f"warning: a CPU ran at 2/3 of its best speed or less just before {slow} of "
+            f"{sum(map(len, rounds.slow.values()))} timed runs (cpu slow >= {SLOW}), a "
+            f"contention of the host that no process here causes; rows that need every core "
+            f"then wait for the slow one: compare ratios from rows without slow runs"
+        )
     hit = sum(f >= QUIET for v in rounds.foreign.values() for f in v)
     if whole.foreign >= QUIET or hit:
         print(

@@ -426,11 +426,12 @@ def main(argv=None) -> int:
     table, misses = [], 0
     for name in nets:
         entries, loss = rows_for(name, threads, names)
-        med, bg = {}, 0.0
+        med, bg, probes = {}, 0.0, []
         for group in groups(entries):
             rounds = H.round_robin(group, args.repeats or 7, f"rows of {name}")
             med |= {n: statistics.median(v) for n, v in rounds.times.items()}
             bg = max(bg, *(statistics.median(v) for v in rounds.foreign.values()))
+            probes += [p for v in rounds.slow.values() for p in v]
             H.print_load(rounds, threads, "step")
         cells = [name, *(f"{1e3 * med[r]:.3f}" if r in med else "-" for r in rows)]
         for row, (ref, target) in TARGETS.items():
@@ -441,9 +442,12 @@ def main(argv=None) -> int:
             else:
                 cells.append("-")
         spread = max(loss.values()) - min(loss.values()) if loss else 0.0
+        slow = sum(p >= H.SLOW for p in probes)
         cells += [f"{next(iter(loss.values()), 0.0):.5f} ±{spread:.0e}", f"{bg:.2f}"]
+        cells.append(f"{statistics.median(probes):.2f}" + (f" ({slow} slow)" if slow else ""))
         table.append(cells)
     head = ["net", *(f"{r} ms" for r in rows), "np ratio", "jit ratio", "loss", "bg cores"]
+    head.append("cpu slow")
     rows_txt = [head, *table]
     widths = [max(map(len, col)) for col in zip(*rows_txt, strict=True)]
     lines = [
