@@ -104,6 +104,13 @@ def layer_cases() -> list[Case]:
             (2, 2, 7, 7),
             only="jax",
         ),
+        Case(
+            "conv",
+            lambda: cv.Conv(3, 3, padding=2, algorithm="xla"),
+            (2, 2, 5, 5),
+            only="jax",
+            note="padding above (k-1)/2",
+        ),
         Case("pool", lambda: cv.MaxPool(2), (2, 3, 6, 6)),
         Case("pool", lambda: cv.MaxPool((2, 3), stride=1), (2, 2, 5, 6)),
         Case("pool", lambda: cv.MaxPool(3, stride=2, padding=1), (2, 2, 7, 7)),
