@@ -310,6 +310,8 @@ def test_conv_backward_on_jax_arrays_matches_jax(case):
 # Strides 1-2 on each axis, rectangular kernels, padding above k - 1, a stride above the
 # kernel: each compiles several programs, so only these.
 XLA_CASES = [CONV_GRAD_CASES[i] for i in (3, 5, 7)] + DX_EDGE_CASES[:2]
+# Padding above (k - 1) / 2 at stride 2: the weight gradient pads x first (dy dilated).
+XLA_CASES.append(((2, 8, 5, 5), 3, 3, 2, 2))
 
 
 @pytest.mark.parametrize("channels_last", [True, False], ids=["NHWC", "NCHW"])
