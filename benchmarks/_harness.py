@@ -280,7 +280,7 @@ def report(rounds, first: str, extra, scale=1.0, unit="s", label=str, pre=()) ->
         s = [f"{v * scale:.3f}" for v in (med[n], min(t), max(t))]
         row = [label(n), *(cell(n, med) for _, cell in pre), s[0], f"{s[1]}-{s[2]}"]
         bg = f"{statistics.median(rounds.foreign[n]):.2f}"
-        rows.append([*row, *(cell(n, med) for _, cell in extra), bg, slow_cell(rounds, n)])
+        rows.append([*row, *(cell(n, med) for _, cell in extra), bg, slow_cell(rounds.slow[n])])
     widths = [max(map(len, col)) for col in zip(*rows, strict=True)]
     lines = [" ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]) for r in rows]
     print("\n" + "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]))
@@ -290,11 +290,10 @@ def report(rounds, first: str, extra, scale=1.0, unit="s", label=str, pre=()) ->
 SLOW = 1.5  # a probe this many times the section's fastest: a CPU ran at 2/3 speed or less
 
 
-def slow_cell(rounds, n: str) -> str:
-    """``cpu slow`` of a row: the median of its runs' probes, and how many of them were slow."""
-    v = rounds.slow[n]
-    hit = sum(p >= SLOW for p in v)
-    return f"{statistics.median(v):.2f}" + (f" ({hit}/{len(v)} slow)" if hit else "")
+def slow_cell(probes: list[float]) -> str:
+    """``cpu slow`` of runs' probes (``rounds.slow``): their median, and how many were slow."""
+    hit = sum(p >= SLOW for p in probes)
+    return f"{statistics.median(probes):.2f}" + (f" ({hit}/{len(probes)} slow)" if hit else "")
 
 
 def ratio(med: dict, n: str, ref: str | None) -> str:

@@ -442,9 +442,8 @@ def main(argv=None) -> int:
             else:
                 cells.append("-")
         spread = max(loss.values()) - min(loss.values()) if loss else 0.0
-        slow = sum(p >= H.SLOW for p in probes)
         cells += [f"{next(iter(loss.values()), 0.0):.5f} ±{spread:.0e}", f"{bg:.2f}"]
-        cells.append(f"{statistics.median(probes):.2f}" + (f" ({slow} slow)" if slow else ""))
+        cells.append(H.slow_cell(probes))
         table.append(cells)
     head = ["net", *(f"{r} ms" for r in rows), "np ratio", "jit ratio", "loss", "bg cores"]
     head.append("cpu slow")
