@@ -23,7 +23,7 @@ from . import optim
 from ._arrays import is_numpy_rng, tree_namespace
 from ._checks import NonFiniteError
 from ._progress import ProgressBar
-from .core import Layer, Loss, trainable, update_state, with_trainable
+from .core import Layer, Loss, _holds_update, trainable, update_state, with_trainable
 from .losses import softmax_cross_entropy
 
 
@@ -45,7 +45,7 @@ def make_step(
     # The updates of a fresh optimizer are this step's own temporaries: the new params can
     # be written into them.
     apply = optim.apply_fresh_updates if opt.fresh else optim.apply_updates
-    holds_state = _state_lookup()
+    plan = _state_plan()
 
     def step(params, opt_state, x, t, rng=None):
         if augment is not None:
@@ -53,31 +53,43 @@ def make_step(
         out, cache = net.forward(params, x, train=True, rng=rng)
         value, lcache = loss.forward(out, t)
         grads, _ = net.backward(cache, loss.backward(lcache), need_dx=False)
-        stateful = holds_state(params)
+        stateful, routed = plan(params, cache)
         weights = trainable(params) if stateful else params
         updates, opt_state = opt.update(grads, opt_state, weights)
         new = apply(weights, updates)
         params = with_trainable(params, new) if stateful else new
-        return update_state(params, cache), opt_state, value
+        return (update_state(params, cache) if routed else params), opt_state, value
 
     return step
 
 
-def _state_lookup() -> Callable[[Any], bool]:
-    """``holds_state(params)``, remembered per tree structure: a NumPy step on a small net
-    would otherwise spend a tenth of its time taking apart and rebuilding params that hold
-    no running state at all."""
+def _state_plan() -> Callable[[Any, Any], tuple[bool, bool]]:
+    """``plan(params, cache) -> (stateful, routed)``: whether the params hold running state
+    (so the optimizer must see ``trainable(params)``) and whether the forward's cache carries
+    a ``StateUpdate`` for ``update_state`` to place.  Both are facts of the two trees'
+    structure (a ``StateUpdate`` is a node of its own), so each is worked out once per
+    structure: a NumPy step on a small net would otherwise spend a tenth of its time taking
+    apart and rebuilding trees that hold no running state at all."""
     import jax
 
     known: dict = {}
 
-    def holds_state(params) -> bool:
-        structure = jax.tree_util.tree_structure(params)
-        if structure not in known:
-            known[structure] = jax.tree_util.tree_structure(trainable(params)) != structure
+    def plan(params, cache) -> tuple[bool, bool]:
+        try:
+            structure = jax.tree_util.tree_structure((params, cache))
+        except TypeError:  # a tree JAX cannot flatten (a dict with unsortable keys): no memo
+            structure = None
+        if structure is None or structure not in known:
+            stateful = jax.tree_util.tree_structure(trainable(params)) != (
+                jax.tree_util.tree_structure(params)
+            )
+            answer = stateful, _holds_update(cache)
+            if structure is None:
+                return answer
+            known[structure] = answer
         return known[structure]
 
-    return holds_state
+    return plan
 
 
 _AUGMENT_STREAM = 2**31 - 1  # a child index no pipeline reaches: its own random stream
