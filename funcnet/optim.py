@@ -35,6 +35,7 @@ ScalarOrSchedule = float | Schedule
 
 _tree_map = jax.tree_util.tree_map
 _leaves = jax.tree_util.tree_leaves
+_flatten = jax.tree_util.tree_flatten
 
 
 class GradientTransformation(NamedTuple):
@@ -102,14 +103,15 @@ def _stateless(
 ) -> GradientTransformation:
     """A transformation without state from ``fn(grads, params) -> updates``."""
 
-    def init(params):
-        del params
-        return EmptyState()
-
     def update(grads, state, params=None):
         return fn(grads, params), state
 
-    return GradientTransformation(init, update, fresh)
+    return GradientTransformation(_no_state, update, fresh)
+
+
+def _no_state(params) -> EmptyState:
+    del params
+    return EmptyState()
 
 
 def apply_updates(params: Params, updates: Updates) -> Params:
@@ -158,8 +160,17 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
             new_state.append(s)
         return grads, tuple(new_state)
 
+    def update_one(grads, state, params=None):  # sgd's: the loop's work, one call fewer
+        (s,) = state
+        grads, s = transforms[0].update(grads, s, params)
+        return grads, (s,)
+
     # The last transformation makes the updates: fresh if its own are.
-    return GradientTransformation(init, update, transforms[-1].fresh if transforms else False)
+    return GradientTransformation(
+        init,
+        update_one if len(transforms) == 1 else update,
+        transforms[-1].fresh if transforms else False,
+    )
 
 
 def scale(factor: float) -> GradientTransformation:
@@ -167,7 +178,13 @@ def scale(factor: float) -> GradientTransformation:
     if isinstance(factor, int | float | np.integer | np.floating):
         # A Python float is a weak scalar: float32 leaves stay float32 with no cast per step.
         c = float(factor)
-        return _stateless(lambda grads, params: _tree_map(lambda g: c * g, grads), fresh=True)
+
+        # Every step of SGD runs this: one flatten and a list, not tree_map's call per leaf.
+        def update(grads, state, params=None):
+            leaves, treedef = _flatten(grads)
+            return treedef.unflatten([c * g for g in leaves]), state
+
+        return GradientTransformation(_no_state, update, fresh=True)
     return _stateless(
         lambda grads, params: _tree_map(lambda g: _cast(factor, g) * g, grads), fresh=True
     )
