@@ -77,7 +77,7 @@ def _state_plan() -> Callable[[Any, Any], tuple[bool, bool]]:
     def plan(params, cache) -> tuple[bool, bool]:
         try:
             structure = jax.tree_util.tree_structure((params, cache))
-        except TypeError:  # a tree JAX cannot flatten (a dict with unsortable keys): no memo
+        except (TypeError, ValueError):  # JAX cannot sort a dict's keys (1 and "a"): no memo
             structure = None
         if structure is None or structure not in known:
             stateful = jax.tree_util.tree_structure(trainable(params)) != (

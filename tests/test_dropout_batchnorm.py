@@ -184,6 +184,40 @@ def test_an_unroutable_state_update_raises_instead_of_being_lost():
     assert fn.update_state(params, eval_cache) is params
 
 
+def test_make_step_routes_state_by_what_each_cache_holds():
+    """The step decides per tree structure whether to route running state; a cache that
+    carries a StateUpdate its params cannot hold must still raise, and a cache JAX cannot
+    flatten must still train."""
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    t = np.arange(4) % 3
+
+    def odd_cache(layer, extra):  # wraps a layer's cache with something of its own
+        def forward(params, x, *, train=False, rng=None):
+            out, cache = layer.forward(params, x, train=train, rng=rng)
+            return out, (cache, extra)
+
+        def backward(cache, dout, *, need_dx=True):
+            return layer.backward(cache[0], dout, need_dx=need_dx)
+
+        return fn.Layer("odd", layer.init, forward, backward)
+
+    _, bn_cache = BatchNorm().forward(BatchNorm().init(0, (-1, 3))[1], x, train=True)
+    stray = fn.pipeline(fn.Dense(3), odd_cache(fn.Relu(), bn_cache))  # params (), no state
+    params = stray.init(0, (-1, 3))[1]
+    step = train.make_step(stray, fn.softmax_cross_entropy, optim.sgd(0.1))
+    for _ in range(2):  # the second call takes the remembered answer
+        with pytest.raises(ValueError, match=r"update_state: the cache at params\[1\]"):
+            step(params, optim.sgd(0.1).init(params), x, t)
+
+    unsortable = {1: np.zeros(1), "a": np.zeros(1)}
+    net = fn.pipeline(fn.Dense(3), BatchNorm(), odd_cache(fn.Relu(), unsortable))
+    params = net.init(0, (-1, 3))[1]
+    step = train.make_step(net, fn.softmax_cross_entropy, optim.sgd(0.1))
+    new, _, _ = step(params, (optim.EmptyState(),), x, t)
+    assert not np.array_equal(new[1]["state"]["mean"], params[1]["state"]["mean"])
+    assert not np.array_equal(new[0]["W"], params[0]["W"])
+
+
 def test_no_optimizer_decay_or_average_touches_running_statistics():
     net = fn.pipeline(fn.Dense(5), BatchNorm(), fn.Relu(), fn.Dense(3))
     _, params = net.init(0, (-1, 4), dtype=np.float64)
