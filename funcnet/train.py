@@ -39,13 +39,17 @@ def make_step(
     computed (``need_dx=False``): nothing uses it.  ``opt_state`` is ``optimizer.init(
     trainable(params))``; weight decay is ``optim.add_decayed_weights`` in the optimizer.
     Nothing passed in is written to: with a ``fresh`` optimizer (every built-in one) each
-    new parameter on NumPy is the array the optimizer made for its update.
+    new parameter on NumPy is the array the optimizer made for its update, and with SGD
+    (``update_owned``) the array the backward made for its gradient.
     """
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
     # The updates of a fresh optimizer are this step's own temporaries: the new params can
     # be written into them.
     apply = optim.apply_fresh_updates if opt.fresh else optim.apply_updates
-    plan = _state_plan()
+    # The grads are made inside the step and read by nothing after the update: the
+    # optimizer may write its updates into them (``update_owned``).
+    owned_update = opt.update_owned or opt.update
+    plan = _step_plan()
 
     def step(params, opt_state, x, t, rng=None):
         if augment is not None:
@@ -53,9 +57,9 @@ def make_step(
         out, cache = net.forward(params, x, train=True, rng=rng)
         value, lcache = loss.forward(out, t)
         grads, _ = net.backward(cache, loss.backward(lcache), need_dx=False)
-        stateful, routed = plan(params, cache)
+        stateful, routed, owned = plan(params, cache, grads, x, t)
         weights = trainable(params) if stateful else params
-        updates, opt_state = opt.update(grads, opt_state, weights)
+        updates, opt_state = (owned_update if owned else opt.update)(grads, opt_state, weights)
         new = apply(weights, updates)
         params = with_trainable(params, new) if stateful else new
         return (update_state(params, cache) if routed else params), opt_state, value
@@ -63,18 +67,23 @@ def make_step(
     return step
 
 
-def _state_plan() -> Callable[[Any, Any], tuple[bool, bool]]:
-    """``plan(params, cache) -> (stateful, routed)``: whether the params hold running state
-    (so the optimizer must see ``trainable(params)``) and whether the forward's cache carries
-    a ``StateUpdate`` for ``update_state`` to place.  Both are facts of the two trees'
-    structure (a ``StateUpdate`` is a node of its own), so each is worked out once per
-    structure: a NumPy step on a small net would otherwise spend a tenth of its time taking
-    apart and rebuilding trees that hold no running state at all."""
+def _step_plan() -> Callable[..., tuple[bool, bool, bool]]:
+    """``plan(params, cache, grads, x, t) -> (stateful, routed, owned)``: whether the params
+    hold running state (so the optimizer must see ``trainable(params)``), whether the
+    forward's cache carries a ``StateUpdate`` for ``update_state`` to place, and whether the
+    grads are the step's own to write into.
+
+    The first two are facts of the trees' structure (a ``StateUpdate`` is a node of its
+    own), worked out once per structure: a NumPy step on a small net would otherwise spend
+    a tenth of its time taking apart and rebuilding trees that hold no running state.  The
+    third is checked on the first step of each structure: a layer's backward should return
+    arrays it made, but one that hands back a parameter, the batch or one array for two
+    parameters would have them scaled in place, so such a net never takes that route."""
     import jax
 
     known: dict = {}
 
-    def plan(params, cache) -> tuple[bool, bool]:
+    def plan(params, cache, grads, x, t) -> tuple[bool, bool, bool]:
         try:
             structure = jax.tree_util.tree_structure((params, cache))
         except (TypeError, ValueError):  # JAX cannot sort a dict's keys (1 and "a"): no memo
@@ -83,13 +92,27 @@ def _state_plan() -> Callable[[Any, Any], tuple[bool, bool]]:
             stateful = jax.tree_util.tree_structure(trainable(params)) != (
                 jax.tree_util.tree_structure(params)
             )
-            answer = stateful, _holds_update(cache)
+            answer = stateful, _holds_update(cache), not _aliased(grads, (params, x, t))
             if structure is None:
                 return answer
             known[structure] = answer
         return known[structure]
 
     return plan
+
+
+def _aliased(grads, held) -> bool:
+    """Whether a NumPy array among ``grads`` may share memory with another one or with an
+    array of ``held``."""
+    import jax
+
+    mine = [g for g in jax.tree_util.tree_leaves(grads) if isinstance(g, np.ndarray)]
+    theirs = [a for a in jax.tree_util.tree_leaves(held) if isinstance(a, np.ndarray)]
+    return any(
+        np.may_share_memory(g, other)
+        for i, g in enumerate(mine)
+        for other in (*mine[i + 1 :], *theirs)
+    )
 
 
 _AUGMENT_STREAM = 2**31 - 1  # a child index no pipeline reaches: its own random stream

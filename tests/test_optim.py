@@ -476,6 +476,37 @@ def test_fresh_flags_of_the_building_blocks():
     assert not optim.with_average(optim.identity()).fresh
 
 
+def test_update_owned_scales_the_callers_grads_in_place_and_only_the_first_step_may():
+    """``update_owned`` (for grads nothing else holds: make_step's) may write the updates
+    into the grads' arrays; it must give update's bits, and exist only where the first
+    transformation sees the caller's grads."""
+    rng = np.random.default_rng(0)
+    params = random_tree(rng, np.float32)
+    cases = [  # (optimizer, its updates are the grads' own arrays)
+        (optim.sgd(0.1), True),
+        (optim.scale(-0.5), True),
+        (optim.chain(optim.sgd(0.1), optim.scale(2.0)), False),  # the second scale's are new
+    ]
+    for opt, in_place in cases:
+        grads = random_tree(rng, np.float32)
+        kept = copy.deepcopy(grads)
+        state = opt.init(params)
+        expected, expected_state = opt.update(kept, state, params)
+        got, got_state = opt.update_owned(grads, state, params)
+        assert_trees_close(got, expected, rtol=0)  # the same bits
+        assert got_state == expected_state
+        same = [u is g for u, g in zip(tree_leaves(got), tree_leaves(grads), strict=True)]
+        assert same == [in_place] * len(same)
+        on_jax = jax.tree_util.tree_map(jnp.asarray, kept)
+        u, _ = opt.update_owned(on_jax, state, params)  # immutable: a new array
+        assert_trees_close(u, expected, rtol=1e-6)
+    # Momentum's scale sees the velocity it stores; decay's sees the params: not owned.
+    assert optim.momentum(0.1).update_owned is None and optim.adam(0.1).update_owned is None
+    assert optim.chain(optim.add_decayed_weights(0.1), optim.sgd(0.1)).update_owned is None
+    assert optim.sgd(optim.constant(1.0)).update_owned is None  # a schedule: not written
+    assert optim.chain().update_owned is None
+
+
 def test_apply_fresh_updates_falls_back_where_it_cannot_write_in_place():
     params = {"w": np.ones(3, np.float32), "s": np.ones((), np.float32), "j": jnp.ones(2)}
     updates = {

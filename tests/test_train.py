@@ -65,15 +65,16 @@ def test_step_gradient_is_jax_grad_of_the_loss():
 )
 @pytest.mark.parametrize("stateful", [False, True], ids=["plain", "batchnorm"])
 def test_the_numpy_step_writes_into_nothing_it_was_given(opt, stateful):
-    """The step writes each new parameter into its update's own array (a fresh optimizer)
-    and skips taking apart params that hold no running state: the same bits as the plain
-    route, and nothing the caller passed in is touched (every input is read-only here)."""
+    """The step writes each new parameter into its update's own array (a fresh optimizer),
+    with SGD into the gradient's array, and skips taking apart params that hold no running
+    state: the same bits as the plain route, and nothing the caller passed in is touched
+    (every input is read-only here)."""
     layers = [fn.Dense(6), fn.BatchNorm(), fn.Relu()] if stateful else [fn.Dense(6), fn.Relu()]
     net = fn.pipeline(*layers, fn.Dense(3))
     _, params = net.init(0, (-1, 8))
     x, t = blobs(40)
     state = opt.init(fn.trainable(params))
-    plain = opt._replace(fresh=False)  # apply_updates, a new array per leaf
+    plain = opt._replace(fresh=False, update_owned=None)  # a new array per leaf, twice
     steps = {o: train.make_step(net, fn.softmax_cross_entropy, o) for o in (opt, plain)}
     runs = {o: (params, state) for o in steps}
     for i in range(3):
@@ -87,6 +88,44 @@ def test_the_numpy_step_writes_into_nothing_it_was_given(opt, stateful):
     jax.tree_util.tree_map(np.testing.assert_array_equal, runs[opt], runs[plain])
     if stateful:  # the running state moved, and is where it belongs
         assert not np.array_equal(runs[opt][0][1]["state"]["mean"], params[1]["state"]["mean"])
+
+
+def test_sgd_scales_the_gradients_in_place_only_where_the_backward_made_them():
+    """A backward that hands back its parameter, the batch, or one array for two parameters
+    must not have it scaled in place: the step sees the alias and takes the plain route."""
+    x, t = blobs(10)
+
+    def odd(kind):  # y = x + b on 8 features, with a backward of the given odd kind
+        def init(rng, in_shape, dtype=np.float32):
+            return tuple(in_shape), {"a": np.zeros(8, dtype), "b": np.ones(8, dtype)}
+
+        def forward(params, x, *, train=False, rng=None):
+            return x + params["b"], (x, params["b"])
+
+        def backward(cache, dout, *, need_dx=True):
+            x, b = cache
+            db = dout.sum(axis=0)
+            da = {"param": b, "batch": x[0], "shared": db, "own": db.copy()}[kind]
+            return {"a": da, "b": db}, dout
+
+        return fn.Layer(f"odd-{kind}", init, forward, backward)
+
+    for kind in ("param", "batch", "shared", "own"):
+        net = fn.pipeline(odd(kind), fn.Dense(3))  # first: it sees the caller's batch
+        params = net.init(0, (-1, 8))[1]
+        xs = x[:, :8].copy()
+        for leaf in jax.tree_util.tree_leaves((params, xs)):
+            leaf.setflags(write=False)  # an in-place write would raise
+        opt = optim.sgd(0.1)
+        plain = opt._replace(fresh=False, update_owned=None)
+        runs = []
+        for o in (opt, plain):
+            step = train.make_step(net, fn.softmax_cross_entropy, o)
+            p, s = params, o.init(params)
+            for _ in range(2):  # the first step and the remembered plan
+                p, s, _ = step(p, s, xs, t)
+            runs.append(p)
+        jax.tree_util.tree_map(np.testing.assert_array_equal, *runs)
 
 
 def test_the_books_randn_would_upcast_but_initializers_do_not():
