@@ -222,7 +222,12 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
         updates = _tree_map(lambda g: _cast(step, g) * g, grads)
         return updates, ScheduleState(count=state.count + 1)
 
-    return GradientTransformation(init, update, fresh=True)
+    def update_owned(grads, state, params=None):  # as scale's: the caller's grads, in place
+        step = -lr(state.count)
+        updates = _tree_map(lambda g: imul(g, _cast(step, g)), grads)
+        return updates, ScheduleState(count=state.count + 1)
+
+    return GradientTransformation(init, update, True, update_owned)
 
 
 def trace(beta: float, nesterov: bool = False) -> GradientTransformation:
