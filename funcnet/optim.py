@@ -8,7 +8,8 @@ An optimizer is a pair of pure functions plus one helper::
     params = apply_updates(params, updates)
 
 Parameters, gradients and states are pytrees (nested dicts, lists and tuples of arrays),
-walked with ``jax.tree_util``; nothing is mutated.  The same code runs eagerly on NumPy
+walked with ``jax.tree_util``; nothing is mutated (but by ``update_owned``, which writes
+into grads that its caller owns).  The same code runs eagerly on NumPy
 arrays (leaves stay NumPy, in their own dtype) and under ``jax.jit`` on JAX arrays: array
 ops come from the leaf's namespace and no Python branch looks at an array value.
 
