@@ -20,6 +20,7 @@ rate, η_t = schedule(t − 1) when it is a schedule, t = 1, 2, ... the step.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -192,19 +193,18 @@ def scale(factor: float) -> GradientTransformation:
         # A Python float is a weak scalar: float32 leaves stay float32 with no cast per step.
         c = float(factor)
 
-        # Every step of SGD runs these: one flatten and a list, not tree_map's call per leaf.
-        def update(grads, state, params=None):
-            leaves, treedef = _flatten(grads)
-            return treedef.unflatten([c * g for g in leaves]), state
+        def scaled(mul):  # mul: operator.mul (new arrays) or imul (into the caller's grads)
+            # Every step of SGD runs this: one flatten and a list, not tree_map's call per leaf.
+            def update(grads, state, params=None):
+                leaves, treedef = _flatten(grads)
+                return treedef.unflatten([mul(g, c) for g in leaves]), state
 
-        def update_owned(grads, state, params=None):
-            # The caller's own grads: scaled in place on NumPy (imul), so the step allocates
-            # no second array per leaf, and at 784-4096-10 stops faulting in 12.8 MB of fresh
-            # pages a step (docs/dense.md).
-            leaves, treedef = _flatten(grads)
-            return treedef.unflatten([imul(g, c) for g in leaves]), state
+            return update
 
-        return GradientTransformation(_no_state, update, True, update_owned)
+        # update_owned scales the caller's own grads in place on NumPy, so the step
+        # allocates no second array per leaf, and at 784-4096-10 stops faulting in
+        # 12.8 MB of fresh pages a step (docs/dense.md).
+        return GradientTransformation(_no_state, scaled(operator.mul), True, scaled(imul))
     return _stateless(
         lambda grads, params: _tree_map(lambda g: _cast(factor, g) * g, grads), fresh=True
     )
@@ -218,17 +218,15 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
     def init(params):
         return ScheduleState(count=_zero_count(params))
 
-    def update(grads, state, params=None):
-        step = -lr(state.count)
-        updates = _tree_map(lambda g: _cast(step, g) * g, grads)
-        return updates, ScheduleState(count=state.count + 1)
+    def scaled(mul):  # as scale's: update with operator.mul, update_owned with imul
+        def update(grads, state, params=None):
+            step = -lr(state.count)
+            updates = _tree_map(lambda g: mul(g, _cast(step, g)), grads)
+            return updates, ScheduleState(count=state.count + 1)
 
-    def update_owned(grads, state, params=None):  # as scale's: the caller's grads, in place
-        step = -lr(state.count)
-        updates = _tree_map(lambda g: imul(g, _cast(step, g)), grads)
-        return updates, ScheduleState(count=state.count + 1)
+        return update
 
-    return GradientTransformation(init, update, True, update_owned)
+    return GradientTransformation(init, scaled(operator.mul), True, scaled(imul))
 
 
 def trace(beta: float, nesterov: bool = False) -> GradientTransformation:
