@@ -60,8 +60,7 @@ def keep(x, mask):
     and ``x * mask`` would turn ``inf * 0`` into NaN.
     """
     if type(x) is np.ndarray and x.dtype.kind == "f" and x.shape == mask.shape:
-        # 0 or all ones in one pass (the cast happens inside the ufunc): 689 against 768 µs
-        # for 10⁶ floats when it was astype, then negative in place.
+        # 0 or all ones in one pass: the cast happens inside the ufunc, with no astype pass.
         bits = np.negative(mask, dtype=f"i{x.dtype.itemsize}")
         np.bitwise_and(bits, x.view(bits.dtype), out=bits)
         return bits.view(x.dtype)

@@ -1,7 +1,7 @@
 """The NumPy kernels of ``conv``: same results as its reference kernels, faster, with
 bounded memory (private; the tests check each against the reference and ``jax.vjp``).
 
-What differs from the reference, and why (figures: ``docs/conv.md``):
+What differs from the reference, and why (figures: ``benchmarks/NOTES.md``):
 
 * Conv forms im2col for a few samples at a time (``CHUNK_BYTES``), padding each chunk into
   a small buffer, so cols stay in the cache between their gather and their product; the

@@ -9,14 +9,14 @@ two convolutions it is (the tests check both against ``jax.vjp`` of the forward)
 (⋆ a stride-1 correlation).  For dx the batch stays the batch and W's channel axes swap;
 for dW the roles turn: C is the batch, N the summed feature axis, dy the kernel.  On a GPU
 these run as cuDNN's kernels, where im2col would move kh·kw times the input through memory;
-on the CPU, XLA's were the faster from about 6 input channels on, im2col below
-(``docs/conv.md`` has the figures).
+on the CPU, XLA's are the faster from about 6 input channels on, im2col below
+(``benchmarks/NOTES.md`` has the figures).
 
 On the CPU every convolution is written channels-last (NHWC input, HWIO kernel, NHWC
 output), the only layout XLA's CPU backend runs through its Eigen kernels.  At the top of a
 program XLA transposes any other layout into that one itself, but not inside a loop body:
 there an NCHW convolution is emitted as plain loops, and a ``lax.scan`` over DeepConvNet's
-steps ran 4x slower than the same steps jitted one by one (jax issue 12868).  Written
+steps runs 4x slower than the same steps jitted one by one (jax issue 12868).  Written
 channels-last, a convolution runs the same kernel in both places.
 """
 

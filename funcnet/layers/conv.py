@@ -144,9 +144,9 @@ def col2im(part, padded_shape, kernel, stride, out_hw):
 
     When the windows tile the input the sum has one term per position, and the adjoint is a
     permutation: the parts stacked as (kh, kw, N, C, OH, OW) and moved to (N, C, OH, kh, OW,
-    kw).  A pooling layer's jitted forward and backward ran 2-3x faster so on the CPU than
+    kw).  A pooling layer's jitted forward and backward runs 2-3x faster so on the CPU than
     with the padded sum; inside a whole jitted training step XLA fuses this part with its
-    neighbours either way, and the step took as long (docs/conv.md)."""
+    neighbours either way, and the step takes as long (benchmarks/NOTES.md)."""
     (sh, sw), (oh, ow) = stride, out_hw
     n, c, hp, wp = padded_shape
     if tiles(padded_shape, kernel, stride, out_hw):
@@ -262,7 +262,7 @@ def avgpool_backward(dout, *, kernel, stride, padding, in_hw):
 ALGORITHMS = ("auto", "im2col", "xla")
 
 # On the CPU, XLA's convolution (forward and backward) wins from about 6 input channels on;
-# with fewer, its kernels run slower than im2col's product (docs/conv.md has the shapes).
+# with fewer, its kernels run slower than im2col's product (benchmarks/NOTES.md has them).
 XLA_MIN_CHANNELS = 8
 
 
