@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import math
 import os
 import platform
 import resource
@@ -218,10 +219,8 @@ class CpuMeter:
 
 def cpu_probe(loops: int = 20000) -> list[float]:
     """Seconds a fixed pure-Python loop takes on each usable CPU, this thread pinned to each
-    in turn (its own affinity restored after).  On the VMs these figures come from, one
-    vCPU at a time ran at about half speed for spells of seconds, a host's contention the
-    guest's /proc/stat does not show as steal: a row that needs both cores then waits for
-    the slow one (``docs/conv.md``)."""
+    in turn (its own affinity restored after).  A vCPU that runs at part speed makes a row
+    that needs every core wait for it (``benchmarks/NOTES.md``)."""
     mask, times = os.sched_getaffinity(0), []
     try:
         for cpu in sorted(mask):
@@ -281,10 +280,37 @@ def report(rounds, first: str, extra, scale=1.0, unit="s", label=str, pre=()) ->
         row = [label(n), *(cell(n, med) for _, cell in pre), s[0], f"{s[1]}-{s[2]}"]
         bg = f"{statistics.median(rounds.foreign[n]):.2f}"
         rows.append([*row, *(cell(n, med) for _, cell in extra), bg, slow_cell(rounds.slow[n])])
+    print("\n" + table(rows))
+    return med
+
+
+def table(rows: list[list[str]]) -> str:
+    """Rows of cells as text: the first column left-aligned, the others right, a rule under
+    the head."""
     widths = [max(map(len, col)) for col in zip(*rows, strict=True)]
     lines = [" ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]) for r in rows]
-    print("\n" + "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]))
-    return med
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def calibrate(call, run_s: float = 0.2):
+    """Warm ``call`` up (compile, touch buffers) -> (its first result, run): ``run(_)`` times
+    as many calls as last about ``run_s``, blocks on the last result, and returns seconds
+    per call."""
+    first = jax.block_until_ready(call())
+    jax.block_until_ready(call())
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    calls = max(1, math.ceil(run_s / (time.perf_counter() - start)))
+
+    def run(_=None):
+        start = time.perf_counter()
+        for _ in range(calls):
+            out = call()
+        jax.block_until_ready(out)
+        return (time.perf_counter() - start) / calls
+
+    run.calls = calls
+    return first, run
 
 
 SLOW = 1.5  # a probe this many times the section's fastest: a CPU ran at 2/3 speed or less
@@ -307,22 +333,18 @@ def print_load(rounds, threads: int, what: str = "run") -> None:
     print(
         f"CPU load over the {w:.1f} s timed section: all CPUs busy {whole.busy / w:.2f} cores, "
         f"this process {whole.own / w:.2f} cores, foreign {whole.foreign:.2f} cores, "
-        f"steal {whole.steal / w:.2f} cores"
+        f"steal {whole.steal / w:.2f} cores; loadavg before {rounds.load0}, after {loadavg()}"
     )
-    print(f"loadavg (1/5/15 min): before {rounds.load0}, after {loadavg()}")
-    slow = sum(p >= SLOW for v in rounds.slow.values() for p in v)
-    if slow:
+    runs = sum(map(len, rounds.slow.values()))
+    if slow := sum(p >= SLOW for v in rounds.slow.values() for p in v):
         print(
-            f"warning: a CPU ran at 2/3 of its best speed or less just before {slow} of "
-            f"{sum(map(len, rounds.slow.values()))} timed runs (cpu slow >= {SLOW}), a "
-            f"contention of the host that no process here causes; rows that need every core "
-            f"then wait for the slow one: compare ratios from rows without slow runs"
+            f"warning: a CPU ran at 2/3 of its best speed or less just before {slow} of {runs} "
+            f"timed runs (cpu slow >= {SLOW}): compare ratios from rows without slow runs"
         )
     hit = sum(f >= QUIET for v in rounds.foreign.values() for f in v)
     if whole.foreign >= QUIET or hit:
         print(
-            f"warning: other processes used CPU during {hit} of "
-            f"{sum(map(len, rounds.foreign.values()))} timed runs (>= {QUIET} cores); with "
-            f"{threads} BLAS threads on {usable_cpus()} CPUs a busy core can slow a BLAS-bound "
-            f"{what} many times over: see the bg cores column, or rerun on a quiet machine"
+            f"warning: other processes used CPU during {hit} of {runs} timed runs (>= {QUIET} "
+            f"cores); with {threads} BLAS threads on {usable_cpus()} CPUs that can slow a "
+            f"BLAS-bound {what} many times over: see the bg cores column"
         )

@@ -1,47 +1,33 @@
-"""One Conv layer, one pooling layer, and one SimpleConvNet epoch: funcnet against XLA's
-own convolution and PyTorch, with the targets of the conv-speed work (ok/MISS).
+"""One Conv layer, the pools, and one SimpleConvNet (or DeepConvNet) epoch: funcnet against
+XLA's own convolution and PyTorch, with the targets of the conv-speed work (ok/MISS).
 
-    .venv/bin/python benchmarks/conv.py [--no-epoch] [--repeats N] [--np-steps 60]
-        [--shapes convnet,large,strided,wide] [--no-pools] [--only funcnet-np,torch]
+    .venv/bin/python benchmarks/conv.py [--no-epoch] [--no-pools] [--repeats N]
+        [--shapes convnet,large,strided,wide] [--only funcnet-np,torch] [--np-steps 60]
         [--net simple|deep] [--epoch-steps N] [--no-torch] [--data-dir DIR]
 
-Part 1, one Conv layer: forward and backward (dW, db, dx) with bias, float32, fixed random
-x, W, b, dout, at four shapes (``SHAPES``): ``convnet`` (SimpleConvNet's first layer),
-``large``, ``strided`` (stride 2, at 31x31: 32x32 does not tile) and ``wide`` (small
-images, many channels).  Rows:
-funcnet-np (``layer.forward`` + ``layer.backward`` on NumPy); funcnet-jax (the same in one
-``jax.jit``, ``algorithm="auto"``) and its two formulations forced, funcnet-jax-im2col and
-funcnet-jax-xla; lax-conv (``jax.vjp`` of lax.conv_general_dilated + b, jitted); torch
-(F.conv2d + autograd.grad, as many threads as NumPy's BLAS).  Targets: funcnet-np <= 1.0x
-torch at ``convnet``, <= 1.2x elsewhere; funcnet-jax <= 1.1x the faster of lax-conv and
-funcnet-jax-im2col.  funcnet-np and torch are timed round-robin with each other, the JAX
-rows with each other (``groups``).  A run is ``calls`` calls (about 0.2 s); median/min-max
-ms per call over ``--repeats`` (default 7) round-robin runs; GFLOP/s counts 3 products of
-2·N·F·OH·OW·C·kh·kw.  Then agreement (max |diff| against funcnet-np), and memory: the traced
-peak of one funcnet-np forward+backward against the batch's im2col (target: no more).
+Part 1, one Conv layer's forward and backward (y, dW, db, dx) with bias, float32, at four
+shapes (``SHAPES``: SimpleConvNet's first layer, a large one, stride 2, small images with
+many channels).  Rows: funcnet-np (NumPy); funcnet-jax (one ``jax.jit``, ``algorithm=
+"auto"``) and its two formulations forced, funcnet-jax-im2col and funcnet-jax-xla; lax-conv
+(``jax.vjp`` of lax.conv_general_dilated, jitted); torch (F.conv2d + autograd.grad).
+Targets: funcnet-np <= 1.0x torch (1.2x at ``large``); funcnet-jax <= 1.1x the faster of
+lax-conv and funcnet-jax-im2col.  Then every row's max |diff| against funcnet-np, and the
+traced peak memory of one funcnet-np forward + backward against the batch's im2col.
 
-Part 2, pooling at SimpleConvNet's shape, x (100, 30, 24, 24), 2x2: MaxPool and AvgPool
-forward + backward; funcnet-np against torch (F.max_pool2d / avg_pool2d + autograd.grad) and
-funcnet-jax against ``jax.vjp`` of lax.reduce_window, jitted (targets <= 1.0x).
+Part 2, MaxPool and AvgPool 2x2 at x (100, 30, 24, 24): funcnet-np against torch,
+funcnet-jax against ``jax.vjp`` of lax.reduce_window (targets <= 1.0x).
 
-Part 3, one epoch (``--no-epoch`` skips it): SimpleConvNet, Adam lr 0.001, 600 steps of
-batch 100, every run from the same weights; median s over ``--repeats`` (default 3).
-funcnet-np-step (``train.make_step`` on NumPy; only the first ``--np-steps`` steps, scaled
-to 600, marked *), funcnet-jax-step (jitted, one call per batch), funcnet-jax-scan
-(``train.make_epoch`` as one lax.scan), jnp-step / jnp-scan (the net and Adam written in
-jax.numpy; ``vs funcnet`` against the funcnet row of the same dispatch), torch-step (the net
-in PyTorch, eager, torch.optim.Adam).  Targets against torch-step: funcnet-np-step <= 0.8,
-funcnet-jax-step and -scan <= 0.5.  jnp-scan (~25 s on 2 cores, in XLA's max-pool gradient)
-runs only when ``--only`` names it.  loss@K, loss@600: step K and last step of the first
-timed run (equal digits: the rows train alike).
+Part 3 (``--no-epoch`` skips it), one epoch of 600 steps of batch 100, Adam 0.001, from the
+same weights: funcnet-np-step (``train.make_step`` on NumPy, over ``--np-steps`` steps
+scaled to 600, marked *), funcnet-jax-step (jitted per batch), funcnet-jax-scan (one
+lax.scan), jnp-step / jnp-scan (the net and Adam written in jax.numpy; jnp-scan only when
+``--only`` names it), torch-step (PyTorch eager).  Targets against torch-step: NumPy <= 0.8,
+JAX <= 0.5.  ``--net deep``: chapter 8's DeepConvNet, its Dropout fed as ``fit`` feeds it,
+plain ratios to torch-step; ``--epoch-steps K`` times every row over K steps, scaled.
 
-``--net deep`` times chapter 8's DeepConvNet (``models.deep_convnet``) instead, with the
-per-step randomness its Dropout layers take (``train.step_rngs``, as ``fit`` passes it);
-its torch-step drops units with a mask of its own and no rescaling, the same work as
-funcnet's (different random bits, so its losses differ from funcnet's after step 1).  The
-jnp rows exist only for SimpleConvNet, and so do the targets: DeepConvNet's rows get their
-plain ratio to torch-step.  ``--epoch-steps K`` times every row over the first
-K steps (funcnet-np-step over min(K, ``--np-steps``)) and scales to 600, marked *.
+Layer and pool rows run ``calls`` calls (about 0.2 s) per timed run; the tables give the
+median and min-max ms per call over ``--repeats`` (default 7; epochs: 3) round-robin runs.
+NumPy and PyTorch rows are timed with each other, the JAX rows with each other.
 """
 
 from __future__ import annotations
@@ -65,7 +51,6 @@ from jax import lax
 
 import funcnet as fn  # the checkout's: _harness put the repository root first on sys.path
 from funcnet import models, optim, train
-from funcnet.layers import _conv_fast
 
 SEED, BATCH, LR = 0, 100, 0.001
 RUN_S = 0.2  # a timed layer run lasts about this long: calls = ceil(RUN_S / warm-up call)
@@ -195,17 +180,8 @@ LAYER_ROWS = {
 }
 
 
-def print_memory(label, c, call) -> None:
+def print_memory(c, call) -> None:
     """The traced peak of one funcnet-np forward+backward against the batch's im2col."""
-    n = c.x.shape[0]
-    g = _conv_fast._gather(c.x.shape, c.W, c.W.shape[2:], (c.stride,) * 2, (c.pad,) * 2,
-                           c.out[2:])  # fmt: skip
-    per = _conv_fast.chunks(n, g.sample_bytes)[0]
-    m = per.stop - per.start
-    print(f"  memory at {label}: im2col of the batch {mb(c.cols)}; funcnet-np gathers {m} of "
-          f"{n} samples at a time ({mb(g.sample_bytes * m)})")  # fmt: skip
-    if call is None:
-        return
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
@@ -218,14 +194,13 @@ def print_memory(label, c, call) -> None:
         verdict = f"n/a: y, dW, db and dx alone take {mb(results)}"
     print(
         f"  traced peak of one funcnet-np forward+backward: {mb(peak)} ({peak / c.cols:.2f} x "
-        f"im2col, target <= 1: {verdict}); of it the results y, dW, db, dx: {mb(results)}"
+        f"the batch's im2col of {mb(c.cols)}, target <= 1: {verdict})"
     )
 
 
-def print_agreement(results) -> None:
-    """max |diff| of every row's y, dW, db, dx against funcnet-np's."""
+def print_agreement(results, labels=("y", "dW", "db", "dx")) -> None:
+    """max |diff| of every row's results against funcnet-np's."""
     ref = [np.asarray(a, np.float64) for a in results.pop("funcnet-np")]
-    labels = ("y", "dW", "db", "dx")
     scale = "  ".join(map("{} {:.3g}".format, labels, (np.abs(r).max() for r in ref)))
     print(f"  agreement, max |diff| against funcnet-np (largest |value|: {scale}):")
     for name, res in results.items():
@@ -233,53 +208,40 @@ def print_agreement(results) -> None:
         print(f"    {name:<18} " + "  ".join(map("{} {:.2e}".format, labels, diffs)))
 
 
-def time_calls(args, calls, what, extra, pre=()):
+def time_calls(args, calls, extra):
     """Warm up every call, then time them round-robin; print the table; -> (results, rounds)."""
-    results, count = {}, {}
-    for n, call in calls.items():  # warm-up: compile, touch buffers, then time one call
-        results[n], _ = call(), call()
-        start = time.perf_counter()
-        call()
-        count[n] = max(1, math.ceil(RUN_S / (time.perf_counter() - start)))
-
-    def run(n):  # a timed run: count[n] calls, recorded as seconds per call
-        start = time.perf_counter()
-        for _ in range(count[n]):
-            calls[n]()
-        return (time.perf_counter() - start) / count[n]
-
-    rounds = H.round_robin({n: (lambda n=n: n, run) for n in calls}, args.repeats or 7, what)
-    H.report(rounds, "row", extra, 1e3, "ms",
-             pre=[("calls", lambda n, med: str(count[n])), *pre])  # fmt: skip
+    results, runs = {}, {}
+    for n, call in calls.items():
+        results[n], runs[n] = H.calibrate(call, RUN_S)
+    rounds = H.round_robin({n: (lambda: None, r) for n, r in runs.items()}, args.repeats or 7)
+    pre = [("calls", lambda n, med: str(runs[n].calls))]
+    H.report(rounds, "row", extra, 1e3, "ms", pre=pre)
     return results, rounds
 
 
-def groups(calls: dict) -> list[dict]:
-    """The rows timed together: NumPy's beside PyTorch's, JAX's beside XLA's.  JAX's CPU
-    runtime slowed the NumPy and PyTorch rows timed between its rows (by 15-60 % here), so
-    each comparison is interleaved only with its own peers."""
+def bench(args, calls, extra, threads, labels=("y", "dW", "db", "dx")) -> None:
+    """Time ``calls`` in two groups, NumPy's beside PyTorch's and JAX's beside XLA's (JAX's
+    CPU runtime slows NumPy and PyTorch rows timed between its own), then the agreement."""
     host = {n: c for n, c in calls.items() if n in ("funcnet-np", "torch")}
     rest = {n: c for n, c in calls.items() if n not in host}
-    return [g for g in (host, rest) if g]
+    results = {}
+    for group in (g for g in (host, rest) if g):
+        res, rounds = time_calls(args, group, extra)
+        results.update(res)
+        H.print_load(rounds, threads)
+    if "funcnet-np" in results and len(results) > 1:
+        print_agreement(results, labels)
 
 
 def bench_layer(args, label, shape, names, threads) -> None:
     c = make_case(*shape, threads)
     calls = {n: LAYER_ROWS[n](c) for n in names}
     print(f"\n== layer {label}: x {shape[0]}, W {shape[1]}, stride {c.stride}, padding {c.pad} "
-          f"-> out {c.out}, float32")  # fmt: skip
-    results = {}
-    for group in groups(calls):
-        res, rounds = time_calls(args, group, "rows", [
-            ("GFLOP/s", lambda n, med: f"{c.flops / med[n] / 1e9:.1f}"),
-            ("vs ref", vs_target(TARGETS, c.target)),
-        ])  # fmt: skip
-        results.update(res)
-        H.print_load(rounds, threads)
-    print(f"  {c.flops / 1e9:.3f} GFLOP per forward+backward")
-    if "funcnet-np" in results and len(results) > 1:
-        print_agreement(results)
-    print_memory(label, c, calls.get("funcnet-np"))
+          f"-> out {c.out}, float32; {c.flops / 1e9:.3f} GFLOP per forward+backward")  # fmt: skip
+    gflops = ("GFLOP/s", lambda n, med: f"{c.flops / med[n] / 1e9:.1f}")
+    bench(args, calls, [gflops, ("vs ref", vs_target(TARGETS, c.target))], threads)
+    if "funcnet-np" in calls:
+        print_memory(c, calls["funcnet-np"])
 
 
 def pool_calls(kind, names, threads):
@@ -328,15 +290,8 @@ def pool_calls(kind, names, threads):
 def bench_pools(args, names, threads) -> None:
     for kind in ("max", "avg"):
         print(f"\n== {kind}-pool 2x2 at x {POOL_SHAPE}, float32: forward + backward")
-        results = {}
-        for group in groups(pool_calls(kind, names, threads)):
-            res, rounds = time_calls(args, group, "rows", [("vs ref", vs_target(POOL_TARGETS))])
-            results.update(res)
-            H.print_load(rounds, threads)
-        ref = [np.asarray(a, np.float64) for a in results.pop("funcnet-np", ())]
-        for n, res in results.items() if ref else ():
-            diffs = [float(np.abs(np.asarray(a) - r).max()) for r, a in zip(ref, res, strict=True)]
-            print(f"  {n}: max |diff| against funcnet-np: y {diffs[0]:.2e}  dx {diffs[1]:.2e}")
+        calls = pool_calls(kind, names, threads)
+        bench(args, calls, [("vs ref", vs_target(POOL_TARGETS))], threads, ("y", "dx"))
 
 
 def funcnet_row(kind):  # "np", "step", "scan"

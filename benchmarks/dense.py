@@ -30,11 +30,8 @@ same thing: the first step's loss of each (equal to about 6 digits).
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,18 +58,14 @@ TARGETS = {"funcnet-np": ("minimal-np", 1.15), "funcnet-jit": ("jax.grad-jit", 1
 ACTS = {"relu": fn.Relu, "sigmoid": fn.Sigmoid, "tanh": fn.Tanh}
 
 
-def funcnet_layers(hidden, acts) -> list:
+def funcnet_net(hidden, acts):
     layers = []
     for width, act in zip(hidden, acts, strict=True):
         layers.append(fn.Dense(width))
         if act != "relu":  # the deep net: Dense, BatchNorm, activation
             layers.append(fn.BatchNorm(MOM, EPS))
         layers.append(ACTS[act]())
-    return [*layers, fn.Dense(10)]
-
-
-def funcnet_net(hidden, acts):
-    return fn.pipeline(*funcnet_layers(hidden, acts))
+    return fn.pipeline(*layers, fn.Dense(10))
 
 
 def spec(params):
@@ -269,133 +262,15 @@ def rows_for(name, threads, only):
     entries, loss = {}, {}
     for row in [r for r in builders if r in only]:
         step, state, xb, tb = builders[row]()
-        *state, first = jax.block_until_ready(step(*state, xb, tb))  # compile, first touch
-        loss[row] = float(first)
-        start = time.perf_counter()
-        *state, _ = jax.block_until_ready(step(*state, xb, tb))
-        calls = max(1, math.ceil(RUN_S / (time.perf_counter() - start)))
         box = {"state": state}
 
-        def run(_, step=step, box=box, calls=calls, xb=xb, tb=tb):
-            s = box["state"]
-            start = time.perf_counter()
-            for _ in range(calls):
-                *s, _ = step(*s, xb, tb)
-            jax.block_until_ready(s)
-            box["state"] = s
-            return (time.perf_counter() - start) / calls
+        def call(step=step, box=box, xb=xb, tb=tb):  # one step from the last one's state
+            *box["state"], value = step(*box["state"], xb, tb)
+            return value
 
-        entries[row] = (lambda: None, run)
+        first, run = H.calibrate(call, RUN_S)
+        loss[row], entries[row] = float(first), (lambda: None, run)
     return entries, loss
-
-
-# ----------------------------------------------------------------------- per kernel
-
-
-def machine_speeds(repeats: int = 7) -> tuple[float, Callable[[int], float]]:
-    """The two floors: sgemm FLOP/s at 2048², and ``copy(nbytes)``, the seconds
-    ``np.copyto`` takes to read and write that many bytes (from cache when they fit)."""
-    rng = np.random.default_rng(SEED)
-    a, b = rng.random((2048, 2048), dtype=np.float32), rng.random((2048, 2048), dtype=np.float32)
-    gemm = min(timed(lambda: a @ b) for _ in range(repeats))
-    known: dict = {}
-
-    def copy(nbytes: int) -> float:
-        if nbytes not in known:
-            src = rng.random(max(1, nbytes // 4), dtype=np.float32)
-            dst = np.empty_like(src)
-            calls = max(1, int(0.01 / max(timed(lambda: np.copyto(dst, src)), 1e-7)))
-            known[nbytes] = min(timed(lambda: np.copyto(dst, src), calls) for _ in range(repeats))
-        return known[nbytes]
-
-    return 2 * 2048**3 / gemm, copy
-
-
-def timed(fn, calls: int = 1) -> float:
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls
-
-
-def kernels(name: str, repeats: int, speeds: tuple[float, Callable[[int], float]]) -> None:
-    """Each piece of funcnet's NumPy step at one net, median µs over ``repeats`` runs of
-    about 50 ms, beside its floor: FLOPs at the sgemm speed for a product; for the rest the
-    bytes it must read and write, at the speed of a copy of that size (an op that reads two
-    arrays and writes one moves 1.5 copies).  "rest" is the whole step minus its pieces: the
-    pipeline's loops, params taken apart and rebuilt, running state routed, and the caches
-    a piece timed on its own finds warm and the step does not."""
-    flops, copy = speeds
-    hidden, acts, batch = NETS[name]
-    children, loss = funcnet_layers(hidden, acts), fn.softmax_cross_entropy
-    net = fn.pipeline(*children)
-    params = net.init(SEED, (-1, 784))[1]
-    rng = np.random.default_rng(SEED)
-    x = rng.random((batch, 784), dtype=np.float32)
-    t = rng.integers(0, 10, batch)
-    opt = optim.sgd(LR)
-    state = opt.init(fn.trainable(params))
-    rows, h, caches = [], x, []
-    for i, (layer, p) in enumerate(zip(children, params, strict=True)):
-        out, cache = layer.forward(p, h, train=True)
-        run = lambda l=layer, p=p, h=h: l.forward(p, h, train=True)  # noqa: E731
-        rows.append(
-            (f"[{i}] {layer.name} forward", run, _floor(layer.name, p, h, out, "forward", speeds))
-        )
-        caches.append((layer, cache, p, h, out))
-        h = out
-    _, lcache = loss.forward(h, t)
-    rows.append(("loss forward", lambda: loss.forward(h, t), copy(h.nbytes)))
-    d = loss.backward(lcache)
-    rows.append(("loss backward", lambda: loss.backward(lcache), copy(h.nbytes)))
-    grads = [None] * len(children)
-    for i in reversed(range(len(children))):
-        layer, cache, p, hin, out = caches[i]
-        need = i > 0
-        run = lambda l=layer, c=cache, d=d, need=need: l.backward(c, d, need_dx=need)  # noqa: E731
-        what = "backward" if need else "backward, no dx"
-        rows.append(
-            (f"[{i}] {layer.name} backward", run, _floor(layer.name, p, hin, out, what, speeds))
-        )
-        grads[i], d = layer.backward(cache, d, need_dx=need)
-    grads = tuple(grads)
-    weights = fn.trainable(params)
-    nbytes = sum(a.nbytes for a in jax.tree_util.tree_leaves(weights))
-
-    def update():
-        updates, _ = opt.update(grads, state, weights)
-        return optim.apply_fresh_updates(weights, updates)
-
-    rows.append(("optimizer: u = -lr g, θ + u", update, 2.5 * copy(nbytes)))
-    step = train.make_step(net, fn.softmax_cross_entropy, opt)
-    whole = ("whole step", lambda: step(params, state, x, t), None)
-    times = {label: [] for label, _, _ in [*rows, whole]}
-    for r in range(repeats):
-        for label, f, _ in [*rows, whole] if r % 2 else [whole, *rows]:
-            calls = max(1, int(0.05 / max(timed(f), 1e-7)))
-            times[label].append(timed(f, calls))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    parts = sum(med[label] for label, _, _ in rows)
-    print(f"\n== kernels of funcnet's NumPy step, {name} (batch {batch}); floors at "
-          f"{flops / 1e9:.0f} GFLOP/s and np.copyto's speed")  # fmt: skip
-    width = max(len(label) for label in times) + 2
-    print(f"{'kernel'.ljust(width)}{'median us':>11}{'floor us':>10}{'x floor':>9}")
-    for label, _, floor in rows:
-        print(f"{label.ljust(width)}{1e6 * med[label]:11.1f}{1e6 * floor:10.1f}"
-              f"{med[label] / floor:9.1f}")  # fmt: skip
-    print(f"{'rest: step - pieces'.ljust(width)}{1e6 * (med['whole step'] - parts):11.1f}")
-    print(f"{'whole step'.ljust(width)}{1e6 * med['whole step']:11.1f}")
-
-
-def _floor(name: str, p, x, out, what: str, speeds) -> float:
-    flops, copy = speeds
-    if name.startswith("Dense"):
-        b, n_in, n_out = x.shape[0], *p["W"].shape
-        products = {"forward": 1, "backward": 2, "backward, no dx": 1}[what]
-        return 2 * b * n_in * n_out * products / flops
-    # Elementwise and BatchNorm: the forward reads x and writes y (a copy); the backward
-    # reads the cached y and dout and writes dx (1.5 copies).
-    return copy(out.nbytes) * (1.0 if what == "forward" else 1.5)
 
 
 def groups(entries: dict) -> list[dict]:
@@ -411,18 +286,11 @@ def groups(entries: dict) -> list[dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--nets", default=",".join(NETS), help="comma-separated: " + ", ".join(NETS))
-    what = "time each piece of funcnet's NumPy step against its floor instead"
-    ap.add_argument("--kernels", action="store_true", help=what)
     rows = ["funcnet-np", "minimal-np", "torch", "funcnet-jit", "jax.grad-jit"]
     args, names, threads = H.setup(ap, rows, rows, argv)
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     if unknown := [n for n in nets if n not in NETS]:
         ap.error(f"unknown --nets name(s) {unknown}; choose from {', '.join(NETS)}")
-    if args.kernels:
-        speeds = machine_speeds()
-        for name in nets:
-            kernels(name, args.repeats or 7, speeds)
-        return 0
     table, misses = [], 0
     for name in nets:
         entries, loss = rows_for(name, threads, names)
@@ -446,13 +314,7 @@ def main(argv=None) -> int:
         cells.append(H.slow_cell(probes))
         table.append(cells)
     head = ["net", *(f"{r} ms" for r in rows), "np ratio", "jit ratio", "loss", "bg cores"]
-    head.append("cpu slow")
-    rows_txt = [head, *table]
-    widths = [max(map(len, col)) for col in zip(*rows_txt, strict=True)]
-    lines = [
-        " ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]) for r in rows_txt
-    ]
-    print("\n" + "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]))
+    print("\n" + H.table([[*head, "cpu slow"], *table]))
     print(f"\n{misses} MISS" if misses else "\nall ok")
     return 0
 

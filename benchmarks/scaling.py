@@ -190,9 +190,7 @@ def expected_table(per_gpu: int = PER_GPU_BATCH) -> str:
             rows.append([label, f"{size:,}", f"{4 * size / 1e6:.2f}", f"{flops / 1e9:.3f}",
                          str(n), f"{1e6 * compute:.0f}", f"{1e6 * comm:.0f}",
                          f"{compute / step:.0%}", f"{n * per_gpu / step:,.0f}"])  # fmt: skip
-    widths = [max(map(len, col)) for col in zip(*rows, strict=True)]
-    lines = [" ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]) for r in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return H.table(rows)
 
 
 def step_flops(net, params, shape, batch: int) -> float:
