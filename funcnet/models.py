@@ -2,11 +2,14 @@
 
 Every builder takes ``wrap``, a function applied to each layer before they are put in a
 pipeline (``profile.Timer.wrap`` times each layer this way); by default none.
+``MODELS`` names the ones the command line offers: a new model is a builder here and one
+entry there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from .core import Layer, pipeline
 from .layers import BatchNorm, Conv, Dense, Dropout, Flatten, MaxPool, Relu
@@ -118,27 +121,62 @@ def deep_convnet(
     return _net(layers, wrap, name="deep_convnet")
 
 
-MODELS = ("mlp", "convnet", "deep")
+class Model(NamedTuple):
+    """An entry of :data:`MODELS`: ``build(**options, wrap=None)`` makes the net from the
+    settings named in ``options`` (each the command line's flag of that name, e.g.
+    ``hidden`` for ``--hidden``) and what a task's data adds (``tasks.Data.model_args``);
+    ``input_shape`` is one example's shape (None: given by the data)."""
+
+    build: Callable[..., Layer]
+    input_shape: tuple[int, ...] | None
+    description: str
+    options: tuple[str, ...] = ()
+
+
+def _mlp(hidden: int = 100, weight_std: float = 0.01, *, wrap: Wrap = None) -> Layer:
+    return two_layer_net(hidden, weight_std, wrap=wrap)
+
+
+def _convnet(weight_std: float = 0.01, *, wrap: Wrap = None) -> Layer:
+    return simple_convnet(W_init=weight_std, wrap=wrap)
+
+
+def _deep(*, wrap: Wrap = None) -> Layer:
+    return deep_convnet(wrap=wrap)
+
+
+# The networks the command line trains, by name: the one list its --model choices come from.
+MODELS: dict[str, Model] = {
+    "mlp": Model(_mlp, (784,), "784-H-10, chapter 5's two-layer net", ("hidden", "weight_std")),
+    "convnet": Model(_convnet, (1, 28, 28), "chapter 7's SimpleConvNet", ("weight_std",)),
+    "deep": Model(_deep, (1, 28, 28), "chapter 8's deep convnet (He init, Dropout)"),
+}
+
+
+def build(name: str, *, wrap: Wrap = None, **options) -> Layer:
+    """The registered model ``name``, built from the ``options`` it takes (others are
+    ignored: a setting such as ``hidden`` means nothing to a convnet)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+    model = MODELS[name]
+    return model.build(**{k: v for k, v in options.items() if k in model.options}, wrap=wrap)
 
 
 def by_name(
     name: str, *, hidden: int = 100, weight_std: float = 0.01, wrap: Wrap = None
 ) -> tuple[Layer, tuple[int, ...]]:
-    """The command line's networks: ``(net, input shape of one image)``.  ``"mlp"``:
+    """The command line's networks: ``(net, input shape of one example)``.  ``"mlp"``:
     ``two_layer_net(hidden, weight_std)`` on flat 784-vectors; ``"convnet"``:
     ``simple_convnet(W_init=weight_std)`` and ``"deep"``: ``deep_convnet()`` (He
     initialization, the book's) on (1, 28, 28) images."""
-    if name == "mlp":
-        return two_layer_net(hidden, weight_std, wrap=wrap), (784,)
-    if name == "convnet":
-        return simple_convnet(W_init=weight_std, wrap=wrap), (1, 28, 28)
-    if name == "deep":
-        return deep_convnet(wrap=wrap), (1, 28, 28)
-    raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+    net = build(name, wrap=wrap, hidden=hidden, weight_std=weight_std)
+    return net, MODELS[name].input_shape
 
 
 __all__ = [
     "MODELS",
+    "Model",
+    "build",
     "by_name",
     "deep_convnet",
     "dense_weights",

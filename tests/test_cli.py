@@ -3,17 +3,23 @@ target checked first, Ctrl-C that keeps the finished epochs, a diverging run sto
 
 from __future__ import annotations
 
+import argparse
+import ast
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from funcnet import checkpoints, models, optim, train
+from funcnet import checkpoints, models, optim, tasks, train
+from funcnet.cli import _flags as flags
+from funcnet.cli import _settings
 from funcnet.cli import main as cli
 from funcnet.data import load_mnist
 
@@ -73,6 +79,7 @@ def call(capsys, *args):
         (["train", "--model", "deep", "--augment", "14"], "--augment 14 would shift a 28x28"),
         (["train", "--augment", "-1"], "--augment: must be >= 0"),
         (["train", "--lr-schedule", "linear"], "invalid choice: 'linear'"),
+        (["train", "--task", "nope"], "invalid choice: 'nope' (choose from 'mnist')"),
         (["profile", "--repeats", "0"], "--repeats: must be > 0"),
         (["profile", "--model", "vgg"], "invalid choice: 'vgg'"),
         (["demo", "--x0", "nan", "1"], "--x0: must be finite, got nan"),
@@ -236,3 +243,164 @@ def test_examples_fail_like_the_cli_in_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 1
     assert err == ["example.py: x.gz not found. Searched: Put the files in one of them."]
+
+
+# --------------------------------------------------------------------------- one place per flag
+
+CLI = Path(__file__).resolve().parent.parent / "funcnet" / "cli"
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def _code_strings(path: Path) -> list[str]:
+    """Every string in a module's code: literals and f-string parts, not docstrings."""
+    tree = ast.parse(path.read_text())
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
+
+
+def test_each_flag_is_written_once_in_the_cli_code():
+    # Help texts and error messages included: a flag is named through its declaration.
+    seen = Counter(f for p in CLI.glob("*.py") for s in _code_strings(p) for f in FLAG.findall(s))
+    assert seen, "no flags found"
+    assert {f: n for f, n in seen.items() if n != 1} == {}
+    # As a plain grep sees it: each quoted "--flag" literal once in the package's source.
+    quoted = Counter(
+        m.group(1)
+        for p in CLI.glob("*.py")
+        for m in re.finditer(r"""["'](--[a-z][a-z0-9-]*)["']""", p.read_text())
+    )
+    assert {f: n for f, n in quoted.items() if n != 1} == {}
+    assert {f.name for f in flags.ALL} <= set(quoted)
+
+
+def test_every_declared_flag_is_offered_and_parses_its_declared_default(capsys):
+    from funcnet.cli import COMMANDS, demo, evaluate, profile
+    from funcnet.cli import train as train_command
+
+    used = {f.name for m in (demo, evaluate, profile, train_command) for f in m.FLAGS}
+    assert used | {flags.SEED.name} == {f.name for f in flags.ALL}
+    assert set(COMMANDS) == {"check", "demo", "train", "eval", "profile"}
+    assert len({f.dest for f in flags.ALL}) == len(flags.ALL)
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    train_command.add_parser(sub)
+    args = parser.parse_args(["train"])
+    for f in train_command.FLAGS:
+        default = f.default() if callable(f.default) else f.default
+        assert getattr(args, f.dest) == (False if f.switch else default), f.name
+    assert args.task == tasks.DEFAULT_TASK and args.run is train_command.run
+
+
+def _train_args(*argv):
+    from funcnet.cli import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_parser(parser.add_subparsers())
+    return _settings.resolved(parser.parse_args(["train", *argv]))
+
+
+def test_recorded_settings_are_the_flags_declared_recorded(tmp_path, monkeypatch):
+    recorded = {f.dest for f in flags.ALL if f.recorded}
+    # What checkpoints have always recorded, and the task since there is more than one.
+    old = {"model", "hidden", "optimizer", "lr", "average", "batch", "seed", "subset"}
+    assert recorded == old | {"augment", "lr_schedule", "task"}
+    got = _settings.settings(_train_args("--model", "convnet", "--seed", "3"))
+    assert got == {
+        "task": "mnist", "model": "convnet", "hidden": None, "optimizer": "adam",
+        "lr": 0.001, "average": 0.999, "batch": 100, "seed": 3, "subset": 0, "augment": 0,
+        "lr_schedule": "constant",
+    }  # fmt: skip
+    # A flag declared recorded is recorded and checked on --resume, with no other edit.
+    std = flags.WEIGHT_STD.but(recorded=True, legacy=0.01)
+    monkeypatch.setattr(_settings, "RECORDED", (*_settings.RECORDED, std))
+    args = _train_args("--weight-std", "0.02", "--epochs", "5")
+    assert _settings.settings(args)["weight_std"] == 0.02
+    _, params = models.two_layer_net().init(0, (-1, 784))
+    run = tmp_path / "r.npz"
+    # A checkpoint from before --task, --augment, --lr-schedule (and --weight-std) existed.
+    meta = {k: _settings.settings(args)[k] for k in old}
+    checkpoints.save_run(run, params, (), 2, meta)
+    args.resume = str(run)
+    assert _settings.resume_problem(args) == (
+        "it was written with --weight-std 0.01, this run has 0.02"
+    )
+    args.weight_std = 0.01
+    assert _settings.resume_problem(args) is None
+
+
+def test_task_defaults_are_resolved_from_the_registry():
+    mnist = tasks.TASKS["mnist"]
+    for given, want in [
+        ({}, ("mlp", "sgd", 0.1, 0.0)),
+        ({"model": "convnet"}, ("convnet", "adam", 0.001, 0.999)),
+        ({"model": "deep"}, ("deep", "adam", 0.001, 0.0)),
+        ({"model": "mlp", "optimizer": "adam"}, ("mlp", "adam", 0.001, 0.0)),
+        ({"model": "convnet", "optimizer": "momentum"}, ("convnet", "momentum", 0.1, 0.999)),
+        ({"model": "convnet", "lr": 0.5, "average": 0.0}, ("convnet", "adam", 0.5, 0.0)),
+    ]:
+        got = mnist.resolve(given)
+        assert (got["model"], got["optimizer"], got["lr"], got["average"]) == want, given
+        assert (got["epochs"], got["batch"]) == (20, 100)
+    for task in tasks.TASKS.values():  # the registry is whole
+        assert set(task.models) <= set(models.MODELS) and task.defaults["model"] in task.models
+        for m in task.models:
+            assert task.setting(m, "optimizer") in task.learning_rates
+    assert tasks.describe_default("optimizer") == "mnist: sgd for mlp, adam for convnet and deep"
+
+
+def _toy_task(seen):
+    """A task added by one entry: 784-feature examples of three classes, its own settings."""
+
+    def load(settings):
+        seen.append(settings["data_dir"])
+        rng = np.random.default_rng(0)
+        t = np.arange(120) % 3
+        x = (rng.random((120, 784)) * 0.1 + t[:, None] / 3).astype(np.float32)
+        return tasks.Data((x[:90], t[:90]), (x[90:], t[90:]))
+
+    return tasks.Task(
+        name="toy", description="three easy classes", load=load, models=("mlp",),
+        defaults={"model": "mlp", "optimizer": "adam", "epochs": 2, "batch": 30, "average": 0.0},
+        model_defaults={}, learning_rates={"adam": 0.01}, metrics={"accuracy": train.accuracy},
+        unit="points", show=lambda net, params, test, **kw: f"{len(test[0])} points shown",
+    )  # fmt: skip
+
+
+def test_a_task_is_one_registry_entry(capsys, monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setitem(tasks.TASKS, "toy", _toy_task(seen))
+    code, out, err = call(capsys, "train", "--help")
+    assert "{mnist,toy}" in out and "toy: 2" in " ".join(out.split())
+    code, out, err = call(
+        capsys, "train", "--task", "toy", "--data-dir", str(tmp_path), "--no-color"
+    )
+    assert code == 0, err
+    assert seen == [str(tmp_path)]
+    assert "90 training / 30 test points, batch 30, adam lr 0.01, 2 epochs" in out
+    assert "epoch   2/2" in out and "on all 30 test points" in out and "30 points shown" in out
+    code, _, err = call(capsys, "train", "--task", "toy", "--model", "convnet")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--model convnet is not offered for --task toy: use one of mlp" in err
+    code, _, err = call(capsys, "train", "--task", "toy", "--optimizer", "sgd")
+    assert code == 2 and "--optimizer sgd is not offered for --task toy: use one of adam" in err
+
+
+def test_demo_imports_neither_jax_nor_the_data_or_task_code():
+    code = (
+        "import sys; from funcnet.cli import main; main(['demo', '--no-plot', '--steps', '2']); "
+        "print([m for m in ('jax', 'funcnet.data', 'funcnet.tasks', 'funcnet.train') "
+        "if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

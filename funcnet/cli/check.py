@@ -308,3 +308,11 @@ def run(args) -> int:
         print("\n" + str(r))
     print(f"\n{len(reports) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
+
+
+def add_parser(subparsers) -> None:
+    from ._flags import SEED, add_command
+
+    help = "check every built-in layer, loss and node against jax.vjp"
+    parser = add_command(subparsers, "check", help, [SEED.but(help="cotangents and samples")])
+    parser.set_defaults(run=run)

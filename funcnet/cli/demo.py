@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._flags import GRAD, LR, NO_COLOR, NO_PLOT, STEPS, X0, add_command
+
+FLAGS = (X0, LR.but(default=0.1, per_task=False), STEPS, GRAD, NO_PLOT, NO_COLOR)
+
 
 def square(x):
     """f(x) = x1² + x2² (the book's function_2), for NumPy or JAX arrays."""
     return x[0] ** 2 + x[1] ** 2
+
+
+def add_parser(subparsers) -> None:
+    help = "gradient descent on x1² + x2² with terminal plots"
+    add_command(subparsers, "demo", help, FLAGS).set_defaults(run=run)
 
 
 def run(args) -> int:

@@ -8,12 +8,44 @@ import sys
 import numpy as np
 
 from . import one_line
+from ._flags import DATA_DIR, HIDDEN, LOAD, MODEL, NO_COLOR, NO_PLOT, SHOW, add_command
+
+# Saved models are scored on the default task's test set, MNIST.
+
+
+def _models() -> tuple[str, ...]:
+    from ..tasks import DEFAULT_TASK, TASKS
+
+    return TASKS[DEFAULT_TASK].models
+
+
+def _default_model() -> str:
+    from ..tasks import DEFAULT_TASK, TASKS
+
+    return TASKS[DEFAULT_TASK].defaults["model"]
+
+
+FLAGS = (
+    LOAD,
+    MODEL.but(help="the network the files were saved from", choices=_models,
+              default=_default_model, per_task=False),
+    HIDDEN,
+    DATA_DIR.but(help="folder with the four MNIST files"),
+    SHOW,
+    NO_PLOT,
+    NO_COLOR,
+)  # fmt: skip
+
+
+def add_parser(subparsers) -> None:
+    help = "saved models on the MNIST test set; several: their ensemble"
+    add_command(subparsers, "eval", help, FLAGS).set_defaults(run=run)
 
 
 def run(args) -> int:
     from .. import models, plot
     from ..checkpoints import load_params
-    from ..data import MNISTError, load_mnist
+    from ..tasks import DEFAULT_TASK, TASKS
     from ..train import probabilities
 
     net, shape = models.by_name(args.model, hidden=args.hidden)
@@ -23,11 +55,11 @@ def run(args) -> int:
         try:
             loaded.append(load_params(path, like))
         except ValueError as e:
-            print(f"funcnet eval: {e} (is it a --model {args.model} checkpoint?)", file=sys.stderr)
+            print(f"funcnet eval: {e} (is it a {MODEL} {args.model} checkpoint?)", file=sys.stderr)
             return 1
     try:
-        _, (x_test, t_test) = load_mnist(args.data_dir, flatten=args.model == "mlp")
-    except MNISTError as e:
+        _, (x_test, t_test), _ = TASKS[DEFAULT_TASK].load(vars(args))
+    except ValueError as e:  # no MNIST files: the message says where it looked
         print(f"funcnet eval: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"{net.name}")

@@ -2,6 +2,32 @@
 
 from __future__ import annotations
 
+from ._flags import BACKEND, BATCH, HIDDEN, MODEL, NO_COLOR, REPEATS, add_command
+
+
+def _models() -> tuple[str, ...]:
+    from ..models import MODELS
+
+    return tuple(n for n, m in MODELS.items() if m.input_shape is not None)
+
+
+FLAGS = (
+    MODEL.but(help="the network to time", default="deep", choices=_models, per_task=False),
+    HIDDEN,
+    BACKEND.but(
+        help="numpy: the eager layers; jax: each layer's forward and backward jitted on its own",
+        choices=(*BACKEND.choices, "both"), default="both",
+    ),
+    BATCH.but(help="images per step", default=100, per_task=False),
+    REPEATS,
+    NO_COLOR,
+)  # fmt: skip
+
+
+def add_parser(subparsers) -> None:
+    help = "where a step's time goes: forward and backward time per layer"
+    add_command(subparsers, "profile", help, FLAGS).set_defaults(run=run)
+
 
 def run(args) -> int:
     from .. import models, plot

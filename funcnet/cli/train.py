@@ -1,6 +1,9 @@
-"""``funcnet train``: the two-layer net, SimpleConvNet or the deep convnet on MNIST, with
-terminal plots; on
-one device, or data parallel over many devices and processes (``funcnet.scale``)."""
+"""``funcnet train``: a model of ``models.MODELS`` on a task of ``tasks.TASKS`` (MNIST:
+the two-layer net, SimpleConvNet or the deep convnet), with terminal plots; on one device,
+or data parallel over many devices and processes (``funcnet.scale``).
+
+This module runs the steps in order; ``_settings`` resolves and checks the flags,
+``_setup`` builds what the run starts from, ``_report`` writes what it prints."""
 
 from __future__ import annotations
 
@@ -10,61 +13,50 @@ import sys
 
 import numpy as np
 
-from . import one_line
+from . import _flags as flag
+from . import _report, _settings, _setup, one_line
+from ._flags import add_command
+from ._setup import Stop, local
 
-# The settings a resumed run must share with the run it continues, by their flags.
-FLAGS = {
-    "model": "--model",
-    "hidden": "--hidden",
-    "optimizer": "--optimizer",
-    "lr": "--lr",
-    "average": "--average",
-    "batch": "--batch",
-    "seed": "--seed",
-    "subset": "--subset",
-    "augment": "--augment",
-    "lr_schedule": "--lr-schedule",
-}
+FLAGS = (
+    flag.TASK,
+    flag.MODEL,
+    flag.HIDDEN,
+    flag.EPOCHS,
+    flag.OPTIMIZER,
+    flag.LR,
+    flag.LR_SCHEDULE,
+    flag.AUGMENT,
+    flag.AVERAGE,
+    flag.BATCH,
+    flag.SEED,
+    flag.WEIGHT_STD,
+    flag.BACKEND,
+    flag.SCAN,
+    flag.DATA_DIR,
+    flag.SUBSET,
+    flag.TEST_SUBSET,
+    flag.SAVE,
+    flag.CHECKPOINT,
+    flag.RESUME,
+    flag.NO_PLOT,
+    flag.NO_COLOR,
+    flag.DEVICES,
+    flag.COORDINATOR,
+    flag.NUM_PROCESSES,
+    flag.PROCESS_ID,
+    flag.CLUSTER,
+    flag.PEER_TIMEOUT,
+)
 
 
-def settings(args) -> dict:
-    """The run's settings with every default resolved: what a --checkpoint records."""
-    images = args.model != "mlp"
-    name = args.optimizer or ("adam" if images else "sgd")
-    average = 0.999 if args.model == "convnet" else 0.0
-    return {
-        "model": args.model,
-        "hidden": None if images else args.hidden,
-        "optimizer": name,
-        "lr": args.lr if args.lr is not None else (0.001 if name == "adam" else 0.1),
-        "average": args.average if args.average is not None else average,
-        "batch": args.batch,
-        "seed": args.seed,
-        "subset": args.subset,
-        "augment": args.augment,
-        "lr_schedule": args.lr_schedule,
-    }
-
-
-def resume_problem(args) -> str | None:
-    """Why ``--resume`` cannot continue with these flags (None when it can): a file that
-    is no run checkpoint, other settings (other batches or steps), no epoch left to run."""
-    from ..checkpoints import run_info
-
-    try:
-        done, meta = run_info(args.resume)
-    except ValueError as e:
-        return str(e).split(": ", 1)[1]
-    for key, value in settings(args).items():
-        # Checkpoints from before a setting existed ran with its default.
-        if meta.get(key, {"augment": 0, "lr_schedule": "constant"}.get(key)) != value:
-            return f"it was written with {FLAGS[key]} {meta.get(key)}, this run has {value}"
-    if done >= args.epochs:
-        return f"{done} epochs are done already; ask for more with --epochs"
-    return None
+def add_parser(subparsers) -> None:
+    help = "train a model on a task (MNIST: the two-layer net or a convnet)"
+    add_command(subparsers, "train", help, FLAGS).set_defaults(run=run)
 
 
 def run(args) -> int:
+    args = _settings.check(_settings.resolved(args))  # refusals: before any work
     mesh, main = None, True
     if args.devices or args.coordinator or args.cluster:
         from .. import scale
@@ -79,7 +71,9 @@ def run(args) -> int:
                     timeout=args.peer_timeout,
                 )  # fmt: skip
             except (ValueError, RuntimeError) as e:  # no cluster found, no peer in time
-                hint = " (--cluster: is this a SLURM or Open MPI job?)" if args.cluster else ""
+                hint = (
+                    f" ({flag.CLUSTER}: is this a SLURM or Open MPI job?)" if args.cluster else ""
+                )
                 print(f"funcnet train: cannot start the processes: {one_line(e)}{hint}",
                       file=sys.stderr)  # fmt: skip
                 return 1
@@ -94,101 +88,34 @@ def run(args) -> int:
     try:
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
             return _train(args, mesh, main)
+    except Stop as stop:
+        print(f"funcnet train: {stop}", file=sys.stderr)
+        return stop.code
     finally:
         if quiet:
             quiet.close()
 
 
 def _train(args, mesh, main: bool) -> int:
-    from .. import models, optim, plot
     from ..augment import random_shift
-    from ..checkpoints import load_run, save_params, save_run
-    from ..core import trainable
-    from ..data import MNISTError, load_mnist
-    from ..experiments import block_means
-    from ..train import Interrupted, accuracy, fit, predict, scored_params, to_backend
+    from ..checkpoints import save_params, save_run
+    from ..tasks import TASKS
+    from ..train import Interrupted, fit, scored_params, to_backend
 
-    images = args.model != "mlp"
-    try:
-        (x_train, t_train), (x_test, t_test) = load_mnist(args.data_dir, flatten=not images)
-    except MNISTError as e:
-        print(f"funcnet train: {one_line(e)}", file=sys.stderr)
-        return 2
-    # The sizes are known only once the files are read: a cut beyond them is refused, not
-    # quietly made smaller.
-    for flag, n, have in [("--subset", args.subset, len(x_train)),
-                          ("--test-subset", args.test_subset, len(x_test))]:  # fmt: skip
-        if n > have:
-            print(f"funcnet train: {flag} {n} is more than the {have} images there are",
-                  file=sys.stderr)  # fmt: skip
-            return 2
-    if args.subset:
-        x_train, t_train = x_train[: args.subset], t_train[: args.subset]
-    if args.test_subset:
-        x_test, t_test = x_test[: args.test_subset], t_test[: args.test_subset]
-    scored = f"the first {len(x_test)}" if args.test_subset else f"all {len(x_test)}"
-    net, _ = models.by_name(args.model, hidden=args.hidden, weight_std=args.weight_std)
-    _, params = net.init(args.seed, (-1, *x_train.shape[1:]))
-    config = settings(args)
-    name, lr, decay = config["optimizer"], config["lr"], config["average"]
-    rate = lr
-    if args.lr_schedule == "cosine":
-        rate = optim.cosine_decay(lr, args.epochs * (len(x_train) // args.batch))
-    optimizer = optim.by_name(name, rate)
-    if decay:
-        optimizer = optim.with_average(optimizer, decay)
-    opt_state, done = None, 0
-    if args.resume:
-        try:
-            saved = load_run(args.resume, params, optimizer.init(trainable(params)))
-        except ValueError as e:
-            print(f"funcnet train: {e}", file=sys.stderr)
-            return 1
-        params, opt_state, done = saved.params, saved.opt_state, saved.epoch
+    task = TASKS[args.task]
+    data = _setup.data(args, task)
+    (x_train, t_train), (x_test, t_test) = data.train, data.test
+    net, params = _setup.model(args, data)
+    optimizer = _setup.optimizer(args, len(x_train) // args.batch)
+    params, opt_state, done = _setup.restored(args, params, optimizer)
     if mesh is None:  # JAX arrays: fit compiles the step; a mesh places them itself
         params, opt_state = to_backend((params, opt_state), args.backend)
-
-    def local(tree):  # what is printed and saved: one copy, read with no collective
-        if mesh is None:
-            return tree
-        from .. import scale
-
-        return scale.local_copy(tree)
-
-    where = ""
-    if mesh is not None:
-        import jax
-
-        procs = jax.process_count()
-        where = f" on {mesh.size} {mesh.devices.flat[0].platform} devices" + (
-            f" in {procs} processes" if procs > 1 else ""
-        )
-    print(
-        f"{net.name}\n{len(x_train)} training / {len(x_test)} test images, batch {args.batch}, "
-        f"{name} lr {lr}{' (cosine decay to 0)' if args.lr_schedule == 'cosine' else ''}, "
-        f"{args.epochs} epoch{'s' if args.epochs != 1 else ''}, "
-        f"seed {args.seed}, backend {args.backend}{where}"
-        + (" (whole epoch in lax.scan)" if args.scan else "")
-        + (f", images shifted by up to {args.augment} pixels" if args.augment else "")
-        + (f"\nresuming {args.resume} after epoch {done}" if done else "")
-        + (
-            f"\naccuracies and --save use the moving average of the params (decay {decay}); "
-            "--average 0 turns it off"
-            if decay
-            else ""
-        )
-    )
-    if images and not args.no_plot:
-        print(f"the {len(params[0]['W'])} first-layer filters before training:\n")
-        print(plot.filters(params[0]["W"]))
-
-    def report(epoch, h):
-        print(
-            f"epoch {epoch:>3}/{args.epochs}  loss {h.epoch_loss[-1]:.4f}  "
-            f"train {100 * h.train_acc[-1]:6.2f}%  test {100 * h.test_acc[-1]:6.2f}%  "
-            f"{h.epoch_time[-1]:6.2f} s",
-            flush=True,
-        )
+    print(_report.header(args, net, data, mesh, done, task.unit))
+    drawn = None if args.no_plot else _report.filters(params, "before")
+    if drawn:
+        print(drawn)
+    report = _report.epoch_line(args.epochs)
+    config = _settings.settings(args)
 
     def checkpoint(epoch, params, opt_state):
         if main and args.checkpoint:
@@ -210,62 +137,22 @@ def _train(args, mesh, main: bool) -> int:
         kept = ""
         if args.save and stop.epochs_done > done:
             if main:  # process 0 writes for all
-                save_params(args.save, scored_params(*local((stop.params, stop.opt_state))))
+                save_params(args.save, scored_params(*local(mesh, (stop.params, stop.opt_state))))
             kept = f"; the params of epoch {stop.epochs_done} are saved to {args.save}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
-        print(
-            f"funcnet train: interrupted after {stop.epochs_done} epoch(s){kept}", file=sys.stderr
-        )
-        return 130
+        raise Stop(130, f"interrupted after {stop.epochs_done} epoch(s){kept}") from None
     except FloatingPointError as e:
-        print(f"funcnet train: {e} (--lr {lr}: try a smaller one)", file=sys.stderr)
-        return 1
+        raise Stop(1, f"{e} ({flag.LR} {args.lr}: try a smaller one)") from None
     except ValueError as e:
-        print(f"funcnet train: {e}", file=sys.stderr)
-        return 1
+        raise Stop(1, str(e)) from None
     if not main:
         return 0  # the rest is printing and saving: process 0's
-    last, opt_state = local((last, opt_state))
+    last, opt_state = local(mesh, (last, opt_state))
     params = scored_params(last, opt_state)  # what fit scored
-    note = ""
-    if decay:
-        plain = 100 * accuracy(net, last, x_test, t_test)
-        note = f" (averaged params; the last iterate itself: {plain:.2f}%)"
-    print(f"test accuracy {100 * hist.test_acc[-1]:.2f}% on {scored} test images{note}")
     if args.save:
         save_params(args.save, params)
-        print(f"params saved to {args.save}")
-    if args.checkpoint:
-        print(f"run checkpoint (epoch {args.epochs}) in {args.checkpoint}; --resume it to go on")
+    print(_report.summary(args, net, last, hist, data, task.unit))
     if not args.no_plot:
-        # ≤ 200 points: plotext draws braille cells, not data points
-        smooth = block_means(hist.step_loss, max(1, len(hist.step_loss) // 200))
-        color = False if args.no_color else None
-        print(
-            plot.lines({"loss": smooth}, "training loss", xlabel="step", ylabel="loss", color=color)
-        )
-        print(
-            plot.lines(
-                {"train": hist.train_acc, "test": hist.test_acc},
-                "accuracy",
-                xlabel="epoch",
-                ylabel="accuracy",
-                color=color,
-            )
-        )
-        if images:
-            print("the filters after training:\n")
-            print(plot.filters(np.asarray(params[0]["W"])))
-        preds = predict(net, params, x_test)
-        wrong = np.flatnonzero(preds != t_test)
-        if len(wrong):  # as the book's chapter 8 shows them
-            shown = wrong[:12]
-            among = f" of the first {len(x_test)}" if args.test_subset else ""
-            print(f"{len(wrong)}{among} test digits misclassified; the first {len(shown)}, as "
-                  "prediction (is label):\n")  # fmt: skip
-            captions = [f"{preds[i]} (is {t_test[i]})" for i in shown]
-            print(plot.images(x_test[shown], captions))
-        else:
-            print(f"{scored} test digits classified right")
+        print(_report.plots(args, net, params, hist, data, task))
     return 0

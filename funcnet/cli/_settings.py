@@ -1,0 +1,119 @@
+"""A ``funcnet train`` run's settings, from its flags: each default left to the task filled
+from ``tasks.TASKS``, the checks of flags that go together, what a ``--checkpoint`` records
+and what a ``--resume`` must match.  What is recorded is what the flags declare
+``recorded``; nothing here lists flags again."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import _flags as flag
+from ._flags import ALL, UsageError
+
+RECORDED = tuple(f for f in ALL if f.recorded)
+PER_TASK = tuple(f for f in ALL if f.per_task)
+
+
+def resolved(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with each setting left to the task (None) filled from its registry entry;
+    refuses a model or optimizer the task does not offer."""
+    from ..tasks import TASKS
+
+    task = TASKS[args.task]
+    for f, offered in [(flag.MODEL, task.models), (flag.OPTIMIZER, task.learning_rates)]:
+        value = getattr(args, f.dest)
+        if value is not None and value not in offered:
+            raise UsageError(
+                f"{f} {value} is not offered for {flag.TASK} {task.name}: use one of "
+                f"{', '.join(offered)}"
+            )
+    given = {f.dest: getattr(args, f.dest) for f in PER_TASK}
+    return argparse.Namespace(**{**vars(args), **task.resolve(given)})
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """The run's settings, resolved: what a --checkpoint records, by the flags' names
+    (``dest``).  A setting the model does not take (``hidden`` of a convnet) is None."""
+    from ..models import MODELS
+
+    others = {o for m in MODELS.values() for o in m.options} - set(MODELS[args.model].options)
+    return {f.dest: None if f.dest in others else getattr(args, f.dest) for f in RECORDED}
+
+
+def resume_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--resume`` cannot continue with these flags (None when it can): a file that
+    is no run checkpoint, other settings (other batches or steps), no epoch left to run."""
+    from ..checkpoints import run_info
+
+    try:
+        done, meta = run_info(args.resume)
+    except ValueError as e:
+        return str(e).split(": ", 1)[1]
+    mine = settings(args)
+    for f in RECORDED:
+        # A checkpoint from before a flag existed ran with its legacy value.
+        then, now = meta.get(f.dest, f.legacy), mine[f.dest]
+        if then != now:
+            return f"it was written with {f} {then}, this run has {now}"
+    if done >= args.epochs:
+        return f"{done} epochs are done already; ask for more with {flag.EPOCHS}"
+    return None
+
+
+def check(args: argparse.Namespace) -> argparse.Namespace:
+    """The checks of flags that go together (``UsageError``, before any work); returns
+    ``args`` with ``backend`` set where it was left to follow the scale-out flags."""
+    from ..models import MODELS
+
+    scaled = [f for f in (flag.DEVICES, flag.COORDINATOR, flag.CLUSTER) if getattr(args, f.dest)]
+    if args.backend == "numpy" and scaled:
+        raise UsageError(f"{scaled[0]} runs the step on JAX devices: drop {flag.BACKEND} numpy")
+    backend = args.backend or ("jax" if scaled else "numpy")
+    args = argparse.Namespace(**{**vars(args), "backend": backend})
+    if args.scan and args.backend != "jax":
+        raise UsageError(f"{flag.SCAN} compiles each epoch with JAX: add {flag.BACKEND} jax")
+    shape = MODELS[args.model].input_shape
+    if args.augment and (shape is None or len(shape) != 3):
+        from ..tasks import TASKS
+
+        images = [m for m in TASKS[args.task].models if len(MODELS[m].input_shape or ()) == 3]
+        raise UsageError(
+            f"{flag.AUGMENT} shifts images: use it with {flag.MODEL} {' or '.join(images)}"
+        )
+    if args.augment and args.augment >= min(shape[1:]) // 2:
+        raise UsageError(
+            f"{flag.AUGMENT} {args.augment} would shift a {shape[1]}x{shape[2]} digit out of sight "
+            f"(< {min(shape[1:]) // 2})"
+        )
+    if args.subset and args.batch > args.subset:
+        raise UsageError(f"{flag.BATCH} {args.batch} is larger than {flag.SUBSET} {args.subset}")
+    _check_processes(args)
+    if args.resume:
+        problem = resume_problem(args)
+        if problem:
+            raise UsageError(f"{flag.RESUME} {args.resume}: {problem}")
+    return args
+
+
+def _check_processes(args: argparse.Namespace) -> None:
+    """The scale-out flags: one way to name the processes, and a batch that splits evenly."""
+    given = [f for f in (flag.NUM_PROCESSES, flag.PROCESS_ID) if getattr(args, f.dest) is not None]
+    if args.cluster and (args.coordinator or given):
+        other = flag.COORDINATOR if args.coordinator else given[0]
+        raise UsageError(f"{flag.CLUSTER} reads the processes from the environment: drop {other}")
+    if args.coordinator and len(given) < 2:
+        raise UsageError(f"{flag.COORDINATOR} needs {flag.NUM_PROCESSES} and {flag.PROCESS_ID}")
+    if given and not args.coordinator:
+        raise UsageError(f"{given[0]} needs {flag.COORDINATOR} HOST:PORT")
+    if args.coordinator and args.process_id >= args.num_processes:
+        raise UsageError(
+            f"{flag.PROCESS_ID} {args.process_id} must be below "
+            f"{flag.NUM_PROCESSES} {args.num_processes}"
+        )
+    if args.devices:
+        n = args.devices * (args.num_processes or 1)
+        if args.batch % n:
+            raise UsageError(
+                f"{flag.BATCH} {args.batch} does not split evenly over {n} devices (use a multiple "
+                f"of {n})"
+            )

@@ -1,0 +1,151 @@
+"""What ``funcnet train --task NAME`` trains: for each task its data loader, the models it
+offers, its metrics and its default settings, in one place (:data:`TASKS`).
+
+A new task is a loader and one entry in ``TASKS``: the command line offers it, resolves its
+defaults with :meth:`Task.resolve` and prints its examples with ``show``.  Settings are
+named as the command line's flags (``lr`` for ``--lr``, ``lr_schedule`` for
+``--lr-schedule``); one not given (None) is the task's default, overridden by its model's,
+and the learning rate is the chosen optimizer's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import models
+from .train import accuracy
+
+# A metric scores a net on examples: (net, params, x, t) -> float.
+Metric = Callable[[Any, Any, Any, Any], float]
+
+
+class Data(NamedTuple):
+    """A task's examples: ``train`` and ``test`` as ``(inputs, targets)``; ``model_args``,
+    what the model's builder needs from the data (e.g. a vocabulary's size)."""
+
+    train: tuple[Any, Any]
+    test: tuple[Any, Any]
+    model_args: Mapping[str, Any] = {}
+
+
+class Task(NamedTuple):
+    """One entry of :data:`TASKS`.
+
+    ``load(settings) -> Data`` reads the examples (``settings``: the run's, resolved, e.g.
+    ``data_dir`` and ``model``); a problem with them is a ``ValueError`` in one message.
+    ``models``: the names in ``models.MODELS`` this task trains.  ``defaults``: the settings
+    of every run (``"model"`` is the default model); ``model_defaults``: per model, where it
+    differs.  ``learning_rates``: the optimizers offered and each one's default rate.
+    ``metrics``: named functions scored after every epoch, the first one the headline.
+    ``unit``: what one example is called in printed lines.  ``show(net, params, test, *,
+    partial, color) -> str``: what a run prints after its plots (``partial``: the test set
+    was cut), or None.
+    """
+
+    name: str
+    description: str
+    load: Callable[[Mapping[str, Any]], Data]
+    models: tuple[str, ...]
+    defaults: Mapping[str, Any]
+    model_defaults: Mapping[str, Mapping[str, Any]]
+    learning_rates: Mapping[str, float]
+    metrics: Mapping[str, Metric]
+    unit: str = "examples"
+    show: Callable[..., str] | None = None
+
+    def setting(self, model: str, key: str) -> Any:
+        """The default of setting ``key`` for a run of ``model`` (None: the task has none)."""
+        return {**self.defaults, **self.model_defaults.get(model, {})}.get(key)
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """``given`` with each setting that is None (or missing) filled: from the model's
+        defaults, then the task's; ``lr`` from ``learning_rates`` of the optimizer."""
+        out = dict(given)
+        if out.get("model") is None:
+            out["model"] = self.defaults["model"]
+        for key, value in {**self.defaults, **self.model_defaults.get(out["model"], {})}.items():
+            if out.get(key) is None:
+                out[key] = value
+        if out.get("lr") is None:
+            out["lr"] = self.learning_rates[out["optimizer"]]
+        return out
+
+
+def _load_mnist(settings: Mapping[str, Any]) -> Data:
+    from .data import load_mnist
+
+    flat = len(models.MODELS[settings["model"]].input_shape) == 1
+    train, test = load_mnist(settings.get("data_dir"), flatten=flat)
+    return Data(train, test)
+
+
+def _show_digits(net, params, test, *, partial: bool, color: bool | None = None) -> str:
+    """The misclassified test digits, as the book's chapter 8 draws them."""
+    from . import plot
+    from .train import predict
+
+    x, t = test
+    preds = predict(net, params, x)
+    wrong = np.flatnonzero(preds != t)
+    if not len(wrong):
+        return f"{'the first' if partial else 'all'} {len(x)} test digits classified right"
+    shown = wrong[:12]
+    among = f" of the first {len(x)}" if partial else ""
+    captions = [f"{preds[i]} (is {t[i]})" for i in shown]
+    return (
+        f"{len(wrong)}{among} test digits misclassified; the first {len(shown)}, as "
+        f"prediction (is label):\n\n{plot.images(x[shown], captions)}"
+    )
+
+
+# The book's rates: 0.1 for plain and momentum SGD, 0.001 for Adam.
+BOOK_RATES = {"sgd": 0.1, "momentum": 0.1, "adam": 0.001}
+
+TASKS: dict[str, Task] = {
+    "mnist": Task(
+        name="mnist",
+        description="MNIST digits, 60,000 training and 10,000 test images",
+        load=_load_mnist,
+        models=("mlp", "convnet", "deep"),
+        defaults={"model": "mlp", "optimizer": "sgd", "epochs": 20, "batch": 100, "average": 0.0},
+        # Adam for the convnets, as the book; SimpleConvNet scores its averaged params.
+        model_defaults={
+            "convnet": {"optimizer": "adam", "average": 0.999},
+            "deep": {"optimizer": "adam"},
+        },
+        learning_rates=BOOK_RATES,
+        metrics={"accuracy": accuracy},
+        unit="images",
+        show=_show_digits,
+    ),
+}
+DEFAULT_TASK = "mnist"
+
+
+def _and(names: list[str]) -> str:
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def describe_default(key: str) -> str:
+    """How each task fills setting ``key`` when it is not given, in words (for --help)."""
+    parts = []
+    for task in TASKS.values():
+        if key == "lr":
+            pairs = list(task.learning_rates.items())
+        else:
+            pairs = [(m, task.setting(m, key)) for m in task.models]
+        values: dict[Any, list[str]] = {}
+        for name, value in pairs:
+            values.setdefault(value, []).append(name)
+        if len(values) == 1:
+            text = str(next(iter(values)))
+        else:
+            text = ", ".join(f"{v} for {_and(names)}" for v, names in values.items())
+        parts.append(f"{task.name}: {text}")
+    return "; ".join(parts)
+
+
+__all__ = ["BOOK_RATES", "DEFAULT_TASK", "TASKS", "Data", "Metric", "Task", "describe_default"]
