@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import models
-from .train import accuracy
 
 # A metric scores a net on examples: (net, params, x, t) -> float.
 Metric = Callable[[Any, Any, Any, Any], float]
@@ -74,6 +73,14 @@ class Task(NamedTuple):
         return out
 
 
+def accuracy(net, params, x, t) -> float:
+    """The fraction of ``x`` classified as ``t`` (``train.accuracy``, imported when first
+    scored: reading the registry loads no JAX)."""
+    from .train import accuracy
+
+    return accuracy(net, params, x, t)
+
+
 def _load_mnist(settings: Mapping[str, Any]) -> Data:
     from .data import load_mnist
 
@@ -110,7 +117,14 @@ TASKS: dict[str, Task] = {
         description="MNIST digits, 60,000 training and 10,000 test images",
         load=_load_mnist,
         models=("mlp", "convnet", "deep"),
-        defaults={"model": "mlp", "optimizer": "sgd", "epochs": 20, "batch": 100, "average": 0.0},
+        defaults={
+            "model": "mlp",
+            "hidden": 100,
+            "optimizer": "sgd",
+            "epochs": 20,
+            "batch": 100,
+            "average": 0.0,
+        },
         # Adam for the convnets, as the book; SimpleConvNet scores its averaged params.
         model_defaults={
             "convnet": {"optimizer": "adam", "average": 0.999},
@@ -148,4 +162,13 @@ def describe_default(key: str) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["BOOK_RATES", "DEFAULT_TASK", "TASKS", "Data", "Metric", "Task", "describe_default"]
+__all__ = [
+    "BOOK_RATES",
+    "DEFAULT_TASK",
+    "TASKS",
+    "Data",
+    "Metric",
+    "Task",
+    "accuracy",
+    "describe_default",
+]

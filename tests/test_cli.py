@@ -109,8 +109,11 @@ def test_save_to_a_directory_is_refused_first(tmp_path):
 def test_version_and_help_show_defaults():
     out = run("--version")
     assert out.returncode == 0 and out.stdout.startswith("funcnet ")
-    text = run("train", "--help").stdout
-    assert "(default: 100)" in text and "(default: None)" not in text
+    text = " ".join(run("train", "--help").stdout.split())
+    assert "(default: 0.01)" in text and "(default: None)" not in text
+    # A default the task sets is described from its registry entry.
+    assert "mlp hidden units; None: by --task (mnist: 100)" in text
+    assert "None: by --task (mnist: sgd for mlp, adam for convnet and deep)" in text
 
 
 @pytest.fixture
@@ -371,7 +374,8 @@ def _toy_task(seen):
 
     return tasks.Task(
         name="toy", description="three easy classes", load=load, models=("mlp",),
-        defaults={"model": "mlp", "optimizer": "adam", "epochs": 2, "batch": 30, "average": 0.0},
+        defaults={"model": "mlp", "hidden": 16, "optimizer": "adam", "epochs": 2, "batch": 30,
+                  "average": 0.0},
         model_defaults={}, learning_rates={"adam": 0.01}, metrics={"accuracy": train.accuracy},
         unit="points", show=lambda net, params, test, **kw: f"{len(test[0])} points shown",
     )  # fmt: skip
@@ -389,6 +393,7 @@ def test_a_task_is_one_registry_entry(capsys, monkeypatch, tmp_path):
     assert seen == [str(tmp_path)]
     assert "90 training / 30 test points, batch 30, adam lr 0.01, 2 epochs" in out
     assert "epoch   2/2" in out and "on all 30 test points" in out and "30 points shown" in out
+    assert "Dense(16)" in out
     code, _, err = call(capsys, "train", "--task", "toy", "--model", "convnet")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--model convnet is not offered for --task toy: use one of mlp" in err
@@ -396,11 +401,18 @@ def test_a_task_is_one_registry_entry(capsys, monkeypatch, tmp_path):
     assert code == 2 and "--optimizer sgd is not offered for --task toy: use one of adam" in err
 
 
-def test_demo_imports_neither_jax_nor_the_data_or_task_code():
+@pytest.mark.parametrize(
+    ("argv", "heavy"),
+    [
+        (["demo", "--no-plot", "--steps", "2"], ("jax", "funcnet.data", "funcnet.tasks")),
+        (["train", "--help"], ("jax", "funcnet.data", "funcnet.train")),
+        (["--version"], ("jax", "funcnet.models")),
+    ],
+)
+def test_a_command_imports_only_what_it_needs(argv, heavy):
     code = (
-        "import sys; from funcnet.cli import main; main(['demo', '--no-plot', '--steps', '2']); "
-        "print([m for m in ('jax', 'funcnet.data', 'funcnet.tasks', 'funcnet.train') "
-        "if m in sys.modules])"
+        f"import sys; from funcnet.cli import main\ntry: main({argv})\n"
+        f"except SystemExit: pass\nprint([m for m in {heavy} if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

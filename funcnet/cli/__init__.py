@@ -11,14 +11,14 @@ import sys
 
 from ._flags import UsageError
 
-# The commands, by name: the module that owns each one's parser (``add_parser``) and work
-# (``run``).  A new command is a module and one entry here.
+# The commands: name -> (the module that owns its flags, ``add_parser``, and its work,
+# ``run``; what it does, for --help).  A new command is a module and one entry here.
 COMMANDS = {
-    "check": "check",
-    "demo": "demo",
-    "train": "train",
-    "eval": "evaluate",
-    "profile": "profile",
+    "check": ("check", "check every built-in layer, loss and node against jax.vjp"),
+    "demo": ("demo", "gradient descent on x1² + x2² with terminal plots"),
+    "train": ("train", "train a model on a task: MNIST with the two-layer net or a convnet"),
+    "eval": ("evaluate", "saved models on the MNIST test set; several: their ensemble"),
+    "profile": ("profile", "where a step's time goes: forward and backward time per layer"),
 }
 
 
@@ -37,11 +37,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    # Only the command run is imported (`funcnet demo` never loads JAX or MNIST code); with
-    # none named (--help, --version, a typo) every one is, to list them.
+    # Only the command run is imported (`funcnet demo` never loads JAX or MNIST code); the
+    # others are only listed.
     named = next((a for a in argv if not a.startswith("-")), None)
-    for name in [named] if named in COMMANDS else COMMANDS:
-        importlib.import_module(f".{COMMANDS[name]}", __name__).add_parser(sub)
+    for name, (module, what) in COMMANDS.items():
+        if name == named:
+            importlib.import_module(f".{module}", __name__).add_parser(sub)
+        else:
+            sub.add_parser(name, help=what)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -35,10 +35,10 @@ class Flag:
     """One flag.  ``type`` parses and bounds a value (an argparse type: it raises
     ``ArgumentTypeError``).  ``help``, ``default`` and ``choices`` may be functions, called
     when the parser is built, so that a registry is imported only by the commands that
-    offer it.  ``per_task``: its
-    default (None) comes from ``--task``'s registry entry, described in the help.
-    ``recorded``: a ``--checkpoint`` records the run's value and a ``--resume`` must match
-    it; ``legacy`` is the value a checkpoint written before the flag existed ran with."""
+    offer it.  ``per_task``: the default is None and the run takes the value from its
+    task's entry in ``tasks.TASKS`` (the help says which).  ``recorded``: a
+    ``--checkpoint`` records the run's value and a ``--resume`` must match it; ``legacy``
+    is the value a checkpoint written before the flag existed ran with."""
 
     name: str
     help: str | Callable[[], str]
@@ -67,6 +67,7 @@ class Flag:
         return dataclasses.replace(self, **changes)
 
     def add_to(self, parser) -> None:
+        """Adds this flag to ``parser`` (or an argument group of it)."""
         text = _called(self.help).format_map(_NAMES)
         if self.per_task:
             from ..tasks import describe_default
@@ -97,9 +98,12 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def add_command(subparsers, name: str, help: str, flags: Sequence[Flag]):
-    """The parser of command ``name`` with ``flags``, each group's in its own section."""
-    parser = subparsers.add_parser(name, help=help, formatter_class=_Help)
+def add_command(subparsers, name: str, flags: Sequence[Flag]):
+    """The parser of command ``name`` (its help from ``cli.COMMANDS``) with ``flags``, each
+    group's in its own section."""
+    from . import COMMANDS
+
+    parser = subparsers.add_parser(name, help=COMMANDS[name][1], formatter_class=_Help)
     groups: dict[Group, Any] = {}
     for flag in flags:
         where = parser
@@ -216,6 +220,18 @@ def _default_task() -> str:
     return DEFAULT_TASK
 
 
+def default_task_setting(key: str) -> Callable[[], Any]:
+    """A ``Flag.default`` for commands without ``--task`` (eval, profile): the default
+    task's setting ``key``, read when the parser is built."""
+
+    def default():
+        from ..tasks import DEFAULT_TASK, TASKS
+
+        return TASKS[DEFAULT_TASK].defaults[key]
+
+    return default
+
+
 # --------------------------------------------------------------------------- the flags
 
 # What is learnt, from what
@@ -223,7 +239,7 @@ def _default_task() -> str:
 TASK = Flag("--task", "what to learn", default=_default_task, choices=_tasks, recorded=True,
             legacy="mnist")  # fmt: skip
 MODEL = Flag("--model", _model_help, choices=_models, per_task=True, recorded=True)
-HIDDEN = Flag("--hidden", "mlp hidden units", positive(int), 100, recorded=True)
+HIDDEN = Flag("--hidden", "mlp hidden units", positive(int), per_task=True, recorded=True)
 WEIGHT_STD = Flag("--weight-std", "mlp, convnet: initial weights N(0, std²); deep: He's",
                   positive(float), 0.01)  # fmt: skip
 DATA_DIR = Flag("--data-dir", "folder with the four MNIST files; None: $FUNCNET_DATA, then "

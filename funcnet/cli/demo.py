@@ -15,8 +15,7 @@ def square(x):
 
 
 def add_parser(subparsers) -> None:
-    help = "gradient descent on x1² + x2² with terminal plots"
-    add_command(subparsers, "demo", help, FLAGS).set_defaults(run=run)
+    add_command(subparsers, "demo", FLAGS).set_defaults(run=run)
 
 
 def run(args) -> int:

@@ -8,7 +8,17 @@ import sys
 import numpy as np
 
 from . import one_line
-from ._flags import DATA_DIR, HIDDEN, LOAD, MODEL, NO_COLOR, NO_PLOT, SHOW, add_command
+from ._flags import (
+    DATA_DIR,
+    HIDDEN,
+    LOAD,
+    MODEL,
+    NO_COLOR,
+    NO_PLOT,
+    SHOW,
+    add_command,
+    default_task_setting,
+)
 
 # Saved models are scored on the default task's test set, MNIST.
 
@@ -19,17 +29,11 @@ def _models() -> tuple[str, ...]:
     return TASKS[DEFAULT_TASK].models
 
 
-def _default_model() -> str:
-    from ..tasks import DEFAULT_TASK, TASKS
-
-    return TASKS[DEFAULT_TASK].defaults["model"]
-
-
 FLAGS = (
     LOAD,
     MODEL.but(help="the network the files were saved from", choices=_models,
-              default=_default_model, per_task=False),
-    HIDDEN,
+              default=default_task_setting("model"), per_task=False),
+    HIDDEN.but(default=default_task_setting("hidden"), per_task=False),
     DATA_DIR.but(help="folder with the four MNIST files"),
     SHOW,
     NO_PLOT,
@@ -38,8 +42,7 @@ FLAGS = (
 
 
 def add_parser(subparsers) -> None:
-    help = "saved models on the MNIST test set; several: their ensemble"
-    add_command(subparsers, "eval", help, FLAGS).set_defaults(run=run)
+    add_command(subparsers, "eval", FLAGS).set_defaults(run=run)
 
 
 def run(args) -> int:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ._flags import BACKEND, BATCH, HIDDEN, MODEL, NO_COLOR, REPEATS, add_command
+from ._flags import (
+    BACKEND,
+    BATCH,
+    HIDDEN,
+    MODEL,
+    NO_COLOR,
+    REPEATS,
+    add_command,
+    default_task_setting,
+)
 
 
 def _models() -> tuple[str, ...]:
@@ -13,7 +22,7 @@ def _models() -> tuple[str, ...]:
 
 FLAGS = (
     MODEL.but(help="the network to time", default="deep", choices=_models, per_task=False),
-    HIDDEN,
+    HIDDEN.but(default=default_task_setting("hidden"), per_task=False),
     BACKEND.but(
         help="numpy: the eager layers; jax: each layer's forward and backward jitted on its own",
         choices=(*BACKEND.choices, "both"), default="both",
@@ -25,8 +34,7 @@ FLAGS = (
 
 
 def add_parser(subparsers) -> None:
-    help = "where a step's time goes: forward and backward time per layer"
-    add_command(subparsers, "profile", help, FLAGS).set_defaults(run=run)
+    add_command(subparsers, "profile", FLAGS).set_defaults(run=run)
 
 
 def run(args) -> int:

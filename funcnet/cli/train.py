@@ -51,8 +51,7 @@ FLAGS = (
 
 
 def add_parser(subparsers) -> None:
-    help = "train a model on a task (MNIST: the two-layer net or a convnet)"
-    add_command(subparsers, "train", help, FLAGS).set_defaults(run=run)
+    add_command(subparsers, "train", FLAGS).set_defaults(run=run)
 
 
 def run(args) -> int:
