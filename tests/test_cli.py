@@ -99,6 +99,17 @@ def test_bad_values_are_one_line_and_exit_2_before_any_work(tmp_path, capsys, ar
     assert out == "" and not (tmp_path / "none").exists()
 
 
+def test_ctrl_c_outside_training_is_one_line_and_exit_130(capsys, monkeypatch):
+    from funcnet.cli import demo
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "run", interrupted)
+    code, out, err = call(capsys, "demo")
+    assert code == 130 and out == "" and err == "funcnet demo: interrupted\n"
+
+
 def test_save_to_a_directory_is_refused_first(tmp_path):
     # As a real process: the refusals above reach the shell as exit status 2.
     out = run("train", "--save", str(tmp_path), "--data-dir", str(tmp_path / "none"))

@@ -19,35 +19,13 @@ from ._flags import add_command
 from ._setup import Stop, local
 
 FLAGS = (
-    flag.TASK,
-    flag.MODEL,
-    flag.HIDDEN,
-    flag.EPOCHS,
-    flag.OPTIMIZER,
-    flag.LR,
-    flag.LR_SCHEDULE,
-    flag.AUGMENT,
-    flag.AVERAGE,
-    flag.BATCH,
-    flag.SEED,
-    flag.WEIGHT_STD,
-    flag.BACKEND,
-    flag.SCAN,
-    flag.DATA_DIR,
-    flag.SUBSET,
-    flag.TEST_SUBSET,
-    flag.SAVE,
-    flag.CHECKPOINT,
-    flag.RESUME,
-    flag.NO_PLOT,
-    flag.NO_COLOR,
-    flag.DEVICES,
-    flag.COORDINATOR,
-    flag.NUM_PROCESSES,
-    flag.PROCESS_ID,
-    flag.CLUSTER,
+    flag.TASK, flag.MODEL, flag.HIDDEN, flag.EPOCHS, flag.OPTIMIZER, flag.LR, flag.LR_SCHEDULE,
+    flag.AUGMENT, flag.AVERAGE, flag.BATCH, flag.SEED, flag.WEIGHT_STD, flag.BACKEND, flag.SCAN,
+    flag.DATA_DIR, flag.SUBSET, flag.TEST_SUBSET, flag.SAVE, flag.CHECKPOINT, flag.RESUME,
+    flag.NO_PLOT, flag.NO_COLOR,
+    flag.DEVICES, flag.COORDINATOR, flag.NUM_PROCESSES, flag.PROCESS_ID, flag.CLUSTER,
     flag.PEER_TIMEOUT,
-)
+)  # fmt: skip
 
 
 def add_parser(subparsers) -> None:
