@@ -18,8 +18,8 @@ import pytest
 import funcnet as fn
 from funcnet.cli import check
 
-FAST = "funcnet.layers._conv_fast"
-REF = "funcnet.layers.conv"
+FAST = "funcnet.layers._conv_numpy"
+REF = "funcnet.layers._conv_reference"
 XLA = "funcnet.layers._conv_xla"
 
 # (module, function, old text, new text, the cases that must catch it (a part of their
@@ -181,8 +181,8 @@ MUTATIONS = [
     (
         FAST,
         "maxpool_backward",
-        "fast = bool(np.isfinite(dout).all())",
-        "fast = True",
+        "dout_finite = bool(np.isfinite(dout).all())",
+        "dout_finite = True",
         "inf dout",
         "numpy",
     ),
@@ -327,8 +327,8 @@ MUTATIONS = [
     (
         "funcnet.layers.activations",
         "Relu",
-        "return keep(dout, y > 0)",
-        "return keep(dout, y >= 0)",
+        "return zero_outside(dout, y > 0)",
+        "return zero_outside(dout, y >= 0)",
         "Relu",
         "numpy jax",
     ),
@@ -478,26 +478,26 @@ def test_every_public_layer_loss_and_node_is_in_the_catalogue():
 
 def test_the_catalogue_runs_every_conv_path(monkeypatch):
     """NumPy: chunks, dx as a convolution and dx by col2im; JAX: im2col and XLA's conv."""
-    from funcnet.layers import _conv_fast, _conv_xla, conv
+    from funcnet.layers import _conv_numpy, _conv_reference, _conv_xla
 
-    real_budget = _conv_fast.CHUNK_BYTES
     seen = {"chunks": 0, "as conv": 0, "col2im": 0, "xla": 0, "im2col": 0}
-    real_chunks = _conv_fast.chunks
+    real_chunks = _conv_numpy.chunks
 
-    def chunks(n, sample_bytes):
-        out = real_chunks(n, sample_bytes)
+    def chunks(*args):
+        out = real_chunks(*args)
         seen["chunks"] += len(out) > 1
         return out
 
     def count(key, real):
         return lambda *a, **k: seen.__setitem__(key, seen[key] + 1) or real(*a, **k)
 
-    monkeypatch.setattr(_conv_fast, "chunks", chunks)
-    monkeypatch.setattr(_conv_fast, "conv_dx", count("as conv", _conv_fast.conv_dx))
-    monkeypatch.setattr(_conv_fast, "col2im_chunk", count("col2im", _conv_fast.col2im_chunk))
+    monkeypatch.setattr(_conv_numpy, "chunks", chunks)
+    monkeypatch.setattr(_conv_numpy, "conv_dx", count("as conv", _conv_numpy.conv_dx))
+    monkeypatch.setattr(_conv_numpy, "col2im_chunk", count("col2im", _conv_numpy.col2im_chunk))
     monkeypatch.setattr(_conv_xla, "conv_backward", count("xla", _conv_xla.conv_backward))
-    monkeypatch.setattr(conv, "conv_backward", count("im2col", conv.conv_backward))
+    monkeypatch.setattr(
+        _conv_reference, "conv_backward", count("im2col", _conv_reference.conv_backward)
+    )
     reports = check.builtin_checks(kinds={"conv"})
     assert reports and all(r.ok for r in reports)
     assert all(seen.values()), seen
-    assert _conv_fast.CHUNK_BYTES == real_budget  # the budget was restored
