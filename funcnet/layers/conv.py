@@ -107,10 +107,9 @@ def Conv(
     computed as convolutions of ∂L/∂y, one per phase of the stride (see ``docs/conv.md``).
 
     ``algorithm`` picks the kernels JAX arrays run: ``"im2col"`` (``_conv_reference``'s),
-    ``"xla"`` (``lax.conv_general_dilated`` with the backward written as two convolutions,
-    in ``_conv_xla``) or ``"auto"``: XLA's on a GPU or TPU; on the CPU XLA's from 8 input
-    channels, else im2col, the faster there (``jax_algorithm``, ``docs/conv.md``).  NumPy
-    arrays always run the NumPy kernels.
+    ``"xla"`` (``lax.conv_general_dilated``, the backward as two convolutions: ``_conv_xla``)
+    or ``"auto"``: XLA's on a GPU or TPU; on the CPU XLA's from 8 input channels, else
+    im2col, the faster there (``jax_algorithm``).  NumPy arrays run the NumPy kernels.
     """
     name = name or _layer_name(
         "Conv",
@@ -153,12 +152,7 @@ def Conv(
                 f"{W.shape[1]}"
             )
         out_hw = geometry.out_hw(name, x.shape[2:], **cfg)
-        if namespace(x, W) is np:
-            out = numpy_kernels.conv_forward(x, W, b, out_hw=out_hw, chunk_bytes=chunk_bytes, **cfg)
-            return out, (x, None, W)  # x only (a reference, no copy): NumPy gathers cols again
-        if jax_algorithm(algorithm, x.shape) == "xla":
-            return xla.conv_forward(x, W, b, out_hw=out_hw, **cfg), (x, None, W)
-        out, cols = reference.conv_forward(x, W, b, out_hw=out_hw, **cfg)
+        out, cols = _forward(x, W, b, algorithm, chunk_bytes, out_hw=out_hw, **cfg)
         return out, (x, cols, W)
 
     def backward(cache, dout, *, need_dx=True):
@@ -166,18 +160,32 @@ def Conv(
         out_hw = geometry.out_hw(name, x.shape[2:], **cfg)
         check_dout(name, dout, (x.shape[0], out_channels, *out_hw), x.dtype)
         opts = dict(in_hw=tuple(x.shape[2:]), bias=bias, need_dx=bool(need_dx), **cfg)
-        if namespace(dout, W) is np:
-            dW, db, dx = numpy_kernels.conv_backward(x, W, dout, chunk_bytes=chunk_bytes, **opts)
-        elif jax_algorithm(algorithm, x.shape) == "xla":
-            dW, db, dx = xla.conv_backward(x, W, dout, **opts)
-        else:
-            if cols is None:  # a NumPy forward, a JAX dout: gather what NumPy did not keep
-                x_pad = geometry.pad(x, cfg["padding"])
-                cols = reference.im2col(x_pad, cfg["kernel"], cfg["stride"], out_hw)
-            dW, db, dx = reference.conv_backward(cols, W, dout, **opts)
+        dW, db, dx = _backward(x, cols, W, dout, algorithm, chunk_bytes, **opts)
         return ({"W": dW, "b": db} if bias else {"W": dW}), dx
 
     return Layer(name, init, forward, backward)
+
+
+def _forward(x, W, b, algorithm, chunk_bytes, **static):
+    """(y, cols) from the kernels for x's namespace and ``algorithm``.  NumPy and XLA keep
+    no cols (the cache holds x, a reference, no copy): NumPy gathers them again."""
+    if namespace(x, W) is np:
+        return numpy_kernels.conv_forward(x, W, b, chunk_bytes=chunk_bytes, **static), None
+    if jax_algorithm(algorithm, x.shape) == "xla":
+        return xla.conv_forward(x, W, b, **static), None
+    return reference.conv_forward(x, W, b, **static)
+
+
+def _backward(x, cols, W, dout, algorithm, chunk_bytes, **static):
+    """(dW, db, dx) from the kernels for dout's namespace and ``algorithm``."""
+    if namespace(dout, W) is np:
+        return numpy_kernels.conv_backward(x, W, dout, chunk_bytes=chunk_bytes, **static)
+    if jax_algorithm(algorithm, x.shape) == "xla":
+        return xla.conv_backward(x, W, dout, **static)
+    if cols is None:  # a NumPy forward, a JAX dout: gather what NumPy did not keep
+        x_pad = geometry.pad(x, static["padding"])
+        cols = reference.im2col(x_pad, static["kernel"], static["stride"], dout.shape[2:])
+    return reference.conv_backward(cols, W, dout, **static)
 
 
 def _conv_params(name: str, params, bias: bool, shape):

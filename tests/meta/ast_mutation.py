@@ -49,6 +49,9 @@ class Mutation:
         return f"{self.module.rpartition('.')[2]}:{new} @ {self.catch}"
 
 
+DEFINITIONS = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+
 def _snippet(text: str) -> ast.AST:
     """``text`` as one expression node, or one statement node."""
     body = ast.parse(text.strip()).body
@@ -96,36 +99,37 @@ def _renamed(snippet: ast.AST, names: dict) -> ast.AST:
     return snippet
 
 
-def _scope(tree: ast.Module, inside: str | None) -> ast.AST:
-    scope = tree
+def _scope(tree: ast.Module, inside: str | None) -> tuple[ast.AST, tuple]:
+    """The node to look in, and the nodes above it."""
+    scope, above = tree, ()
     for name in inside.split(".") if inside else ():
         found = [
-            n
-            for n in ast.iter_child_nodes(scope)
-            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
-            and n.name == name
+            n for n in ast.iter_child_nodes(scope) if isinstance(n, DEFINITIONS) and n.name == name
         ]
         if len(found) != 1:
             raise LookupError(f"no function or class {inside!r} to look in")
-        scope = found[0]
-    return scope
+        scope, above = found[0], (*above, scope)
+    return scope, above
 
 
-def _parents(tree: ast.AST) -> dict:
-    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+def _walk(node, above):
+    """Every node under ``node`` (itself included) with the nodes above it."""
+    yield node, above
+    above = (*above, node)
+    for child in ast.iter_child_nodes(node):
+        yield from _walk(child, above)
 
 
-def _holder(node, parents) -> list[str]:
-    """The names from the module down to the outermost function around ``node``: its
-    runtime object is ``getattr(module, names[0])...``."""
+def _holder(above) -> list[str]:
+    """The names from the module down to the outermost function among the nodes ``above``
+    a site: its runtime object is ``getattr(module, names[0])...``."""
     path = []
-    while node in parents:
-        node = parents[node]
+    for node in above:
         if isinstance(node, ast.ClassDef):
-            path.insert(0, node.name)
+            path.append(node.name)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            path = [node.name]  # an outer function replaces what is inside it
-    return path
+            return [*path, node.name]
+    return []
 
 
 def _replace(parent: ast.AST, old: ast.AST, new: ast.AST) -> None:
@@ -156,26 +160,28 @@ def mutant(mutation: Mutation):
     path = Path(module.__file__)
     tree = ast.parse(path.read_text(), str(path))
     pattern, replacement = _snippet(mutation.old), _snippet(mutation.new)
-    kind = ast.expr if isinstance(pattern, ast.expr) else ast.stmt
     found = []
-    for node in ast.walk(_scope(tree, mutation.inside)):
+    for node, above in _walk(*_scope(tree, mutation.inside)):
         names: dict = {}
-        if isinstance(node, kind) and matches(pattern, node, names):
-            found.append((node, names))
+        if type(node) is type(pattern) and matches(pattern, node, names):
+            found.append((node, above, names))
     scope = mutation.inside or "the module"
     if len(found) != 1:
         raise LookupError(
             f"{mutation.module}: {mutation.old!r} matches {len(found)} times in {scope}, "
             "not once (write more of the statement, or name the function with inside=)"
         )
-    node, names = found[0]
-    parents = _parents(tree)
-    holder = _holder(node, parents)
+    node, above, names = found[0]
+    holder = _holder(above)
     if not holder:
         raise LookupError(f"{mutation.module}: {mutation.old!r} is not inside a function")
-    _replace(parents[node], node, ast.copy_location(_renamed(replacement, names), node))
-    ast.fix_missing_locations(tree)
-    compiled = compile(tree, f"<mutant of {mutation.module}>", "exec", dont_inherit=True)
+    _replace(above[-1], node, ast.copy_location(_renamed(replacement, names), node))
+    # Only the definition that holds the site is compiled (with the module's __future__
+    # imports): its code object is all the mutant needs.
+    outer = next(n for n in tree.body if isinstance(n, DEFINITIONS) and n.name == holder[0])
+    future = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
+    module_ast = ast.fix_missing_locations(ast.Module(body=[*future, outer], type_ignores=[]))
+    compiled = compile(module_ast, f"<mutant of {mutation.module}>", "exec", dont_inherit=True)
     function = module
     for name in holder:
         function = getattr(function, name)

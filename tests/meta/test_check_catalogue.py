@@ -307,6 +307,7 @@ def failures(match, arrays):
     return [r.name for r in reports if not r.ok]
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # a mutant's inf * 0
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.id for m in MUTATIONS])
 def test_an_error_in_any_path_makes_the_check_fail(monkeypatch, mutation):
     """The cases named catch it, so the whole catalogue (which includes them) fails."""
