@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import functools
 import importlib
 import inspect
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ class Mutation:
 
 
 DEFINITIONS = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+
+
+@functools.cache
+def _tree(path: str) -> ast.Module:
+    """The module's syntax tree, parsed once (a mutant puts its change in and takes it out)."""
+    return ast.parse(Path(path).read_text(), path)
 
 
 def _snippet(text: str) -> ast.AST:
@@ -157,8 +164,7 @@ def mutant(mutation: Mutation):
     """(function, mutated code object, where): ``function`` is the module-level function
     (or method) holding the one match of ``mutation.old``; ``where`` says which."""
     module = importlib.import_module(mutation.module)
-    path = Path(module.__file__)
-    tree = ast.parse(path.read_text(), str(path))
+    tree = _tree(module.__file__)
     pattern, replacement = _snippet(mutation.old), _snippet(mutation.new)
     found = []
     for node, above in _walk(*_scope(tree, mutation.inside)):
@@ -175,13 +181,17 @@ def mutant(mutation: Mutation):
     holder = _holder(above)
     if not holder:
         raise LookupError(f"{mutation.module}: {mutation.old!r} is not inside a function")
-    _replace(above[-1], node, ast.copy_location(_renamed(replacement, names), node))
+    new = ast.fix_missing_locations(ast.copy_location(_renamed(replacement, names), node))
     # Only the definition that holds the site is compiled (with the module's __future__
     # imports): its code object is all the mutant needs.
     outer = next(n for n in tree.body if isinstance(n, DEFINITIONS) and n.name == holder[0])
     future = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.module == "__future__"]
-    module_ast = ast.fix_missing_locations(ast.Module(body=[*future, outer], type_ignores=[]))
-    compiled = compile(module_ast, f"<mutant of {mutation.module}>", "exec", dont_inherit=True)
+    _replace(above[-1], node, new)
+    try:
+        unit = ast.Module(body=[*future, outer], type_ignores=[])
+        compiled = compile(unit, f"<mutant of {mutation.module}>", "exec", dont_inherit=True)
+    finally:
+        _replace(above[-1], new, node)  # the cached tree is the module's source again
     function = module
     for name in holder:
         function = getattr(function, name)
