@@ -51,7 +51,7 @@ imul = _inplace(operator.imul, operator.mul)
 idiv = _inplace(operator.itruediv, operator.truediv)
 
 
-def keep(x, mask):
+def zero_outside(x, mask):
     """``x`` where ``mask``, else exactly 0 (NaN and ±inf in ``x`` included), as
     ``where(mask, x, 0)``.
 

@@ -15,10 +15,10 @@ import pytest  # noqa: E402
 
 from funcnet.core import pipeline, to_jax  # noqa: E402
 from funcnet.gradcheck import GradcheckError, check_layer  # noqa: E402
-from funcnet.layers import _conv_fast as fast  # noqa: E402
+from funcnet.layers import _conv_numpy as numpy_kernels  # noqa: E402
 from funcnet.layers import _conv_xla as xla  # noqa: E402
 from funcnet.layers import conv  # noqa: E402
-from funcnet.layers._conv_fast import DX_AS_CONV_MIN_CHANNELS  # noqa: E402
+from funcnet.layers._conv_numpy import DX_AS_CONV_MIN_CHANNELS  # noqa: E402
 from funcnet.layers.conv import AvgPool, Conv, MaxPool  # noqa: E402
 
 # (in_shape, out_channels, kernel, stride, padding): strides 1–2, paddings 0–2, odd and
@@ -80,9 +80,9 @@ def distinct(rng, shape, dtype=np.float64):
     return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.5 - 3.0).astype(dtype)
 
 
-def conv_layer(case):
+def conv_layer(case, **options):
     _, f, k, s, p = case
-    return Conv(f, k, stride=s, padding=p)
+    return Conv(f, k, stride=s, padding=p, **options)
 
 
 def conv_setup(case, dtype=np.float64, seed=0):
@@ -249,7 +249,7 @@ def sample_bytes(layer, params, x, case) -> int:
     """Bytes of one sample's im2col on NumPy (wide rows at stride 1)."""
     cfg = {"kernel": pair(case[2]), "stride": pair(case[3]), "padding": pair(case[4])}
     out_hw = layer.init(0, x.shape)[0][2:]
-    return fast._gather(x.shape, params["W"], out_hw=out_hw, **cfg).sample_bytes
+    return numpy_kernels._gather(x.shape, params["W"], out_hw=out_hw, **cfg).sample_bytes
 
 
 @pytest.mark.parametrize("samples", [1, 2])
@@ -257,12 +257,21 @@ def sample_bytes(layer, params, x, case) -> int:
 def test_conv_in_chunks_matches_lax_and_jax(monkeypatch, case, samples):
     """A budget of one or two samples' im2col: batches of 3 go in chunks (the last one
     short); the NumPy forward, backward and need_dx=False still match the references."""
-    layer, params, x = conv_setup(case)
-    one = sample_bytes(layer, params, x, case)
-    assert len(fast.chunks(3, one)) == 1  # the default budget: one chunk
-    monkeypatch.setattr(fast, "CHUNK_BYTES", samples * one + one // 2)
-    assert len(fast.chunks(3, one)) == 4 - samples
+    _, params, x = conv_setup(case)
+    one = sample_bytes(conv_layer(case), params, x, case)
+    assert len(numpy_kernels.chunks(3, one)) == 1  # the default budget: one chunk
+    budget = samples * one + one // 2
+    assert len(numpy_kernels.chunks(3, one, budget)) == 4 - samples
+    layer = conv_layer(case, chunk_bytes=budget)
+    real_chunks, seen = numpy_kernels.chunks, []
+
+    def chunks(n, sample_bytes, chunk_bytes):
+        seen.append(chunk_bytes)
+        return real_chunks(n, sample_bytes, chunk_bytes)
+
+    monkeypatch.setattr(numpy_kernels, "chunks", chunks)
     out, cache = layer.forward(params, x)
+    assert seen == [budget]  # the layer's budget reaches the kernel
     assert cache[1] is None  # NumPy keeps x only
     ref = lax_conv(x, params["W"], params["b"], *case[3:])
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
@@ -293,11 +302,11 @@ def test_an_empty_batch_gives_empty_results(layer, channels):
         assert not np.asarray(g).any()
 
 
-def test_chunks_cover_the_batch_within_the_budget(monkeypatch):
-    monkeypatch.setattr(fast, "CHUNK_BYTES", 1000)
-    assert fast.chunks(7, 300) == [slice(0, 3), slice(3, 6), slice(6, 7)]
-    assert fast.chunks(2, 5000) == [slice(0, 1), slice(1, 2)]  # at least one sample
-    assert fast.chunks(0, 300) == [slice(0, 0)]
+def test_chunks_cover_the_batch_within_the_budget():
+    chunks = numpy_kernels.chunks
+    assert chunks(7, 300, 1000) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert chunks(2, 5000, 1000) == [slice(0, 1), slice(1, 2)]  # at least one sample
+    assert chunks(0, 300, 1000) == [slice(0, 0)]
 
 
 @pytest.mark.parametrize("case", CONV_GRAD_CASES)
@@ -420,22 +429,21 @@ def test_pool_backward_on_jax_arrays_matches_jax(kind, case):
 
 @pytest.mark.parametrize("budget", [None, 1])
 @pytest.mark.parametrize("case", CONV_CASES + DX_EDGE_CASES)
-def test_fast_numpy_kernels_equal_the_reference_im2col(monkeypatch, case, budget):
+def test_fast_numpy_kernels_equal_the_reference_im2col(case, budget):
     """The teaching kernels of ``conv`` run on NumPy too: the fast ones must agree, whole
     and in chunks, with both dx formulations."""
-    if budget is not None:
-        monkeypatch.setattr(fast, "CHUNK_BYTES", budget)
+    chunked = {} if budget is None else {"chunk_bytes": budget}
     layer, params, x = conv_setup(case)
     W, b = params["W"], params["b"]
     cfg = {"kernel": pair(case[2]), "stride": pair(case[3]), "padding": pair(case[4])}
     out_hw = layer.init(0, x.shape)[0][2:]
     ref_out, cols = conv.conv_forward(x, W, b, out_hw=out_hw, **cfg)
-    out = fast.conv_forward(x, W, b, out_hw=out_hw, **cfg)
+    out = numpy_kernels.conv_forward(x, W, b, out_hw=out_hw, **cfg, **chunked)
     np.testing.assert_allclose(out, ref_out, rtol=1e-12, atol=1e-12)
     dout = np.random.default_rng(7).standard_normal(out.shape)
     opts = dict(in_hw=x.shape[2:], bias=True, need_dx=True, **cfg)
     expect = conv.conv_backward(cols, W, dout, **opts)
-    got = fast.conv_backward(x, W, dout, **opts)
+    got = numpy_kernels.conv_backward(x, W, dout, **opts, **chunked)
     for a, r in zip(got, expect, strict=True):
         np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
 
@@ -450,19 +458,19 @@ def test_fast_numpy_pool_kernels_equal_the_reference(case):
     x = rng.integers(-2, 3, shape).astype(np.float64)  # ties in most windows
     out_hw = MaxPool(size, stride, padding).init(0, shape)[0][2:]
     best, arg = conv.maxpool_forward(x, out_hw=out_hw, **cfg)
-    fbest, (farg,) = fast.maxpool_forward(x, out_hw=out_hw, **cfg)
+    fbest, (farg,) = numpy_kernels.maxpool_forward(x, out_hw=out_hw, **cfg)
     np.testing.assert_array_equal(fbest, best)
     np.testing.assert_array_equal(farg, arg)
     dout = rng.standard_normal(best.shape)
     dout.reshape(-1)[::3] = np.inf  # the non-finite route too
     for d in (np.where(np.isinf(dout), 1.0, dout), dout):
         np.testing.assert_array_equal(
-            fast.maxpool_backward(arg, d, in_hw=shape[2:], **cfg),
+            numpy_kernels.maxpool_backward(arg, d, in_hw=shape[2:], **cfg),
             conv.maxpool_backward(arg, d, in_hw=shape[2:], **cfg),
         )
     finite = rng.standard_normal(best.shape)
     np.testing.assert_allclose(
-        fast.avgpool_backward(finite, in_hw=shape[2:], **cfg),
+        numpy_kernels.avgpool_backward(finite, in_hw=shape[2:], **cfg),
         conv.avgpool_backward(finite, in_hw=shape[2:], **cfg),
         rtol=1e-13,
         atol=1e-15,
@@ -481,7 +489,7 @@ def test_fast_maxpool_takes_nan_like_the_reference(case):
     x.reshape(-1)[::5] = np.nan
     out_hw = MaxPool(size, stride, padding).init(0, shape)[0][2:]
     best, arg = conv.maxpool_forward(x, out_hw=out_hw, **cfg)
-    fbest, (farg,) = fast.maxpool_forward(x, out_hw=out_hw, **cfg)
+    fbest, (farg,) = numpy_kernels.maxpool_forward(x, out_hw=out_hw, **cfg)
     np.testing.assert_array_equal(fbest, best)
     np.testing.assert_array_equal(farg, arg)
 
@@ -511,10 +519,9 @@ def test_perturbed_backward_fails(layer, params_of, factors):
 
 
 @pytest.mark.parametrize("factors", [{"dx_factor": 1 + 1e-3}, {"dW_factor": 1 + 1e-3}])
-def test_perturbed_backward_fails_in_chunks_and_as_conv(monkeypatch, factors):
+def test_perturbed_backward_fails_in_chunks_and_as_conv(factors):
     """The same sensitivity where dx is a convolution of dy and cols come in chunks."""
-    monkeypatch.setattr(fast, "CHUNK_BYTES", 1)  # one sample per chunk
-    layer = Conv(3, 3, stride=2, padding=1)
+    layer = Conv(3, 3, stride=2, padding=1, chunk_bytes=1)  # one sample per chunk
     params = layer.init(0, (-1, DX_AS_CONV_MIN_CHANNELS, 7, 7), np.float64)[1]
     x = np.random.default_rng(4).standard_normal((3, DX_AS_CONV_MIN_CHANNELS, 7, 7))
     check_layer(layer, params, x)
@@ -685,6 +692,7 @@ def conv_params():
         (lambda: Conv(2, 3, stride=0), r"stride must be >= 1"),
         (lambda: Conv(2, 3, padding=-1), r"padding must be >= 0"),
         (lambda: Conv(2, 3.0), r"kernel_size must be an int or a pair"),
+        (lambda: Conv(2, 3, chunk_bytes=0), r"Conv\(2, 3\): chunk_bytes must be a positive int"),
         (
             lambda: MaxPool(2, padding=2),
             r"MaxPool\(2, padding=2\): padding \(2, 2\) must be smaller",

@@ -222,10 +222,10 @@ def test_params_with_missing_or_extra_keys_name_the_layer(layer, params, says):
         layer.forward(params, np.zeros((1, 2), np.float32))
 
 
-def test_keep_is_where_bit_for_bit_with_inf_and_nan():
+def test_zero_outside_is_where_bit_for_bit_with_inf_and_nan():
     """Relu's backward masks the bits of dout on NumPy; it must equal np.where exactly,
     an infinite or NaN dout where the mask is off included (inf * 0 would give NaN)."""
-    from funcnet._arrays import keep
+    from funcnet._arrays import zero_outside
 
     rng = np.random.default_rng(0)
     for dtype in (np.float16, np.float32, np.float64):
@@ -235,10 +235,12 @@ def test_keep_is_where_bit_for_bit_with_inf_and_nan():
         x.reshape(-1)[2::11] = np.nan
         mask = rng.random((7, 9)) < 0.5
         for a, m in ((x, mask), (x[:, ::2], mask[:, ::2]), (x.T, mask.T)):  # strided too
-            got, want = keep(a, m), np.where(m, a, 0).astype(dtype)
+            got, want = zero_outside(a, m), np.where(m, a, 0).astype(dtype)
             assert got.dtype == dtype
             np.testing.assert_array_equal(got.view(f"u{a.itemsize}"), want.view(f"u{a.itemsize}"))
-        assert np.array_equal(keep(jnp.asarray(x), mask), jnp.where(mask, x, 0), equal_nan=True)
+        assert np.array_equal(
+            zero_outside(jnp.asarray(x), mask), jnp.where(mask, x, 0), equal_nan=True
+        )
 
 
 @pytest.mark.parametrize("shape", [(1000, 10), (64, 16), (63, 10), (64, 17), (5, 3), (0, 4)])

@@ -12,14 +12,13 @@ A new built-in layer adds its cases here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import core, gradcheck, graph, losses
 from ..core import pipeline
-from ..layers import _conv_fast, activations, conv, dropout, linear, normalization
+from ..layers import _conv_numpy, activations, conv, dropout, linear, normalization
 
 
 class Case(NamedTuple):
@@ -30,7 +29,6 @@ class Case(NamedTuple):
     make: Callable[[], Any]
     shape: tuple
     forward_kwargs: dict | None = None
-    chunk_bytes: int | None = None  # NumPy Conv: im2col budget, to force chunks
     only: str | None = None  # "numpy" or "jax": the only array type the case is run on
     ties: bool = False  # small integers as input: MaxPool windows with equal maxima
     cotangent: Callable | None = None
@@ -47,7 +45,7 @@ def layer_cases() -> list[Case]:
     """Every layer case; each is run on NumPy arrays and again on JAX arrays."""
     lin, act, cv = linear, activations, conv
     train = {"train": True}
-    eight = _conv_fast.DX_AS_CONV_MIN_CHANNELS
+    eight = _conv_numpy.DX_AS_CONV_MIN_CHANNELS
     return [
         Case("linear", lambda: lin.Dense(7), (5, 4)),
         Case("linear", lambda: lin.Dense(3), (1, 2, 5)),
@@ -82,17 +80,15 @@ def layer_cases() -> list[Case]:
         ),
         Case(
             "conv",
-            lambda: cv.Conv(4, 3, padding=1),
+            lambda: cv.Conv(4, 3, padding=1, chunk_bytes=1),  # one sample's im2col at a time
             (3, 3, 6, 6),
-            chunk_bytes=1,
             only="numpy",  # JAX never chunks: the same case without a budget is above
             note="chunks",
         ),
         Case(
             "conv",
-            lambda: cv.Conv(3, 3, stride=2),
+            lambda: cv.Conv(3, 3, stride=2, chunk_bytes=1),
             (3, eight, 7, 7),
-            chunk_bytes=1,
             only="numpy",
             note="chunks, dx as conv",
         ),
@@ -192,21 +188,19 @@ def _run_layer_case(i: int, case: Case, layer, arrays: str, seed: int) -> gradch
         x = rng.integers(-2, 3, case.shape).astype(np.float64)
     else:
         x = rng.standard_normal(case.shape)
-    budget = case.chunk_bytes is not None and arrays == "numpy"
-    with _conv_fast.chunk_budget(case.chunk_bytes) if budget else nullcontext():
-        return gradcheck.check_layer(
-            layer,
-            params,
-            x,
-            seed=seed + i,
-            forward_kwargs=case.forward_kwargs or {},
-            raise_on_failure=False,
-            arrays=arrays,
-            # Differences add nothing at a kink (ties) or with an infinite cotangent, and the
-            # JAX run checks the other kernels against the same exact reference.
-            numerical=arrays == "numpy" and not case.ties and case.cotangent is None,
-            cotangent=case.cotangent,
-        )
+    return gradcheck.check_layer(
+        layer,
+        params,
+        x,
+        seed=seed + i,
+        forward_kwargs=case.forward_kwargs or {},
+        raise_on_failure=False,
+        arrays=arrays,
+        # Differences add nothing at a kink (ties) or with an infinite cotangent, and the
+        # JAX run checks the other kernels against the same exact reference.
+        numerical=arrays == "numpy" and not case.ties and case.cotangent is None,
+        cotangent=case.cotangent,
+    )
 
 
 def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Report]]]:

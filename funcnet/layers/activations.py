@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .._arrays import iadd, idiv, imul, keep, namespace
+from .._arrays import iadd, idiv, imul, namespace, zero_outside
 from .._checks import check_dout, check_float, check_no_params
 from ..core import Layer
 
@@ -67,7 +67,7 @@ def Relu(*, name: str = "Relu") -> Layer:
         return y, y
 
     def bwd(y, dout):
-        return keep(dout, y > 0)
+        return zero_outside(dout, y > 0)
 
     return elementwise(name, fwd, bwd)
 

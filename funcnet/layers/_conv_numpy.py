@@ -1,9 +1,9 @@
-"""The NumPy kernels of ``conv``: same results as its reference kernels, faster, with
+"""The NumPy kernels of ``conv``: the results of ``_conv_reference``'s kernels, faster, with
 bounded memory (private; the tests check each against the reference and ``jax.vjp``).
 
 What differs from the reference, and why (figures: ``benchmarks/NOTES.md``):
 
-* Conv forms im2col for a few samples at a time (``CHUNK_BYTES``), padding each chunk into
+* Conv forms im2col for a few samples at a time (``chunk_bytes``), padding each chunk into
   a small buffer, so cols stay in the cache between their gather and their product; the
   cache keeps only x, and the backward gathers each chunk again.
 * At stride 1 the gather is "wide": a window row is read on together with the next row's
@@ -27,38 +27,27 @@ What differs from the reference, and why (figures: ``benchmarks/NOTES.md``):
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from . import conv as ref
+from . import _conv_reference as reference
+from ._conv_geometry import crop, offsets, pad, padded_shape, tiles, window
 
 # dx as a convolution from this many input channels on.  Its product is
 # (C, C_out·kh·kw)·(…), a sliver for few channels (3x slower at C = 1); col2im's is
 # (C·kh·kw, C_out)·(…).
 DX_AS_CONV_MIN_CHANNELS = 8
 
-# Conv gathers im2col for as many samples at a time as fit in this many bytes (at least
-# one sample), so that cols are still in the cache when BLAS reads them.  BLAS ran these
-# products as fast from one sample as from 16; 8 MB chunks were 10-40 % slower.
+# The default ``chunk_bytes``: Conv gathers im2col for as many samples at a time as fit in
+# this many bytes (at least one sample), so that cols are still in the cache when BLAS reads
+# them.  BLAS runs these products as fast from one sample as from 16; 8 MB chunks were
+# 10-40 % slower.
 CHUNK_BYTES = 2 << 20
 
 
-@contextlib.contextmanager
-def chunk_budget(nbytes: int):
-    """Temporarily set ``CHUNK_BYTES`` (to exercise several chunks on small data)."""
-    global CHUNK_BYTES
-    saved, CHUNK_BYTES = CHUNK_BYTES, int(nbytes)
-    try:
-        yield
-    finally:
-        CHUNK_BYTES = saved
-
-
-def chunks(n: int, sample_bytes: int) -> list[slice]:
-    """Slices of a batch of ``n``, each with at most CHUNK_BYTES of im2col (>= 1 sample)."""
-    step = max(1, CHUNK_BYTES // max(1, sample_bytes))
+def chunks(n: int, sample_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> list[slice]:
+    """Slices of a batch of ``n``, each with at most ``chunk_bytes`` of im2col (>= 1 sample)."""
+    step = max(1, chunk_bytes // max(1, sample_bytes))
     return [slice(s, min(s + step, n)) for s in range(0, max(n, 1), step)]  # n = 0: one
 
 
@@ -123,11 +112,11 @@ class _Gather:
             np.add(r, bias.reshape(1, f, 1, 1), out=out)
 
 
-def correlate(src, W2, g: _Gather, bias=None):
+def correlate(src, W2, g: _Gather, bias=None, chunk_bytes=CHUNK_BYTES):
     """y[n] = W₂·cols(src)[n] (+ b) for the whole batch, a chunk at a time."""
     n = src.shape[0]
     out = np.empty((n, W2.shape[0], *g.out_hw), dtype=src.dtype)
-    for s in chunks(n, g.sample_bytes):
+    for s in chunks(n, g.sample_bytes, chunk_bytes):
         g.collect(W2 @ g.cols(src[s]), s.stop - s.start, out[s], bias)
     return out
 
@@ -137,13 +126,15 @@ def _gather(x_shape, W, kernel, stride, padding, out_hw) -> _Gather:
     return _Gather(x_shape, (ph, ph, pw, pw), kernel, stride, out_hw, W.dtype.itemsize)
 
 
-def conv_forward(x, W, b, *, kernel, stride, padding, out_hw):
+def conv_forward(x, W, b, *, kernel, stride, padding, out_hw, chunk_bytes=CHUNK_BYTES):
     """y = W₂·cols + b, chunk by chunk; the backward gathers cols again from x."""
     g = _gather(x.shape, W, kernel, stride, padding, out_hw)
-    return correlate(x, W.reshape(W.shape[0], -1), g, b)
+    return correlate(x, W.reshape(W.shape[0], -1), g, b, chunk_bytes)
 
 
-def conv_backward(x, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx):
+def conv_backward(
+    x, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx, chunk_bytes=CHUNK_BYTES
+):
     """dW₂ = Σ_chunks dy·colsᵀ, db = Σ dy, and dx (see ``conv_dx``)."""
     n, f = dout.shape[:2]
     g = _gather(x.shape, W, kernel, stride, padding, tuple(dout.shape[2:]))
@@ -153,17 +144,17 @@ def conv_backward(x, W, dout, *, kernel, stride, padding, in_hw, bias, need_dx):
     dW = np.zeros((f, g.k), dtype=W.dtype)
     dx = np.empty(x.shape, dtype=dout.dtype) if by_col2im else None
     W2 = W.reshape(f, -1)
-    for s in chunks(n, g.sample_bytes):
+    for s in chunks(n, g.sample_bytes, chunk_bytes):
         d = g.spread(dout[s])
         dW += d @ g.cols(x[s]).T
         if by_col2im:
             dx[s] = col2im_chunk(W2.T @ d, g, s.stop - s.start, x.shape[1], in_hw, padding)
     if as_conv:
-        dx = conv_dx(W, dout, kernel, stride, padding, in_hw)
+        dx = conv_dx(W, dout, kernel, stride, padding, in_hw, chunk_bytes)
     return dW.reshape(W.shape), db, dx
 
 
-def conv_dx(W, dout, kernel, stride, padding, in_hw):
+def conv_dx(W, dout, kernel, stride, padding, in_hw, chunk_bytes=CHUNK_BYTES):
     """∂L/∂x as stride-1 convolutions of dy, one per phase (a, b) of the stride.
 
     x_pad row y = sh·u + a is read by output row oy = u − t through kernel row
@@ -197,7 +188,7 @@ def conv_dx(W, dout, kernel, stride, padding, in_hw):
         )
         for _, _, pads, taps, hw in plan
     ]  # fmt: skip
-    for s in chunks(n, max(g.sample_bytes for g in gathers)):
+    for s in chunks(n, max(g.sample_bytes for g in gathers), chunk_bytes):
         buf = gathers[0].padded(dout[s])
         for (target, sub, *_), g in zip(plan, gathers, strict=True):
             g.collect(sub @ g.cols(buf=buf), s.stop - s.start, target[s])
@@ -227,32 +218,32 @@ def col2im_chunk(dcols, g: _Gather, m, c, in_hw, padding):
     if g.wide:
         run = oh * g.wp  # one contiguous run per (sample, channel), as in the gather
         flat = buf.reshape(m, c, (g.hp + 1) * g.wp)
-        for i, j in ref.offsets(g.kernel):
+        for i, j in offsets(g.kernel):
             at = i * g.wp + j
             flat[:, :, at : at + run] += parts[:, i, j].reshape(c, m, run).transpose(1, 0, 2)
     else:
-        for i, j in ref.offsets(g.kernel):
-            ref.window(buf, i, j, g.stride, g.out_hw)[...] += parts[:, i, j].transpose(1, 0, 2, 3)
-    return ref.crop(buf, in_hw, padding)
+        for i, j in offsets(g.kernel):
+            window(buf, i, j, g.stride, g.out_hw)[...] += parts[:, i, j].transpose(1, 0, 2, 3)
+    return crop(buf, in_hw, padding)
 
 
-def col2im(part, padded_shape, kernel, stride, out_hw):
-    """``ref.col2im``, accumulated in place: the buffer is fresh and local, so adding into it
-    is safe and spares kh·kw full-size temporaries (the pools' backward)."""
+def col2im(part, padded, kernel, stride, out_hw):
+    """``reference.col2im``, accumulated in place: the buffer is fresh and local, so adding
+    into it is safe and spares kh·kw full-size temporaries (the pools' backward)."""
     dx = None
-    for i, j in ref.offsets(kernel):
+    for i, j in offsets(kernel):
         p = part(i, j)
         if dx is None:
-            dx = np.zeros(padded_shape, dtype=p.dtype)
-        ref.window(dx, i, j, stride, out_hw)[...] += p
+            dx = np.zeros(padded, dtype=p.dtype)
+        window(dx, i, j, stride, out_hw)[...] += p
     return dx
 
 
 def maxpool_forward(x, *, kernel, stride, padding, out_hw):
     """(max, (arg,)) with arg the first offset k = i·kw + j holding the max."""
-    x_pad = ref.pad(x, padding, -np.inf)
+    x_pad = pad(x, padding, -np.inf)
     # Views, not a stacked copy: maximum and == read them in place.
-    views = [ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)]
+    views = [window(x_pad, i, j, stride, out_hw) for i, j in offsets(kernel)]
     n = len(views)
     # Reading a window view is the cost here (a strided read touches every cache line of
     # its rows): keep the running maxima c_k = max(v_0..v_k) when they take no more room
@@ -272,8 +263,9 @@ def maxpool_forward(x, *, kernel, stride, padding, out_hw):
             np.maximum(best, v, out=best)
     if np.isnan(best).any():
         # maximum lets a NaN win anywhere; the reference's strict ">" only at offset 0.
-        best, arg = ref.maxpool_forward(x, kernel=kernel, stride=stride, padding=padding,
-                                        out_hw=out_hw)  # fmt: skip
+        best, arg = reference.maxpool_forward(
+            x, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw
+        )
         return best, (arg,)
     # One byte per window while the offsets fit: this loop is memory-bound, and copyto with
     # where= or np.where took 2-4x longer than the arithmetic.
@@ -293,26 +285,26 @@ def maxpool_forward(x, *, kernel, stride, padding, out_hw):
 
 def maxpool_backward(arg, dout, *, kernel, stride, padding, in_hw):
     n, c, oh, ow = dout.shape
-    padded = (n, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
+    padded = padded_shape((n, c, *in_hw), padding)
     # dout·hit is where(hit, dout, 0) at twice the speed, but only for a finite dout:
     # inf·0 would put NaN where no gradient goes.
-    fast = bool(np.isfinite(dout).all())
+    dout_finite = bool(np.isfinite(dout).all())
 
     def routed(i, j, out=None):
         hit = arg == i * kernel[1] + j
-        if fast:
+        if dout_finite:
             return np.multiply(dout, hit, out=out)
         return np.where(hit, dout, 0) if out is None else np.copyto(out, np.where(hit, dout, 0))
 
     dx = _spread(routed, padded, dout.dtype, kernel, stride, (oh, ow))
-    return ref.crop(dx, in_hw, padding)
+    return crop(dx, in_hw, padding)
 
 
 def avgpool_forward(x, *, kernel, stride, padding, out_hw):
-    """``ref.avgpool_forward``, the same sums in the same order, on views of the windows,
-    without the jit wrapper's dispatch."""
-    x_pad = ref.pad(x, padding)
-    views = [ref.window(x_pad, i, j, stride, out_hw) for i, j in ref.offsets(kernel)]
+    """``reference.avgpool_forward``, the same sums in the same order, on views of the
+    windows, without the jit wrapper's dispatch."""
+    x_pad = pad(x, padding)
+    views = [window(x_pad, i, j, stride, out_hw) for i, j in offsets(kernel)]
     total = views[0] + views[1] if len(views) > 1 else views[0].copy()
     for v in views[2:]:
         total += v
@@ -320,25 +312,25 @@ def avgpool_forward(x, *, kernel, stride, padding, out_hw):
     return total
 
 
-def _spread(part, padded_shape, dtype, kernel, stride, out_hw):
+def _spread(part, padded, dtype, kernel, stride, out_hw):
     """col2im of a pool's per-offset gradients ``part(i, j)``; when the windows tile the
     input, ``part(i, j, out=window)`` writes each straight into its window of an
     uninitialized buffer (no temporary, nothing to add)."""
-    if not ref.tiles(padded_shape, kernel, stride, out_hw):
-        return col2im(part, padded_shape, kernel, stride, out_hw)
-    dx = np.empty(padded_shape, dtype=dtype)
-    for i, j in ref.offsets(kernel):
-        part(i, j, out=ref.window(dx, i, j, stride, out_hw))
+    if not tiles(padded, kernel, stride, out_hw):
+        return col2im(part, padded, kernel, stride, out_hw)
+    dx = np.empty(padded, dtype=dtype)
+    for i, j in offsets(kernel):
+        part(i, j, out=window(dx, i, j, stride, out_hw))
     return dx
 
 
 def avgpool_backward(dout, *, kernel, stride, padding, in_hw):
     n, c, oh, ow = dout.shape
-    padded = (n, c, in_hw[0] + 2 * padding[0], in_hw[1] + 2 * padding[1])
+    padded = padded_shape((n, c, *in_hw), padding)
     share = dout / (kernel[0] * kernel[1])
 
     def part(i, j, out=None):
         return share if out is None else np.copyto(out, share)
 
     dx = _spread(part, padded, dout.dtype, kernel, stride, (oh, ow))
-    return ref.crop(dx, in_hw, padding)
+    return crop(dx, in_hw, padding)
