@@ -122,6 +122,25 @@ def tied(vocab: int, dim: int, body: Layer, *, W_init=0.02, name: str | None = N
     return Layer(label, init, forward, backward)
 
 
+def _ids_of_floats(vocab: int) -> Layer:
+    """x (N, T) floats → ids ⌊|x|·vocab⌋ mod vocab, with zero gradient (the derivative of a
+    step function almost everywhere): lets ``funcnet check``, whose cases take float input,
+    reach the layers that take ids."""
+
+    def init(rng, in_shape, dtype=np.float32):
+        return tuple(in_shape), ()
+
+    def forward(params, x, *, train=False, rng=None):
+        xp = namespace(x)
+        return (xp.floor(xp.abs(x) * vocab) % vocab).astype(xp.int32), (x,)
+
+    def backward(cache, dout, *, need_dx=True):
+        (x,) = cache
+        return (), (namespace(x).zeros_like(x) if need_dx else None)
+
+    return Layer(f"ids({vocab})", init, forward, backward)
+
+
 # --------------------------------------------------------------------------- the model
 
 

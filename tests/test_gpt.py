@@ -242,3 +242,40 @@ def test_train_gpt_learns_a_small_text_and_samples_it():
     assert gpt.evaluate(result.net, result.params, corpus.val, 8) == pytest.approx(
         result.history[-1][2], rel=1e-6
     )
+
+
+# --------------------------------------------------------------------------- funcnet check
+
+GPT_MUTATIONS = [
+    ("tied", "dW + _scatter_add(ids, de, vocab)", "dW + 1.001 * _scatter_add(ids, de, vocab)",
+     "weight tying", "numpy jax"),
+    ("tied", "dW = d2.T @ h.reshape(-1, dim)", "dW = 1.001 * d2.T @ h.reshape(-1, dim)",
+     "weight tying", "numpy jax"),
+    ("tied", "body.backward(c_body, dout @ W,", "body.backward(c_body, 1.001 * dout @ W,",
+     "weight tying", "numpy jax"),
+    ("_scatter_add", "np.add.at(dW, flat, rows)", "np.add.at(dW, flat, 1.001 * rows)",
+     "token embedding", "numpy"),
+    ("_scatter_add", "np.add.at(dW, flat, rows)", "dW[flat] = rows", "token embedding", "numpy"),
+    ("_scatter_add", ".at[flat].add(rows)", ".at[flat].add(1.001 * rows)", "token embedding",
+     "jax"),
+    ("_scatter_add", ".at[flat].add(rows)", ".at[flat].set(rows)", "token embedding", "jax"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("func", "old", "new", "match", "arrays"), GPT_MUTATIONS, ids=[m[2] for m in GPT_MUTATIONS]
+)
+def test_funcnet_check_catches_a_wrong_embedding_or_tying_backward(
+    monkeypatch, func, old, new, match, arrays
+):
+    from test_check_catalogue import failures, mutate
+
+    saved = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        assert not failures(match, arrays)
+        mutate(monkeypatch, "funcnet.gpt", func, old, new)
+        assert failures(match, arrays), f"{match!r} missed {new!r} in {func}"
+    finally:
+        jax.config.update("jax_disable_most_optimizations", saved)
+        jax.clear_caches()

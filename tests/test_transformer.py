@@ -52,7 +52,7 @@ def test_the_catalogue_holds_the_layers_and_passes():
     names = {c.make().name.split("(")[0] for c in check.layer_cases()}
     assert {"LayerNorm", "Gelu", "PositionalEmbedding", "CausalSelfAttention"} <= names
     reports = check.builtin_checks(kinds={"transformer"})
-    assert len(reports) == 20 and all(r.ok for r in reports), [str(r) for r in reports]
+    assert len(reports) == 24 and all(r.ok for r in reports), [str(r) for r in reports]
 
 
 MUTATIONS = [

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import core, gradcheck, graph, losses
+from .. import core, gpt, gradcheck, graph, losses
 from ..core import pipeline
 from ..layers import _conv_fast, activations, conv, dropout, linear, normalization
 from ..layers import transformer as tf
@@ -183,6 +183,21 @@ def layer_cases() -> list[Case]:
             ),
             (2, 3, 4),
             note="pre-norm block",
+        ),
+        # Layers on ids, reached from float input through ids(vocab), of zero gradient.
+        Case(
+            "transformer",
+            lambda: pipeline(gpt._ids_of_floats(5), gpt.token_embedding(5, 3)),
+            (2, 4),
+            note="token embedding",
+        ),
+        Case(
+            "transformer",
+            lambda: pipeline(
+                gpt._ids_of_floats(6), gpt.tied(6, 4, pipeline(tf.LayerNorm(), lin.Dense(4)))
+            ),
+            (3, 4),
+            note="weight tying",
         ),
     ]
 
