@@ -415,10 +415,11 @@ def sample(
     tokens: int = 300,
     temperature: float = 0.8,
     seed: int = 0,
-    context: int = 64,
+    context: int | None = None,
 ) -> str:
     """The prompt and ``tokens`` characters sampled after it (``generate``, jitted); the same
-    seed gives the same text."""
+    seed gives the same text.  ``context`` defaults to the rows of the model's positional
+    embedding (``gpt``'s params, tied or not)."""
     import functools
 
     import jax
@@ -427,9 +428,16 @@ def sample(
         raise ValueError("sample: the prompt needs at least one character")
     if not temperature > 0:
         raise ValueError(f"sample: temperature must be > 0, got {temperature}")
+    context = context or context_of(params)
     run = jax.jit(functools.partial(generate, net, tokens=tokens, context=context))
     ids = run(params, corpus.encode(prompt), jax.random.PRNGKey(seed), temperature=temperature)
     return corpus.decode(np.asarray(ids))
+
+
+def context_of(params) -> int:
+    """The context length of ``gpt``'s params: the rows of its positional embedding."""
+    body = params["body"] if isinstance(params, dict) else params[1]
+    return int(body[0]["W"].shape[0])
 
 
 __all__ = [
@@ -437,6 +445,7 @@ __all__ = [
     "Recipe",
     "Result",
     "block",
+    "context_of",
     "decay_mask",
     "evaluate",
     "generate",
