@@ -185,3 +185,23 @@ __all__ = [
     "two_layer_net",
     "with_dense_weights",
 ]
+
+
+def gpt(
+    vocab: int,
+    layers: int = 4,
+    heads: int = 4,
+    width: int = 128,
+    context: int = 64,
+    dropout: float = 0.0,
+    *,
+    tie: bool = True,
+) -> Layer:
+    """nanoGPT's character GPT, ids (N, T ≤ context) → logits (N, T, vocab): see
+    ``funcnet.gpt.gpt``, which also holds its loss, optimizer, training loop and sampler."""
+    from .gpt import gpt as build
+
+    return build(vocab, layers, heads, width, context, dropout, tie=tie)
+
+
+__all__ += ["gpt"]

@@ -593,6 +593,28 @@ def cosine_decay(lr: float, decay_steps: int, alpha: float = 0.0) -> Schedule:
     return schedule
 
 
+def warmup_cosine(lr: float, warmup_steps: int, decay_steps: int, min_lr: float = 0.0) -> Schedule:
+    """nanoGPT's schedule: a linear warm-up, then a cosine from ``lr`` down to ``min_lr``.
+
+    η(k) = lr·(k + 1)/(W + 1) for k < W; min_lr + ½(1 + cos(π(k − W)/(D − W)))·(lr − min_lr)
+    for W ≤ k ≤ D; min_lr after; W = ``warmup_steps``, D = ``decay_steps``.
+    """
+    if not 0 <= warmup_steps < decay_steps:
+        raise ValueError(
+            f"warmup_cosine: need 0 <= warmup_steps < decay_steps, got {warmup_steps}, "
+            f"{decay_steps}"
+        )
+
+    def schedule(step):
+        xp, k = _float_step(step)
+        warm = lr * (k + 1) / (warmup_steps + 1)
+        ratio = xp.clip((k - warmup_steps) / (decay_steps - warmup_steps), 0.0, 1.0)
+        cosine = min_lr + 0.5 * (1 + xp.cos(xp.pi * ratio)) * (lr - min_lr)
+        return xp.where(k < warmup_steps, warm, cosine)
+
+    return schedule
+
+
 __all__ = [
     "AdaGradState",
     "AdamState",
@@ -628,5 +650,6 @@ __all__ = [
     "sgd",
     "step_decay",
     "trace",
+    "warmup_cosine",
     "with_average",
 ]

@@ -16,9 +16,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import core, gradcheck, graph, losses
+from .. import core, gpt, gradcheck, graph, losses
 from ..core import pipeline
 from ..layers import _conv_numpy, activations, conv, dropout, linear, normalization
+from ..layers import transformer as tf
 
 
 class Case(NamedTuple):
@@ -157,6 +158,42 @@ def layer_cases() -> list[Case]:
             ),
             (2, 2, 4, 4),
             train,
+        ),
+        # The transformer's layers: one head and one position included; a position
+        # embedding longer than the input (rows with no gradient); a whole pre-norm block.
+        Case("transformer", lambda: tf.LayerNorm(), (5, 4)),
+        Case("transformer", lambda: tf.LayerNorm(), (2, 3, 6)),
+        Case("transformer", lambda: tf.Gelu(), (3, 4, 5)),
+        Case("transformer", lambda: tf.Gelu(approximate=False), (3, 4, 5)),
+        Case("transformer", lambda: tf.PositionalEmbedding(5), (2, 3, 4), note="T < context"),
+        Case("transformer", lambda: tf.PositionalEmbedding(), (2, 3, 4)),
+        Case("transformer", lambda: tf.CausalSelfAttention(1), (2, 4, 3), note="one head"),
+        Case("transformer", lambda: tf.CausalSelfAttention(2), (2, 5, 6)),
+        Case("transformer", lambda: tf.CausalSelfAttention(2), (3, 1, 4), note="one position"),
+        Case(
+            "transformer",
+            lambda: pipeline(
+                core.residual(pipeline(tf.LayerNorm(), tf.CausalSelfAttention(2))),
+                core.residual(pipeline(tf.LayerNorm(), lin.Dense(16), tf.Gelu(), lin.Dense(4))),
+                name="block",
+            ),
+            (2, 3, 4),
+            note="pre-norm block",
+        ),
+        # Layers on ids, reached from float input through ids(vocab), of zero gradient.
+        Case(
+            "transformer",
+            lambda: pipeline(gpt._ids_of_floats(5), gpt.token_embedding(5, 3)),
+            (2, 4),
+            note="token embedding",
+        ),
+        Case(
+            "transformer",
+            lambda: pipeline(
+                gpt._ids_of_floats(6), gpt.tied(6, 4, pipeline(tf.LayerNorm(), lin.Dense(4)))
+            ),
+            (3, 4),
+            note="weight tying",
         ),
     ]
 

@@ -6,17 +6,22 @@ from .conv import AvgPool, Conv, MaxPool
 from .dropout import Dropout
 from .linear import Bias, Dense, Flatten, MatMul
 from .normalization import BatchNorm
+from .transformer import CausalSelfAttention, Gelu, LayerNorm, PositionalEmbedding
 
 __all__ = [
     "AvgPool",
     "BatchNorm",
     "Bias",
+    "CausalSelfAttention",
     "Conv",
     "Dense",
     "Dropout",
     "Flatten",
+    "Gelu",
+    "LayerNorm",
     "MatMul",
     "MaxPool",
+    "PositionalEmbedding",
     "Relu",
     "Sigmoid",
     "Softmax",

@@ -1,0 +1,462 @@
+"""A character-level GPT built from funcnet's layers (nanoGPT's model), and what trains and
+samples it: the per-token loss, AdamW with nanoGPT's weight-decay groups and schedule, a
+loop over random windows, the validation loss and a jit-compilable sampler.
+
+    net = gpt(vocab=65)                                 # ids (N, T ≤ 64) -> logits (N, T, 65)
+    result = train_gpt(shakespeare.load(), NANOGPT_CPU)  # nanoGPT's CPU recipe
+    text = sample(result.net, result.params, corpus, "ROMEO:", tokens=300, seed=0)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import optim
+from ._arrays import namespace, split_rng
+from ._checks import check_dout, check_float, shape_str
+from .core import Layer, Loss, pipeline, residual
+from .layers import Dense, Dropout, MatMul
+from .layers.transformer import CausalSelfAttention, Gelu, LayerNorm, PositionalEmbedding
+from .losses import softmax_cross_entropy
+
+# --------------------------------------------------------------------------- token embedding
+
+
+def _check_ids(name: str, ids, vocab: int) -> None:
+    kind = getattr(getattr(ids, "dtype", None), "kind", None)
+    if kind not in ("i", "u") or ids.ndim != 2:
+        got = f"{ids.dtype} of shape {tuple(ids.shape)}" if kind else type(ids).__name__
+        raise ValueError(f"{name}: expected integer ids of shape (N, T), got {got}")
+    if type(ids) is np.ndarray and ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        raise ValueError(
+            f"{name}: ids must be in [0, {vocab - 1}], got values in [{ids.min()}, {ids.max()}]"
+        )
+
+
+def _scatter_add(ids, d, vocab: int):
+    """Σ over the positions holding id v of d's row, for every v: the (vocab, C) gradient of
+    a row lookup W[ids], since an id used k times gets the sum of its k rows' gradients."""
+    xp = namespace(d)
+    flat, rows = ids.reshape(-1), d.reshape(-1, d.shape[-1])
+    if xp is np:
+        dW = np.zeros((vocab, d.shape[-1]), dtype=d.dtype)
+        np.add.at(dW, flat, rows)
+        return dW
+    return xp.zeros((vocab, d.shape[-1]), dtype=d.dtype).at[flat].add(rows)
+
+
+def token_embedding(vocab: int, dim: int, *, W_init=0.02, name: str | None = None) -> Layer:
+    """Integer ids (N, T) → rows of W (N, T, dim): y[n, t] = W[ids[n, t]].
+
+    ∂L/∂W[v] = Σ over the positions with id v of ∂L/∂y[n, t] (a scatter-add); ids get no
+    gradient (dx is None).  W ~ N(0, 0.02²), GPT-2's.  The same contract as
+    ``layers.Embedding(vocab, dim)``.
+    """
+    from . import initializers
+
+    name = name or f"TokenEmbedding({vocab}, {dim})"
+    w_init = initializers.get(W_init)
+
+    def init(rng, in_shape, dtype=np.float32):
+        if len(in_shape) != 2:
+            raise ValueError(f"{name}: expected an input shape (N, T), got {shape_str(in_shape)}")
+        return (*tuple(in_shape), dim), {"W": w_init(rng, (vocab, dim), dtype)}
+
+    def forward(params, ids, *, train=False, rng=None):
+        W = params["W"]
+        _check_ids(name, ids, vocab)
+        return W[ids], (ids, W[:0])  # W[:0]: the dtype and width, at no cost
+
+    def backward(cache, dout, *, need_dx=True):
+        ids, w0 = cache
+        check_dout(name, dout, (*ids.shape, w0.shape[1]), w0.dtype)
+        return {"W": _scatter_add(ids, dout, vocab)}, None
+
+    return Layer(name, init, forward, backward)
+
+
+def tied(vocab: int, dim: int, body: Layer, *, W_init=0.02, name: str | None = None) -> Layer:
+    """Weight tying: one (vocab, dim) matrix W embeds the ids and projects out to logits.
+
+    e = W[ids]; h = body(e); logits = h·Wᵀ.  W is used twice, so its gradient is the sum of
+    both uses: ∂L/∂W = (∂L/∂logits)ᵀ·h + scatter-add of ∂L/∂e over the ids, where
+    ∂L/∂h = ∂L/∂logits·W and ∂L/∂e is the body's input gradient.
+    Params ``{"wte": W, "body": body's params}``.
+    """
+    from . import initializers
+
+    label = name or f"tied({vocab}, {dim}, {body.name})"
+    w_init = initializers.get(W_init)
+
+    def init(rng, in_shape, dtype=np.float32):
+        if len(in_shape) != 2:
+            raise ValueError(f"{label}: expected an input shape (N, T), got {shape_str(in_shape)}")
+        r_w, r_body = split_rng(rng, 2)
+        shape, p_body = body.init(r_body, (*tuple(in_shape), dim), dtype=dtype)
+        if tuple(shape[-1:]) != (dim,):
+            raise ValueError(f"{label}: the body must end with {dim} features, got {shape}")
+        return (*tuple(shape[:-1]), vocab), {
+            "wte": w_init(r_w, (vocab, dim), dtype),
+            "body": p_body,
+        }
+
+    def forward(params, ids, *, train=False, rng=None):
+        W = params["wte"]
+        _check_ids(label, ids, vocab)
+        h, c_body = body.forward(params["body"], W[ids], train=train, rng=rng)
+        return h @ W.T, (ids, W, h, c_body)
+
+    def backward(cache, dout, *, need_dx=True):
+        ids, W, h, c_body = cache
+        check_dout(label, dout, (*h.shape[:-1], vocab), W.dtype)
+        d2 = dout.reshape(-1, vocab)
+        dW = d2.T @ h.reshape(-1, dim)
+        d_body, de = body.backward(c_body, dout @ W, need_dx=True)
+        return {"wte": dW + _scatter_add(ids, de, vocab), "body": d_body}, None
+
+    return Layer(label, init, forward, backward)
+
+
+def _ids_of_floats(vocab: int) -> Layer:
+    """x (N, T) floats → ids ⌊|x|·vocab⌋ mod vocab, with zero gradient (the derivative of a
+    step function almost everywhere): lets ``funcnet check``, whose cases take float input,
+    reach the layers that take ids."""
+
+    def init(rng, in_shape, dtype=np.float32):
+        return tuple(in_shape), ()
+
+    def forward(params, x, *, train=False, rng=None):
+        xp = namespace(x)
+        return (xp.floor(xp.abs(x) * vocab) % vocab).astype(xp.int32), (x,)
+
+    def backward(cache, dout, *, need_dx=True):
+        (x,) = cache
+        return (), (namespace(x).zeros_like(x) if need_dx else None)
+
+    return Layer(f"ids({vocab})", init, forward, backward)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+def block(width: int, heads: int, layers: int, dropout: float = 0.0) -> Layer:
+    """One pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x)), the MLP
+    Dense(4·width) – Gelu – Dense(width).  Weights N(0, 0.02²); the two projections back
+    into the residual stream N(0, (0.02/√(2·layers))²), GPT-2's; biases 0."""
+    proj = 0.02 / math.sqrt(2 * layers)
+    drop = [Dropout(dropout)] if dropout else []
+    attn = pipeline(LayerNorm(), CausalSelfAttention(heads, out_init=proj), *drop, name="attn")
+    mlp = pipeline(
+        LayerNorm(),
+        Dense(4 * width, W_init=0.02),
+        Gelu(),
+        Dense(width, W_init=proj),
+        *drop,
+        name="mlp",
+    )
+    return pipeline(residual(attn), residual(mlp), name=f"block({width}, {heads})")
+
+
+def gpt(
+    vocab: int,
+    layers: int = 4,
+    heads: int = 4,
+    width: int = 128,
+    context: int = 64,
+    dropout: float = 0.0,
+    *,
+    tie: bool = True,
+) -> Layer:
+    """nanoGPT's GPT: ids (N, T ≤ context) → logits (N, T, vocab).
+
+    token embedding + PositionalEmbedding(context) [– Dropout] – ``layers`` blocks (see
+    ``block``) – LayerNorm – output projection.  ``tie=True`` (nanoGPT's) shares the token
+    embedding with the output projection (``tied``, no output bias); ``tie=False`` uses
+    ``token_embedding`` and a MatMul(vocab) of its own.  Dropout (when > 0) follows the
+    embeddings and each block's two branches; there is none on the attention weights.
+    """
+    if width % heads:
+        raise ValueError(f"gpt: width {width} is not a multiple of heads {heads}")
+    drop = [Dropout(dropout)] if dropout else []
+    body = pipeline(
+        PositionalEmbedding(context),
+        *drop,
+        *(block(width, heads, layers, dropout) for _ in range(layers)),
+        LayerNorm(),
+        name="body",
+    )
+    label = f"gpt(vocab={vocab}, layers={layers}, heads={heads}, width={width}, context={context})"
+    if tie:
+        return tied(vocab, width, body, name=label)
+    return pipeline(token_embedding(vocab, width), body, MatMul(vocab, W_init=0.02), name=label)
+
+
+# --------------------------------------------------------------------------- loss, optimizer
+
+
+def _tokens_forward(logits, t):
+    """Mean cross-entropy over every position: L = −(1/(N·T)) Σ_{n,t} log softmax(z_nt)_{t_nt}.
+    ∂L/∂z_nt = (softmax(z_nt) − onehot(t_nt))/(N·T)."""
+    name = "token_cross_entropy"
+    check_float(name, logits, "logits")
+    if logits.ndim != 3 or tuple(getattr(t, "shape", ())) != tuple(logits.shape[:2]):
+        raise ValueError(
+            f"{name}: expected logits (N, T, V) and integer targets (N, T), got "
+            f"{tuple(logits.shape)} and {tuple(getattr(t, 'shape', ()))}"
+        )
+    value, cache = softmax_cross_entropy.forward(
+        logits.reshape(-1, logits.shape[-1]), t.reshape(-1)
+    )
+    return value, (cache, t)
+
+
+def _tokens_backward(cache, dloss=1.0):
+    inner, t = cache
+    d = softmax_cross_entropy.backward(inner, dloss)
+    return d.reshape(*t.shape, d.shape[-1])
+
+
+token_cross_entropy = Loss("token_cross_entropy", _tokens_forward, _tokens_backward)
+
+
+def decay_mask(params):
+    """nanoGPT's weight-decay groups: decay every parameter of 2 or more dimensions (the
+    matmul weights and the embeddings), not the biases and LayerNorm's γ and β."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda a: np.ndim(a) >= 2, params)
+
+
+class Recipe(NamedTuple):
+    """A training run; the defaults are nanoGPT's CPU recipe for ``shakespeare_char``."""
+
+    layers: int = 4
+    heads: int = 4
+    width: int = 128
+    context: int = 64
+    dropout: float = 0.0
+    tie: bool = True
+    batch: int = 12
+    iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup: int = 100
+    decay_iters: int = 2000
+    b1: float = 0.9
+    b2: float = 0.99
+    weight_decay: float = 0.1
+    clip: float = 1.0
+    eval_every: int = 0  # 0: the validation loss only at the end
+
+
+NANOGPT_CPU = Recipe()  # nanoGPT's README: val loss 1.88 after 2000 iterations
+
+
+def optimizer(recipe: Recipe = NANOGPT_CPU) -> optim.GradientTransformation:
+    """Clipping of the global gradient norm, then AdamW (β1, β2, decay on ``decay_mask``)
+    under ``optim.warmup_cosine``: nanoGPT's ``configure_optimizers`` and ``get_lr``."""
+    schedule = optim.warmup_cosine(recipe.lr, recipe.warmup, recipe.decay_iters, recipe.min_lr)
+    adamw = optim.adamw(
+        schedule, recipe.b1, recipe.b2, 1e-8, weight_decay=recipe.weight_decay, mask=decay_mask
+    )
+    return optim.chain(optim.clip_by_global_norm(recipe.clip), adamw)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def windows(data: np.ndarray, starts, context: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs data[s : s + context] and targets data[s + 1 : s + 1 + context], per start s."""
+    idx = np.asarray(starts)[:, None] + np.arange(context + 1)
+    w = data[idx]
+    return w[:, :-1], w[:, 1:]
+
+
+def random_starts(n: int, context: int, batch: int, rng: np.random.Generator) -> np.ndarray:
+    """``batch`` uniform starts in [0, n − context), nanoGPT's ``get_batch``."""
+    return rng.integers(0, n - context, batch)
+
+
+def validation_starts(n: int, context: int) -> np.ndarray:
+    """The fixed validation set: every non-overlapping window, starts 0, context, 2·context,
+    ... while a target follows (⌊(n − 1)/context⌋ windows: 1,742 of 64 on the 111,540
+    validation characters)."""
+    return np.arange((n - 1) // context) * context
+
+
+def evaluate(net: Layer, params, data: np.ndarray, context: int, batch: int = 256) -> float:
+    """Mean per-token loss over ``validation_starts`` of ``data``, eval mode."""
+    loss = _eval_loss(net)
+    starts = validation_starts(len(data), context)
+    total = 0.0
+    for part in np.array_split(starts, max(1, math.ceil(len(starts) / batch))):
+        x, t = windows(data, part, context)
+        total += float(loss(params, x, t)) * len(part)
+    return total / len(starts)
+
+
+_EVAL: dict = {}
+
+
+def _eval_loss(net: Layer) -> Callable:
+    hit = _EVAL.get(id(net))
+    if hit is None or hit[0] is not net:
+        import jax
+
+        def loss(params, x, t):
+            return token_cross_entropy.forward(net.forward(params, x)[0], t)[0]
+
+        hit = _EVAL[id(net)] = (net, jax.jit(loss))
+    return hit[1]
+
+
+# --------------------------------------------------------------------------- training
+
+
+class Result(NamedTuple):
+    """What ``train_gpt`` returns; ``history`` holds (iteration, mean training loss since the
+    previous entry, validation loss) rows."""
+
+    net: Layer
+    params: Any
+    history: list
+    seconds: float
+
+
+def train_gpt(
+    corpus,
+    recipe: Recipe = NANOGPT_CPU,
+    *,
+    seed: int = 0,
+    backend: str = "jax",
+    log: Callable[[str], None] | None = None,
+) -> Result:
+    """Train ``gpt`` on ``corpus`` (``shakespeare.Corpus``) for ``recipe.iters`` steps of
+    ``recipe.batch`` random windows, then score ``evaluate`` on its validation split.
+
+    ``seed`` fixes the initial params, the windows (a NumPy Generator) and dropout (JAX keys);
+    ``backend="jax"`` runs the step jitted, ``"numpy"`` eagerly.  ``seconds`` is the wall
+    time of the steps and the evaluations, compiles included.
+    """
+    import jax
+
+    from . import train
+
+    r = recipe
+    net = gpt(corpus.vocab, r.layers, r.heads, r.width, r.context, r.dropout, tie=r.tie)
+    _, params = net.init(seed, (-1, r.context))
+    opt = optimizer(r)
+    step = train.make_step(net, token_cross_entropy, opt)
+    if backend == "jax":
+        params, step = jax.device_put(params), jax.jit(step)
+    opt_state = opt.init(params)
+    rng = np.random.default_rng([seed, 1])
+    key = jax.random.PRNGKey(seed) if r.dropout else None
+    history, losses, start = [], [], time.perf_counter()
+    for it in range(1, r.iters + 1):
+        x, t = windows(
+            corpus.train, random_starts(len(corpus.train), r.context, r.batch, rng), r.context
+        )
+        step_rng = jax.random.fold_in(key, it) if key is not None else None
+        params, opt_state, loss = step(params, opt_state, x, t, step_rng)
+        losses.append(loss)
+        if it == r.iters or (r.eval_every and it % r.eval_every == 0):
+            val = evaluate(net, params, corpus.val, r.context)
+            history.append((it, float(np.mean([float(v) for v in losses])), val))
+            losses = []
+            if log is not None:
+                log(f"iter {it}: train loss {history[-1][1]:.4f}, val loss {val:.4f}")
+    return Result(net, params, history, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def generate(net: Layer, params, prompt, key, *, tokens: int, context: int, temperature=1.0):
+    """``prompt`` (1-D ids, at least one) followed by ``tokens`` sampled ids, as one JAX
+    program (jit it with ``tokens`` and ``context`` static).
+
+    Each new id is drawn from softmax(logits/temperature) at the last position of the last
+    ``context`` ids (fewer at the start: the causal mask makes the rest of the window
+    irrelevant), with ``jax.random.categorical`` under ``key`` split once per token: the same
+    key gives the same ids.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    p = prompt.shape[0]
+    total = p + tokens
+    buf = jnp.zeros(max(total, context), dtype=jnp.int32).at[:p].set(prompt.astype(jnp.int32))
+
+    def body(i, carry):
+        buf, key = carry
+        n = p + i
+        window = jax.lax.dynamic_slice(buf, (jnp.maximum(n - context, 0),), (context,))
+        logits = net.forward(params, window[None])[0][0, jnp.minimum(n, context) - 1]
+        key, sub = jax.random.split(key)
+        nxt = jax.random.categorical(sub, logits / temperature)
+        return buf.at[n].set(nxt.astype(jnp.int32)), key
+
+    buf, _ = jax.lax.fori_loop(0, tokens, body, (buf, key))
+    return buf[:total]
+
+
+def sample(
+    net: Layer,
+    params,
+    corpus,
+    prompt: str = "\n",
+    *,
+    tokens: int = 300,
+    temperature: float = 0.8,
+    seed: int = 0,
+    context: int | None = None,
+) -> str:
+    """The prompt and ``tokens`` characters sampled after it (``generate``, jitted); the same
+    seed gives the same text.  ``context`` defaults to the rows of the model's positional
+    embedding (``gpt``'s params, tied or not)."""
+    import functools
+
+    import jax
+
+    if not prompt:
+        raise ValueError("sample: the prompt needs at least one character")
+    if not temperature > 0:
+        raise ValueError(f"sample: temperature must be > 0, got {temperature}")
+    context = context or context_of(params)
+    run = jax.jit(functools.partial(generate, net, tokens=tokens, context=context))
+    ids = run(params, corpus.encode(prompt), jax.random.PRNGKey(seed), temperature=temperature)
+    return corpus.decode(np.asarray(ids))
+
+
+def context_of(params) -> int:
+    """The context length of ``gpt``'s params: the rows of its positional embedding."""
+    body = params["body"] if isinstance(params, dict) else params[1]
+    return int(body[0]["W"].shape[0])
+
+
+__all__ = [
+    "NANOGPT_CPU",
+    "Recipe",
+    "Result",
+    "block",
+    "context_of",
+    "decay_mask",
+    "evaluate",
+    "generate",
+    "gpt",
+    "optimizer",
+    "random_starts",
+    "sample",
+    "tied",
+    "token_cross_entropy",
+    "token_embedding",
+    "train_gpt",
+    "validation_starts",
+    "windows",
+]

@@ -1,0 +1,214 @@
+"""The transformer's layers: every backward against jax.vjp (float64, random shapes and
+cotangents, one head and one position included), a slightly wrong backward caught by
+``funcnet check``, forwards against independent references, bad input and extreme values."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_check_catalogue import failures, mutate
+
+import funcnet as fn
+from funcnet.cli import check
+from funcnet.layers import transformer as tf
+
+TF = "funcnet.layers.transformer"
+
+
+def _random(layer, shape, seed):
+    rng = np.random.default_rng(seed)
+    _, params = layer.init(seed, (-1, *shape[1:]), dtype=np.float64)
+    params = jax.tree_util.tree_map(lambda a: rng.standard_normal(a.shape), params)
+    return params, rng.standard_normal(shape)
+
+
+LAYERS = [
+    (lambda: tf.LayerNorm(), 3),
+    (lambda: tf.Gelu(), 3),
+    (lambda: tf.Gelu(approximate=False), 3),
+    (lambda: tf.PositionalEmbedding(9), 3),
+    (lambda: tf.CausalSelfAttention(1), 3),
+    (lambda: tf.CausalSelfAttention(2), 3),
+    (lambda: tf.CausalSelfAttention(3), 3),
+]
+
+
+@pytest.mark.parametrize("arrays", ["numpy", "jax"])
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("make", "ndim"), LAYERS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_backward_matches_jax_vjp_on_random_shapes(make, ndim, seed, arrays):
+    layer = make()
+    rng = np.random.default_rng(seed)
+    heads = int(layer.name.split("(")[1].rstrip(")")) if "Attention" in layer.name else 1
+    n, t = int(rng.integers(1, 4)), int(rng.integers(1, 8))  # t = 1: one position
+    c = heads * int(rng.integers(1, 4))
+    params, x = _random(layer, (n, t, c), seed)
+    fn.check_layer(layer, params, x, seed=seed, arrays=arrays, numerical=arrays == "numpy")
+
+
+def test_the_catalogue_holds_the_layers_and_passes():
+    names = {c.make().name.split("(")[0] for c in check.layer_cases()}
+    assert {"LayerNorm", "Gelu", "PositionalEmbedding", "CausalSelfAttention"} <= names
+    reports = check.builtin_checks(kinds={"transformer"})
+    assert len(reports) == 24 and all(r.ok for r in reports), [str(r) for r in reports]
+
+
+MUTATIONS = [
+    ("LayerNorm", "return dparams, imul(dx, rstd)", "return dparams, imul(1.001 * dx, rstd)",
+     "LayerNorm"),
+    ("LayerNorm", '"gamma": (d2 * x2).sum(axis=0)', '"gamma": 1.001 * (d2 * x2).sum(axis=0)',
+     "LayerNorm"),
+    ("LayerNorm", '"beta": d2.sum(axis=0)', '"beta": 1.001 * d2.sum(axis=0)', "LayerNorm"),
+    ("LayerNorm", "xn * (g * xn).mean(", "1.001 * xn * (g * xn).mean(", "LayerNorm"),
+    ("Gelu", "(1 - t * t) * (", "(1.001 - t * t) * (", "Gelu"),
+    ("Gelu", "* (2 / math.sqrt(2 * math.pi))", "* (2.002 / math.sqrt(2 * math.pi))",
+     "Gelu(erf)"),
+    ("Gelu", "iadd(xc * slope, 1 + t)", "iadd(xc * slope, 1.001 + t)", "Gelu"),
+    ("PositionalEmbedding", "dW = dout.sum(axis=0)", "dW = 1.001 * dout.sum(axis=0)",
+     "PositionalEmbedding"),
+    ("PositionalEmbedding", "(dout if need_dx else None)", "(1.001 * dout if need_dx else None)",
+     "PositionalEmbedding"),
+    ("_attention_backward", "dv = p.swapaxes(-1, -2) @ dy", "dv = 1.001 * p.swapaxes(-1, -2) @ dy",
+     "one head"),
+    ("_attention_backward", "dp = dy @ v.swapaxes(-1, -2)", "dp = 1.001 * dy @ v.swapaxes(-1, -2)",
+     "CausalSelfAttention(2)"),
+    ("_attention_backward", "(dp * p).sum(axis=-1", "(dp * p).sum(axis=-2",
+     "CausalSelfAttention(2)"),
+    ("_attention_backward", "dq, dk = ds @ k,", "dq, dk = 1.001 * ds @ k,", "one head"),
+    ("_attention_backward", "ds.swapaxes(-1, -2) @ q", "1.001 * ds.swapaxes(-1, -2) @ q",
+     "CausalSelfAttention(2)"),
+    ("_attention_backward", "1 / math.sqrt(c // heads)", "1 / math.sqrt(c / heads + 0.01)",
+     "CausalSelfAttention(2)"),
+    ("_attention_backward", '"b_qkv": d3.sum(axis=0)', '"b_qkv": 1.001 * d3.sum(axis=0)',
+     "one position"),
+    ("_attention_backward", "dW_o, db_o = y.reshape(-1, c).T @ d2,",
+     "dW_o, db_o = 1.001 * y.reshape(-1, c).T @ d2,", "one position"),
+    ("_attention_backward", "(dqkv @ W_qkv.T if need_dx", "(1.001 * dqkv @ W_qkv.T if need_dx",
+     "pre-norm block"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("func", "old", "new", "match"), MUTATIONS, ids=[m[2][:40] for m in MUTATIONS]
+)
+def test_a_slightly_wrong_backward_is_caught(monkeypatch, func, old, new, match):
+    saved = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        mutate(monkeypatch, TF, func, old, new)
+        for arrays in ("numpy", "jax"):
+            assert failures(match, arrays), f"{match!r} on {arrays} missed {new!r} in {func}"
+    finally:
+        jax.config.update("jax_disable_most_optimizations", saved)
+        jax.clear_caches()
+
+
+# --------------------------------------------------------------------------- forwards
+
+
+def test_forwards_match_independent_references():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 6))
+    ln = tf.LayerNorm()
+    _, p = ln.init(0, (-1, 5, 6), dtype=np.float64)
+    p = {"gamma": rng.standard_normal(6), "beta": rng.standard_normal(6)}
+    mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    want = (x - mu) / np.sqrt(var + 1e-5) * p["gamma"] + p["beta"]
+    np.testing.assert_allclose(ln.forward(p, x)[0], want, rtol=1e-12, atol=1e-12)
+    for approximate in (True, False):
+        got = tf.Gelu(approximate=approximate).forward((), x)[0]
+        ref = jax.nn.gelu(jnp.asarray(x), approximate=approximate)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-14)
+    pe = tf.PositionalEmbedding(8)
+    _, pp = pe.init(0, (-1, 5, 6), dtype=np.float64)
+    np.testing.assert_array_equal(pe.forward(pp, x)[0], x + pp["W"][:5])
+
+
+@pytest.mark.parametrize("heads", [1, 2, 3])
+def test_attention_matches_jax_dot_product_attention(heads):
+    """jax.nn.dot_product_attention with is_causal, and nanoGPT's q, k, v and head layout."""
+    rng = np.random.default_rng(heads)
+    n, t, c = 2, 7, 6
+    att = tf.CausalSelfAttention(heads)
+    _, p = att.init(0, (-1, t, c), dtype=np.float64)
+    p = {k: rng.standard_normal(v.shape) for k, v in p.items()}
+    x = rng.standard_normal((n, t, c))
+    qkv = x @ p["W_qkv"] + p["b_qkv"]
+    q, k, v = (a.reshape(n, t, heads, c // heads) for a in np.split(qkv, 3, axis=-1))
+    y = jax.nn.dot_product_attention(q, k, v, is_causal=True).reshape(n, t, c)
+    want = np.asarray(y) @ p["W_o"] + p["b_o"]
+    # dot_product_attention takes its softmax in float32, whatever the input's dtype.
+    np.testing.assert_allclose(att.forward(p, x)[0], want, rtol=1e-4, atol=1e-5)
+    # Causality: changing the last position changes no earlier output.
+    x2 = x.copy()
+    x2[:, -1] += 1.0
+    np.testing.assert_array_equal(att.forward(p, x2)[0][:, :-1], att.forward(p, x)[0][:, :-1])
+
+
+def test_float32_stays_float32_and_jit_runs():
+    layer = fn.pipeline(
+        tf.LayerNorm(), tf.CausalSelfAttention(2), tf.Gelu(), tf.PositionalEmbedding()
+    )
+    _, p = layer.init(0, (-1, 4, 8))
+    x = np.random.default_rng(0).standard_normal((3, 4, 8)).astype(np.float32)
+    y, cache = layer.forward(p, x)
+    assert y.dtype == np.float32
+    dp, dx = layer.backward(cache, np.ones_like(y))
+    assert dx.dtype == np.float32
+    assert all(a.dtype == np.float32 for a in jax.tree_util.tree_leaves(dp))
+    yj = jax.jit(lambda p, x: layer.forward(p, x)[0])(jax.device_put(p), x)
+    np.testing.assert_allclose(np.asarray(yj), y, rtol=2e-5, atol=2e-5)
+
+
+# --------------------------------------------------------------------------- edges
+
+
+def test_extreme_inputs_stay_finite():
+    big = np.array([[[-1e30, -50.0, -20.0, 0.0, 20.0, 50.0, 1e30, 3e38]]], dtype=np.float32)
+    for approximate in (True, False):
+        g = tf.Gelu(approximate=approximate)
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            y, cache = g.forward((), big)
+            _, dx = g.backward(cache, np.ones_like(big))
+        assert np.isfinite(y).all() and np.isfinite(dx).all()
+        np.testing.assert_array_equal(y[0, 0, [0, 1, 5, 6, 7]], np.float32([0, 0, 50, 1e30, 3e38]))
+        np.testing.assert_array_equal(dx[0, 0, [0, 1, 5, 6, 7]], [0, 0, 1, 1, 1])
+    att = tf.CausalSelfAttention(2)
+    _, p = att.init(0, (-1, 5, 4))
+    x = np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32) * 1e4
+    y, cache = att.forward(p, x)
+    dp, dx = att.backward(cache, np.ones_like(y))
+    assert np.isfinite(y).all() and np.isfinite(dx).all()
+    assert all(np.isfinite(a).all() for a in dp.values())
+    ln = tf.LayerNorm()
+    _, p = ln.init(0, (-1, 4))
+    x = np.array([[1e4, 1e4, 1e4, 1e4], [1e-30, 0, 0, 0]], dtype=np.float32)
+    y, cache = ln.forward(p, x)
+    assert np.isfinite(y).all() and np.isfinite(ln.backward(cache, np.ones_like(y))[1]).all()
+
+
+def test_bad_input_names_the_layer_and_the_shapes():
+    with pytest.raises(ValueError, match=r"CausalSelfAttention\(3\): .*multiple of 3 heads"):
+        tf.CausalSelfAttention(3).init(0, (-1, 4, 8))
+    att = tf.CausalSelfAttention(2)
+    _, p = att.init(0, (-1, 4, 8))
+    with pytest.raises(ValueError, match=r"expected input shape \(N, T, 8\), got \(2, 4, 6\)"):
+        att.forward(p, np.zeros((2, 4, 6), np.float32))
+    with pytest.raises(TypeError, match=r"CausalSelfAttention.*float64"):
+        att.forward(p, np.zeros((2, 4, 8)))
+    pe = tf.PositionalEmbedding(4)
+    _, pp = pe.init(0, (-1, 4, 8))
+    with pytest.raises(ValueError, match=r"PositionalEmbedding\(4\): .*T ≤ 4.*got \(1, 5, 8\)"):
+        pe.forward(pp, np.zeros((1, 5, 8), np.float32))
+    with pytest.raises(ValueError, match="exceeds the context 4"):
+        pe.init(0, (-1, 5, 8))
+    ln = tf.LayerNorm()
+    _, lp = ln.init(0, (-1, 8))
+    with pytest.raises(ValueError, match=r"LayerNorm: expected input shape \(N, ..., 8\)"):
+        ln.forward(lp, np.zeros((2, 7), np.float32))
+    with pytest.raises(ValueError, match="heads must be a positive int"):
+        tf.CausalSelfAttention(0)
+    with pytest.raises(ValueError, match=r"LayerNorm: backward expected dout of shape"):
+        ln.backward(ln.forward(lp, np.zeros((2, 8), np.float32))[1], np.zeros((2, 7), np.float32))
