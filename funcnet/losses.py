@@ -136,4 +136,69 @@ def _mse_backward(cache, dloss=1.0):
 mean_squared_error = Loss("mean_squared_error", _mse_forward, _mse_backward)
 
 
-__all__ = ["Loss", "mean_squared_error", "softmax_cross_entropy"]
+def time_softmax_cross_entropy_with(ignore_label: int = -1) -> Loss:
+    """Softmax cross-entropy over every position of ``(N, T, V)`` logits with integer labels
+    ``(N, T)`` (the book's ``TimeSoftmaxWithLoss``); positions labelled ``ignore_label`` add
+    nothing to the loss or its gradient.
+
+    With M = the number of other positions: L = −(1/M) Σ_{(n,t) kept} log softmax(z_nt)_{t_nt},
+    ∂L/∂z_nt = (softmax(z_nt) − onehot(t_nt)) / M at a kept position, 0 at an ignored one.
+    When every position is ignored L = 0 and so is the gradient.  Labels other than
+    ``ignore_label`` must be in [0, V); checked when their values are known (not under jit).
+    """
+    name = "time_softmax_cross_entropy"
+
+    def forward(logits, t):
+        check_float(name, logits, "logits")
+        t = t if hasattr(t, "dtype") else np.asarray(t)
+        if np.dtype(t.dtype).kind not in "iu":
+            raise TypeError(f"{name}: expected integer labels, got {t.dtype}")
+        if logits.ndim < 2 or tuple(t.shape) != tuple(logits.shape[:-1]):
+            raise ValueError(
+                f"{name}: labels must have shape {tuple(logits.shape[:-1])} for logits "
+                f"{tuple(logits.shape)} (N, T, classes), got {tuple(t.shape)}"
+            )
+        xp, v = namespace(logits, t), logits.shape[-1]
+        z, labels = logits.reshape(-1, v), t.reshape(-1)
+        keep = labels != ignore_label
+        if is_concrete(labels) and labels.size:
+            bad = keep & ((labels < 0) | (labels >= v))
+            if is_concrete(bad) and bool(bad.any()):
+                raise ValueError(
+                    f"{name}: labels must be in [0, {v - 1}] or {ignore_label} (ignored), got "
+                    f"{int(labels[bad][0])}"
+                )
+        safe = xp.where(keep, labels, 0)
+        s = z - z.max(axis=1, keepdims=True)
+        e = xp.exp(s)
+        total = e.sum(axis=1, keepdims=True)
+        picked = xp.take_along_axis(s, safe[:, None], axis=1)[:, 0]
+        count = xp.maximum(keep.sum(), 1).astype(logits.dtype)
+        loss = (xp.where(keep, xp.log(total[:, 0]) - picked, 0).sum() / count).astype(logits.dtype)
+        if is_concrete(loss) and not math.isfinite(loss):
+            check_finite(name, logits, "logits")
+        return loss, (e / total, safe, keep, count, xp.zeros((*logits.shape[:-1], 0), logits.dtype))
+
+    def backward(cache, dloss=1.0):
+        p, safe, keep, count, shape = cache
+        xp = namespace(p, dloss)
+        rows = xp.arange(p.shape[0])
+        d = p.at[rows, safe].add(-1) if xp is not np else p.copy()
+        if xp is np:
+            d[rows, safe] -= 1
+        d = d * (keep[:, None] * (dloss / count)).astype(p.dtype)
+        return d.reshape(*shape.shape[:-1], p.shape[-1])
+
+    return Loss(name, forward, backward)
+
+
+time_softmax_cross_entropy = time_softmax_cross_entropy_with(-1)
+
+
+__all__ = [
+    "Loss",
+    "mean_squared_error",
+    "softmax_cross_entropy",
+    "time_softmax_cross_entropy",
+    "time_softmax_cross_entropy_with",
+]

@@ -1,0 +1,378 @@
+"""Recurrent layers through time: ``RNN``, ``LSTM``, ``GRU`` and ``Bidirectional``.
+
+Each maps ``(N, T, D)`` to the hidden states ``(N, T, H)``.  Params are the book's (*Deep
+Learning from Scratch 2*, ``common/time_layers.py``): ``Wx (D, kH)``, ``Wh (H, kH)``,
+``b (kH,)`` with the gates side by side in its order (LSTM: f, g, i, o; GRU: z, r, h̃), so
+the book's weights load unchanged.
+
+**State in and out, purely.**  The input is ``x`` or a tuple ``(x, h0)`` (LSTM: ``(x, h0,
+c0)``); a missing state is zeros.  With ``return_state=True`` the output is ``(hs, h_T)``
+(LSTM: ``(hs, h_T, c_T)``) and ``backward`` takes a cotangent of that structure.  The input
+gradient has the input's structure: ``dx`` or ``(dx, dh0[, dc0])``.  Truncated BPTT (the
+book's ``stateful=True``) feeds each block's final state to the next block's call; an
+encoder's final state starts a decoder.
+
+**Backpropagation through time.**  The input's share of every gate, a_t = x_t·Wx + b, is
+one matrix product over all steps; the recurrence a_t + h_{t−1}·Wh runs step by step.  The
+backward runs the steps in reverse and returns each step's gate gradient dA_t (the carry is
+∂L/∂h_{t−1}, and ∂L/∂c_{t−1}); then ∂L/∂Wx = Σ_t x_tᵀ·dA_t, ∂L/∂b = Σ_t dA_t and
+∂L/∂Wh = Σ_t h_{t−1}ᵀ·dA_t are each one product over all steps, ∂L/∂x_t = dA_t·Wxᵀ.  On
+NumPy arrays the steps are a Python loop; on JAX arrays one ``lax.scan`` forward and one
+reverse ``lax.scan`` backward, so nothing under ``jit`` loops over T in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import initializers
+from .._arrays import namespace, split_rng
+from .._checks import check_dout, check_dtype, check_ndim, shape_str
+from ..core import Layer
+from .activations import sigmoid
+
+
+def scan(step: Callable, carry, xs: tuple, *, reverse: bool = False):
+    """``jax.lax.scan(step, carry, xs, reverse=reverse)`` on JAX arrays; the same loop in
+    Python on NumPy arrays.  ``xs`` is a tuple of arrays with time on axis 0; ``step``
+    returns ``(carry, ys)`` with ``ys`` a tuple of arrays, stacked along axis 0."""
+    arrays = [*xs, *(carry if isinstance(carry, tuple) else (carry,))]
+    if namespace(*arrays) is not np:
+        import jax
+
+        return jax.lax.scan(step, carry, xs, reverse=reverse)
+    steps = xs[0].shape[0]
+    outs: list = [None] * steps
+    for t in range(steps - 1, -1, -1) if reverse else range(steps):
+        carry, outs[t] = step(carry, tuple(a[t] for a in xs))
+    return carry, tuple(np.stack(parts) for parts in zip(*outs, strict=True))
+
+
+class Cell(NamedTuple):
+    """One recurrent cell: ``k`` gate blocks and ``n_state`` state arrays (h, or h and c).
+
+    ``step(Wh, state, a_t) -> (state, saved_t)``, saved_t[0] is h_t and saved_t[1] is c_t
+    when there is a c; ``back(Wh, dstate, (dh_t, *saved_t, *state_prev_t)) -> (dstate_prev,
+    (dA_t,))``; ``dWh(h_prev, saved, dA)`` sums every step's share of ∂L/∂Wh.
+    """
+
+    name: str
+    k: int
+    n_state: int
+    step: Callable
+    back: Callable
+    dWh: Callable
+
+
+def _dWh_plain(h_prev, saved, dA):
+    """∂L/∂Wh = Σ_t h_{t−1}ᵀ·dA_t, one product over all steps."""
+    return _flat(h_prev).T @ _flat(dA)
+
+
+def _flat(a):
+    return a.reshape(-1, a.shape[-1])
+
+
+def _rnn_step(Wh, state, a):
+    (h,) = state
+    h = namespace(a).tanh(a + h @ Wh)
+    return (h,), (h,)
+
+
+def _rnn_back(Wh, dstate, inputs):
+    """h_t = tanh(A_t), A_t = a_t + h_{t−1}·Wh: dA = ∂L/∂h_t ⊙ (1 − h_t²),
+    ∂L/∂h_{t−1} = dA·Whᵀ."""
+    dh, h, _h_prev = inputs
+    dA = (dh + dstate[0]) * (1 - h * h)
+    return (dA @ Wh.T,), (dA,)
+
+
+def _lstm_step(Wh, state, a):
+    h, c = state
+    xp, H = namespace(a), h.shape[-1]
+    A = a + h @ Wh
+    s = sigmoid(A)  # f, ·, i, o: the g block is tanh'd below (its σ column is unused)
+    g = xp.tanh(A[:, H : 2 * H])
+    c = s[:, :H] * c + g * s[:, 2 * H : 3 * H]
+    tc = xp.tanh(c)
+    h = s[:, 3 * H :] * tc
+    return (h, c), (h, c, s, g, tc)
+
+
+def _lstm_back(Wh, dstate, inputs):
+    """c_t = f⊙c_{t−1} + g⊙i, h_t = o⊙tanh(c_t).  With δh = ∂L/∂h_t (from above and from
+    step t+1) and δc = ∂L/∂c_t + δh⊙o⊙(1 − tanh²c_t): ∂L/∂c_{t−1} = δc⊙f and
+    dA = [δc⊙c_{t−1}⊙f(1−f), δc⊙i⊙(1−g²), δc⊙g⊙i(1−i), δh⊙tanh c_t⊙o(1−o)]."""
+    dh_out, _h, _c, s, g, tc, _h_prev, c_prev = inputs
+    dh_next, dc_next = dstate
+    xp, H = namespace(s), g.shape[-1]
+    f, i, o = s[:, :H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
+    dh = dh_out + dh_next
+    dc = dc_next + dh * o * (1 - tc * tc)
+    dA = xp.concatenate(
+        [
+            dc * c_prev * f * (1 - f),
+            dc * i * (1 - g * g),
+            dc * g * i * (1 - i),
+            dh * tc * o * (1 - o),
+        ],
+        axis=-1,
+    )
+    return (dA @ Wh.T, dc * f), (dA,)
+
+
+def _gru_step(Wh, state, a):
+    (h,) = state
+    xp, H = namespace(a), h.shape[-1]
+    zr = sigmoid(a[:, : 2 * H] + h @ Wh[:, : 2 * H])
+    z, r = zr[:, :H], zr[:, H:]
+    hh = xp.tanh(a[:, 2 * H :] + (r * h) @ Wh[:, 2 * H :])
+    h = h + z * (hh - h)  # (1 − z)⊙h_{t−1} + z⊙h̃
+    return (h,), (h, zr, hh)
+
+
+def _gru_back(Wh, dstate, inputs):
+    """h_t = (1−z)⊙h_{t−1} + z⊙h̃, h̃ = tanh(a_h + (r⊙h_{t−1})·Wh_h).  With δ = ∂L/∂h_t:
+    dA_h = δ⊙z⊙(1 − h̃²), dA_z = δ⊙(h̃ − h_{t−1})⊙z(1−z), dA_r = (dA_h·Wh_hᵀ)⊙h_{t−1}⊙r(1−r),
+    ∂L/∂h_{t−1} = δ⊙(1−z) + (dA_h·Wh_hᵀ)⊙r + [dA_z, dA_r]·Wh_zrᵀ."""
+    dh_out, _h, zr, hh, h_prev = inputs
+    xp, H = namespace(zr), hh.shape[-1]
+    z, r = zr[:, :H], zr[:, H:]
+    dh = dh_out + dstate[0]
+    dAh = dh * z * (1 - hh * hh)
+    drh = dAh @ Wh[:, 2 * H :].T
+    dAzr = xp.concatenate([dh * (hh - h_prev) * z * (1 - z), drh * h_prev * r * (1 - r)], axis=-1)
+    dh_prev = dh * (1 - z) + drh * r + dAzr @ Wh[:, : 2 * H].T
+    return (dh_prev,), (xp.concatenate([dAzr, dAh], axis=-1),)
+
+
+def _gru_dWh(h_prev, saved, dA):
+    """∂L/∂Wh: h_{t−1}ᵀ·dA for the z and r blocks, (r⊙h_{t−1})ᵀ·dA for the h̃ block."""
+    xp, H = namespace(dA), h_prev.shape[-1]
+    r = saved[1][..., H:]
+    return xp.concatenate(
+        [_flat(h_prev).T @ _flat(dA[..., : 2 * H]), _flat(r * h_prev).T @ _flat(dA[..., 2 * H :])],
+        axis=1,
+    )
+
+
+RNN_CELL = Cell("RNN", 1, 1, _rnn_step, _rnn_back, _dWh_plain)
+LSTM_CELL = Cell("LSTM", 4, 2, _lstm_step, _lstm_back, _dWh_plain)
+GRU_CELL = Cell("GRU", 3, 1, _gru_step, _gru_back, _gru_dWh)
+
+
+def _split_input(name: str, cell: Cell, inp):
+    """``x`` or ``(x, h0[, c0])`` -> (x, the states given or None)."""
+    if isinstance(inp, tuple | list):
+        if len(inp) != 1 + cell.n_state:
+            want = "(x, h0, c0)" if cell.n_state == 2 else "(x, h0)"
+            raise ValueError(f"{name}: expected x or a tuple {want}, got a tuple of {len(inp)}")
+        return inp[0], tuple(inp[1:])
+    return inp, None
+
+
+def _check_input(name: str, x, states, Wx, hidden: int) -> None:
+    check_ndim(name, x, 3, "input (N, T, D)")
+    check_dtype(name, x, Wx.dtype)
+    n, steps, d = x.shape
+    if d != Wx.shape[0]:
+        raise ValueError(
+            f"{name}: expected input shape (N, T, {Wx.shape[0]}), got {tuple(x.shape)}"
+        )
+    if steps < 1:
+        raise ValueError(f"{name}: expected at least one time step, got shape {tuple(x.shape)}")
+    for which, s in zip(("h0", "c0"), states or (), strict=False):
+        check_dtype(name, s, Wx.dtype, which)
+        if tuple(s.shape) != (n, hidden):
+            raise ValueError(
+                f"{name}: expected {which} of shape {(n, hidden)}, got {tuple(s.shape)}"
+            )
+
+
+def _check_params(name: str, params, hidden: int, k: int):
+    try:
+        Wx, Wh, b = params["Wx"], params["Wh"], params["b"]
+    except (KeyError, TypeError):
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(
+            f"{name}: expected params with keys ['Wh', 'Wx', 'b'], got {got}"
+        ) from None
+    want = {"Wh": (hidden, k * hidden), "b": (k * hidden,)}
+    for key, arr in (("Wh", Wh), ("b", b)):
+        if tuple(arr.shape) != want[key]:
+            raise ValueError(f"{name}: expected {key} of shape {want[key]}, got {tuple(arr.shape)}")
+    if Wx.ndim != 2 or Wx.shape[1] != k * hidden:
+        raise ValueError(f"{name}: expected Wx of shape (D, {k * hidden}), got {tuple(Wx.shape)}")
+    return Wx, Wh, b
+
+
+def _previous(first, seq):
+    """[first, seq_0, …, seq_{T−2}] along the time axis 0: the state each step started from."""
+    return namespace(seq).concatenate([first[None], seq[:-1]], axis=0)
+
+
+def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, name: str | None):
+    name = name or f"{cell.name}({hidden}{', return_state=True' if return_state else ''})"
+    if not (isinstance(hidden, int) and hidden >= 1):
+        raise ValueError(f"{name}: hidden must be a positive int, got {hidden!r}")
+    wx_init, wh_init = initializers.get(Wx_init), initializers.get(Wh_init)
+    k, H = cell.k, hidden
+
+    def init(rng, in_shape, dtype=np.float32):
+        x_shape = in_shape[0] if in_shape and isinstance(in_shape[0], tuple | list) else in_shape
+        if len(x_shape) != 3 or x_shape[-1] < 1:
+            raise ValueError(f"{name}: expected an input shape (N, T, D), got {shape_str(x_shape)}")
+        r_x, r_h = split_rng(rng, 2)
+        d = int(x_shape[-1])
+        params = {
+            "Wx": wx_init(r_x, (d, k * H), dtype, fan_in=d, fan_out=k * H),
+            "Wh": wh_init(r_h, (H, k * H), dtype, fan_in=H, fan_out=k * H),
+            "b": np.zeros(k * H, dtype),
+        }
+        hs = (x_shape[0], x_shape[1], H)
+        return ((hs, *[(x_shape[0], H)] * cell.n_state) if return_state else hs), params
+
+    def forward(params, inp, *, train=False, rng=None):
+        Wx, Wh, b = _check_params(name, params, H, k)
+        x, given = _split_input(name, cell, inp)
+        _check_input(name, x, given, Wx, H)
+        xp = namespace(x, Wx)
+        n, steps, _ = x.shape
+        state0 = given if given is not None else (xp.zeros((n, H), x.dtype),) * cell.n_state
+        xt = x.transpose(1, 0, 2)  # time-major: every step reads contiguous rows
+        a = (_flat(xt) @ Wx + b).reshape(steps, n, k * H)
+        final, saved = scan(lambda s, at: cell.step(Wh, s, at[0]), tuple(state0), (a,))
+        hs = saved[0].transpose(1, 0, 2)
+        cache = {"x": xt, "Wx": Wx, "Wh": Wh, "state0": tuple(state0), "saved": saved}
+        if given is not None:  # the input gradient then has the input's structure
+            cache["given"] = xp.zeros((0,), x.dtype)
+        return ((hs, *final) if return_state else hs), cache
+
+    def backward(cache, dout, *, need_dx=True):
+        xt, Wx, Wh, state0, saved = (cache[key] for key in ("x", "Wx", "Wh", "state0", "saved"))
+        steps, n, _ = xt.shape
+        xp = namespace(xt, *saved)
+        dhs, dfinal = (dout[0], tuple(dout[1:])) if return_state else (dout, None)
+        check_dout(name, dhs, (n, steps, H), xt.dtype)
+        for ds in dfinal or ():
+            check_dout(name, ds, (n, H), xt.dtype)
+        if dfinal is None:
+            dfinal = (xp.zeros((n, H), xt.dtype),) * cell.n_state
+        prev = tuple(_previous(s0, s) for s0, s in zip(state0, saved, strict=False))
+        dstate0, (dA,) = scan(
+            lambda d, inputs: cell.back(Wh, d, inputs),
+            tuple(dfinal),
+            (dhs.transpose(1, 0, 2), *saved, *prev),
+            reverse=True,
+        )
+        dA2 = _flat(dA)
+        grads = {"Wx": _flat(xt).T @ dA2, "Wh": cell.dWh(prev[0], saved, dA), "b": dA2.sum(axis=0)}
+        if not need_dx:
+            return grads, None
+        dx = (dA @ Wx.T).transpose(1, 0, 2)
+        return grads, ((dx, *dstate0) if "given" in cache else dx)
+
+    return Layer(name, init, forward, backward)
+
+
+def RNN(
+    hidden: int,
+    *,
+    return_state: bool = False,
+    Wx_init="xavier",
+    Wh_init="xavier",
+    name: str | None = None,
+) -> Layer:
+    """Elman RNN through time (the book's ``TimeRNN``): h_t = tanh(x_t·Wx + h_{t−1}·Wh + b).
+
+    BPTT: dA_t = (∂L/∂h_t + dA_{t+1}·Whᵀ) ⊙ (1 − h_t²).  Input ``x`` or ``(x, h0)``;
+    output ``hs`` or, with ``return_state``, ``(hs, h_T)`` (see the module docstring).
+    Weights N(0, 1/fan_in) as the book's (``xavier``), b = 0.
+    """
+    return _recurrent(RNN_CELL, hidden, return_state, Wx_init, Wh_init, name)
+
+
+def LSTM(
+    hidden: int,
+    *,
+    return_state: bool = False,
+    Wx_init="xavier",
+    Wh_init="xavier",
+    name: str | None = None,
+) -> Layer:
+    """LSTM through time (the book's ``TimeLSTM``), gates in its order f, g, i, o:
+
+    [f, g, i, o] = [σ, tanh, σ, σ](x_t·Wx + h_{t−1}·Wh + b), c_t = f⊙c_{t−1} + g⊙i,
+    h_t = o⊙tanh(c_t).  The backward of one step is ``_lstm_back``'s docstring.  Input ``x``
+    or ``(x, h0, c0)``; output ``hs`` or, with ``return_state``, ``(hs, h_T, c_T)``.
+    """
+    return _recurrent(LSTM_CELL, hidden, return_state, Wx_init, Wh_init, name)
+
+
+def GRU(
+    hidden: int,
+    *,
+    return_state: bool = False,
+    Wx_init="xavier",
+    Wh_init="xavier",
+    name: str | None = None,
+) -> Layer:
+    """GRU through time (the book's ``TimeGRU``), blocks z, r, h̃:
+
+    z = σ(x·Wx_z + h·Wh_z + b_z), r = σ(x·Wx_r + h·Wh_r + b_r),
+    h̃ = tanh(x·Wx_h + (r⊙h)·Wh_h + b_h), h_t = (1 − z)⊙h_{t−1} + z⊙h̃.
+    The backward of one step is ``_gru_back``'s docstring.  Input ``x`` or ``(x, h0)``;
+    output ``hs`` or, with ``return_state``, ``(hs, h_T)``.
+    """
+    return _recurrent(GRU_CELL, hidden, return_state, Wx_init, Wh_init, name)
+
+
+def Bidirectional(forward_layer: Layer, backward_layer: Layer | None = None, *, name=None):
+    """Two recurrent layers over ``x`` and over ``x`` reversed in time, outputs concatenated
+    (the book's ``TimeBiLSTM``): y = [f(x), rev(g(rev(x)))] along the features.
+
+    ∂L/∂x = ∂L/∂x through f of the first half of ∂L/∂y + rev(∂L/∂x through g of the
+    reversed second half).  ``backward_layer`` defaults to a layer like ``forward_layer``
+    with params of its own.  Params ``(f's, g's)``.
+    """
+    f, g = forward_layer, backward_layer or forward_layer
+    name = name or f"Bidirectional({f.name}{'' if backward_layer is None else ', ' + g.name})"
+
+    def init(rng, in_shape, dtype=np.float32):
+        r_f, r_g = split_rng(rng, 2)
+        (s_f, p_f), (s_g, p_g) = f.init(r_f, in_shape, dtype), g.init(r_g, in_shape, dtype)
+        if not (isinstance(s_f[0], int) and isinstance(s_g[0], int)):
+            raise ValueError(f"{name}: the layers must output one array (no return_state)")
+        return (*s_f[:-1], s_f[-1] + s_g[-1]), (p_f, p_g)
+
+    def forward(params, x, *, train=False, rng=None):
+        if not (isinstance(params, tuple) and len(params) == 2):
+            raise ValueError(
+                f"{name}: expected params (forward's, backward's), got {type(params).__name__}"
+            )
+        check_ndim(name, x, 3, "input (N, T, D)")
+        y_f, c_f = f.forward(params[0], x, train=train)
+        y_g, c_g = g.forward(params[1], x[:, ::-1], train=train)
+        out = namespace(y_f).concatenate([y_f, y_g[:, ::-1]], axis=-1)
+        return out, (c_f, c_g, namespace(y_f).zeros((0, y_f.shape[-1]), y_f.dtype))
+
+    def backward(cache, dout, *, need_dx=True):
+        c_f, c_g, width = cache
+        h = width.shape[1]
+        dp_f, dx_f = f.backward(c_f, dout[..., :h], need_dx=need_dx)
+        dp_g, dx_g = g.backward(c_g, dout[:, ::-1, h:], need_dx=need_dx)
+        return (dp_f, dp_g), (dx_f + dx_g[:, ::-1] if need_dx else None)
+
+    return Layer(name, init, forward, backward)
+
+
+def BiLSTM(hidden: int, *, name: str | None = None) -> Layer:
+    """``Bidirectional(LSTM(hidden))``: (N, T, D) -> (N, T, 2·hidden) (the book's
+    ``TimeBiLSTM``; params ``(forward LSTM's, backward LSTM's)``)."""
+    return Bidirectional(LSTM(hidden), name=name or f"BiLSTM({hidden})")
+
+
+__all__ = ["GRU", "LSTM", "RNN", "BiLSTM", "Bidirectional", "scan"]
