@@ -205,3 +205,30 @@ def gpt(
 
 
 __all__ += ["gpt"]
+
+
+# --------------------------------------------------------------------------- seq2seq (book 2)
+
+
+def seq2seq(
+    vocab, wordvec: int = 16, hidden: int = 128, peeky: bool = False, *, question_len: int
+) -> Layer:
+    """The second book's ``Seq2seq`` (chapter 7), or ``PeekySeq2seq`` with ``peeky``:
+    Embedding–LSTM encoder, Embedding–LSTM–Dense decoder.  ``vocab`` is the vocabulary's
+    size (or the vocabulary); the input is ``[question | decoder input]`` of
+    ``question_len + Td`` ids, the output the scores (N, Td, vocab), and
+    ``model.generate`` answers greedily (``funcnet.seq2seq``)."""
+    from . import seq2seq as s2s
+
+    return s2s.build(vocab, wordvec, hidden, "peeky" if peeky else "plain", question_len)
+
+
+def attention_seq2seq(vocab, wordvec: int = 16, hidden: int = 256, *, question_len: int) -> Layer:
+    """The second book's ``AttentionSeq2seq`` (chapter 8): the decoder scores [attention
+    context over all the encoder's states, its own state] (``funcnet.seq2seq``)."""
+    from . import seq2seq as s2s
+
+    return s2s.build(vocab, wordvec, hidden, "attention", question_len)
+
+
+__all__ += ["attention_seq2seq", "seq2seq"]

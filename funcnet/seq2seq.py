@@ -1,0 +1,236 @@
+"""Encoder–decoder models of the second book (ch. 7–8): ``Seq2seq``, peeky, attention.
+
+A model is a ``Layer`` whose input is one int array ``[question | decoder input]`` of shape
+``(N, Tq + Td)`` (``text.teacher_forcing`` builds it: the decoder input is the answer
+without its last character, ``_`` first) and whose output is the decoder's scores
+``(N, Td, V)`` under teacher forcing; the targets are the answers without ``_``, and the
+loss is ``losses.time_softmax_cross_entropy``.  So ``train.make_step`` and ``fit`` train it
+as any other layer.  ``question_len`` (Tq) is fixed when the model is built.
+
+The encoder (Embedding, LSTM) reads the question; its last hidden state h starts the
+decoder's LSTM (c starts at 0, as the book's).  The decoder embeds its input and scores
+every step with a Dense layer over
+  * ``seq2seq``: its hidden state;
+  * ``peeky``: [h, its hidden state], with h also fed beside every input embedding;
+  * ``attention``: [context, its hidden state], the context being ``layers.Attention``
+    over all the encoder's states (``attention_seq2seq``).
+
+``model.generate(params, questions, start_ids, length)`` is the greedy answer (the book's
+``generate``): each step feeds the previous step's argmax; pure and jit-compilable, with
+``length`` static (one ``lax.scan`` on JAX arrays).  ``exact_match`` scores whole answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ._arrays import leaves, namespace, split_rng
+from .core import Layer
+from .layers.attention import Attention
+from .layers.embedding import Embedding
+from .layers.linear import Dense
+from .layers.recurrent import LSTM, scan
+
+KINDS = ("plain", "peeky", "attention")
+
+
+class Seq2seq(Layer):
+    """A ``Layer`` (the teacher-forced scores) that also answers: ``generate(params,
+    questions, start_ids, length[, weights=False]) -> ids (N, length)`` (with ``weights``,
+    also the attention weights ``(N, length, Tq)`` of an attention model).  ``question_len``
+    is Tq.  (``_replace`` gives a plain ``Layer``.)"""
+
+    def __new__(cls, name, init, forward, backward, generate=None, question_len=0):
+        self = super().__new__(cls, name, init, forward, backward)
+        self.generate, self.question_len = generate, question_len
+        return self
+
+
+def build(vocab, wordvec: int, hidden: int, kind: str, question_len: int) -> Seq2seq:
+    """The model of ``kind`` (one of ``KINDS``) over a vocabulary of ``vocab`` (a size or a
+    mapping) with embeddings of ``wordvec`` and LSTMs of ``hidden`` units."""
+    V = vocab if isinstance(vocab, int | np.integer) else len(vocab)
+    D, H, Tq = wordvec, hidden, question_len
+    if kind not in KINDS:
+        raise ValueError(f"seq2seq: kind must be one of {KINDS}, got {kind!r}")
+    if not (isinstance(Tq, int | np.integer) and Tq >= 1):
+        raise ValueError(f"seq2seq: question_len must be a positive int, got {Tq!r}")
+    label = {"plain": "seq2seq", "peeky": "peeky_seq2seq", "attention": "attention_seq2seq"}
+    name = f"{label[kind]}(vocab={V}, wordvec={D}, hidden={H}, question_len={Tq})"
+    parts = {
+        "enc_embed": Embedding(V, D),
+        "enc_lstm": LSTM(H),
+        "dec_embed": Embedding(V, D),
+        "dec_lstm": LSTM(H),
+        "affine": Dense(V, W_init="xavier"),
+    }
+    att = Attention()
+
+    def init(rng, in_shape, dtype=np.float32):
+        if len(in_shape) != 2 or in_shape[1] <= Tq:
+            raise ValueError(
+                f"{name}: expected an input shape (N, {Tq} + decoder steps), got {tuple(in_shape)}"
+            )
+        Td = in_shape[1] - Tq
+        dec_in = D + H if kind == "peeky" else D
+        out_in = H if kind == "plain" else 2 * H
+        shapes = {
+            "enc_embed": (-1, Tq),
+            "enc_lstm": (-1, Tq, D),
+            "dec_embed": (-1, Td),
+            "dec_lstm": (-1, Td, dec_in),
+            "affine": (-1, Td, out_in),
+        }
+        rngs = dict(zip(shapes, split_rng(rng, len(shapes)), strict=True))
+        params = {k: parts[k].init(rngs[k], s, dtype)[1] for k, s in shapes.items()}
+        return (-1, Td, V), params
+
+    def forward(params, x, *, train=False, rng=None):
+        ids = x if hasattr(x, "dtype") else np.asarray(x)
+        if ids.ndim != 2 or ids.shape[1] <= Tq:
+            raise ValueError(
+                f"{name}: expected input ids (N, {Tq} + decoder steps), got {tuple(ids.shape)}"
+            )
+        hs_enc, enc_cache = _encode(parts, params, ids[:, :Tq])
+        scores, dec_cache = _decode(parts, att, kind, params, ids[:, Tq:], hs_enc)
+        return scores, (enc_cache, dec_cache)
+
+    def backward(cache, dout, *, need_dx=True):
+        enc_cache, dec_cache = cache
+        grads, dhs_enc = _decode_backward(parts, att, kind, dec_cache, dout)
+        return {**grads, **_encode_backward(parts, enc_cache, dhs_enc)}, None
+
+    def generate(params, questions, start_ids, length: int, *, weights: bool = False):
+        return _generate(parts, att, kind, params, questions, start_ids, length, weights)
+
+    return Seq2seq(name, init, forward, backward, generate, Tq)
+
+
+def _encode(parts, params, q):
+    e, c_embed = parts["enc_embed"].forward(params["enc_embed"], q)
+    hs, c_lstm = parts["enc_lstm"].forward(params["enc_lstm"], e)
+    return hs, (c_embed, c_lstm)
+
+
+def _encode_backward(parts, cache, dhs):
+    c_embed, c_lstm = cache
+    g_lstm, de = parts["enc_lstm"].backward(c_lstm, dhs)
+    g_embed, _ = parts["enc_embed"].backward(c_embed, de, need_dx=False)
+    return {"enc_embed": g_embed, "enc_lstm": g_lstm}
+
+
+def _peek(h, steps: int):
+    """h (N, H) repeated over ``steps``: (N, steps, H)."""
+    return namespace(h).broadcast_to(h[:, None, :], (h.shape[0], steps, h.shape[1]))
+
+
+def _decode(parts, att, kind, params, d, hs_enc):
+    """Teacher forcing: scores (N, Td, V) for decoder input ids ``d`` (N, Td)."""
+    xp = namespace(hs_enc)
+    h = hs_enc[:, -1]
+    e, c_embed = parts["dec_embed"].forward(params["dec_embed"], d)
+    if kind == "peeky":
+        e = xp.concatenate([_peek(h, d.shape[1]), e], axis=-1)
+    hs, c_lstm = parts["dec_lstm"].forward(params["dec_lstm"], (e, h, xp.zeros_like(h)))
+    c_att = ()
+    if kind == "peeky":
+        hs = xp.concatenate([_peek(h, d.shape[1]), hs], axis=-1)
+    elif kind == "attention":
+        ctx, c_att = att.forward((), (hs_enc, hs))
+        hs = xp.concatenate([ctx, hs], axis=-1)
+    scores, c_affine = parts["affine"].forward(params["affine"], hs)
+    return scores, (c_embed, c_lstm, c_att, c_affine, hs_enc[:, :, :0])
+
+
+def _decode_backward(parts, att, kind, cache, dscores):
+    """-> (the decoder's grads, ∂L/∂hs_enc): the start state h = hs_enc[:, −1] gets the
+    LSTM's ∂L/∂h0 (and, peeky, every step's share of the peeked h)."""
+    c_embed, c_lstm, c_att, c_affine, enc_shape = cache
+    xp = namespace(dscores)
+    g_affine, dhs = parts["affine"].backward(c_affine, dscores)
+    n, steps_enc = enc_shape.shape[:2]
+    H = dhs.shape[-1] // (1 if kind == "plain" else 2)
+    dhs_enc = xp.zeros((n, steps_enc, H), dscores.dtype)
+    dpeek = 0
+    if kind == "peeky":
+        dpeek, dhs = dhs[..., :H].sum(axis=1), dhs[..., H:]
+    elif kind == "attention":
+        dhs_enc, dhs_att = att.backward(c_att, dhs[..., :H])[1]
+        dhs = dhs[..., H:] + dhs_att
+    g_lstm, (de, dh0, _) = parts["dec_lstm"].backward(c_lstm, dhs)
+    if kind == "peeky":
+        dpeek, de = dpeek + de[..., :H].sum(axis=1), de[..., H:]
+    g_embed, _ = parts["dec_embed"].backward(c_embed, de, need_dx=False)
+    dlast = dh0 + dpeek
+    if xp is np:  # dhs_enc is this function's own array
+        dhs_enc[:, -1] += dlast
+    else:
+        dhs_enc = dhs_enc.at[:, -1].add(dlast)
+    return {"dec_embed": g_embed, "dec_lstm": g_lstm, "affine": g_affine}, dhs_enc
+
+
+def _generate(parts, att, kind, params, questions, start_ids, length, weights):
+    """Greedy decoding for ``length`` steps from ``start_ids`` (an int or (N,) ids)."""
+    hs_enc, _ = _encode(parts, params, questions)
+    xp = namespace(hs_enc)
+    n, h = hs_enc.shape[0], hs_enc[:, -1]
+    lstm = LSTM(h.shape[-1], return_state=True)
+    first = xp.broadcast_to(xp.asarray(start_ids, dtype=questions.dtype), (n,))
+
+    def step(carry, _):
+        h_prev, c_prev, ids = carry
+        e, _ = parts["dec_embed"].forward(params["dec_embed"], ids[:, None])
+        if kind == "peeky":
+            e = xp.concatenate([hs_enc[:, -1:], e], axis=-1)
+        (out, h_new, c_new), _ = lstm.forward(params["dec_lstm"], (e, h_prev, c_prev))
+        a = xp.zeros((n, 1, hs_enc.shape[1]), h.dtype)
+        if kind == "peeky":
+            out = xp.concatenate([hs_enc[:, -1:], out], axis=-1)
+        elif kind == "attention":
+            (ctx, a), _ = Attention(return_weights=True).forward((), (hs_enc, out))
+            out = xp.concatenate([ctx, out], axis=-1)
+        scores, _ = parts["affine"].forward(params["affine"], out)
+        nxt = scores[:, 0].argmax(axis=-1).astype(ids.dtype)
+        return (h_new, c_new, nxt), (nxt, a[:, 0])
+
+    steps = xp.zeros((length, 0), h.dtype)
+    _, (ids, a) = scan(step, (h, xp.zeros_like(h), first), (steps,))
+    ids, a = xp.swapaxes(ids, 0, 1), xp.swapaxes(a, 0, 1)
+    return (ids, a) if weights else ids
+
+
+_GENERATORS: dict = {}  # jitted generators, by model: exact_match scores every epoch with one
+
+
+def _generator(net: Seq2seq, params) -> Callable:
+    if namespace(*leaves(params)) is np:
+        return net.generate
+    hit = _GENERATORS.get(id(net))
+    if hit is None or hit[0] is not net:  # the entry holds net, so its id is not reused
+        import jax
+
+        if len(_GENERATORS) >= 8:
+            _GENERATORS.pop(next(iter(_GENERATORS)))
+        hit = _GENERATORS[id(net)] = (net, jax.jit(net.generate, static_argnums=(3,)))
+    return hit[1]
+
+
+def exact_match(net: Seq2seq, params, x, t, batch_size: int = 1000) -> float:
+    """The fraction of whole answers the greedy decoder gets right (the book's
+    ``eval_seq2seq``): ``x`` and ``t`` as ``text.teacher_forcing`` makes them; the decoder
+    starts from each row's first decoder input (``_``) and writes ``t.shape[1]`` ids."""
+    x, t = np.asarray(x), np.asarray(t)
+    if not isinstance(net, Seq2seq) or net.generate is None:
+        raise TypeError(f"exact_match: expected a seq2seq model, got {type(net).__name__}")
+    Tq, gen = net.question_len, _generator(net, params)
+    right = 0
+    for i in range(0, len(x), batch_size):
+        xb, tb = x[i : i + batch_size], t[i : i + batch_size]
+        guess = np.asarray(gen(params, xb[:, :Tq], xb[:, Tq], tb.shape[1]))
+        right += int(np.all(guess == tb, axis=1).sum())
+    return right / max(len(x), 1)
+
+
+__all__ = ["KINDS", "Seq2seq", "build", "exact_match"]
