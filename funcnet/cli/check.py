@@ -286,6 +286,117 @@ def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Repo
             )  # fmt: skip
 
         out.append(("node", f"{name} (broadcast)", run))
+    out.extend(sequence_entries(seed))
+    return out
+
+
+# --------------------------------------------------------------------------- sequences
+
+
+def _flat_vjp_case(label, layer, params, inputs: tuple, *, ids=None, tuple_in=False):
+    """``run(arrays)`` checking ``layer`` on ``inputs`` (or on the int ``ids``, which get no
+    gradient) when its input or output is a tuple: the outputs are flattened into one vector
+    for the checker, and its cotangent is split back into the layer's output structure."""
+    x_np = ids if ids is not None else (tuple(inputs) if tuple_in else inputs[0])
+    out = layer.forward(params, x_np)[0]
+    shapes = [o.shape for o in out] if isinstance(out, tuple) else None
+
+    def forward(p, *xs):
+        x = ids if ids is not None else (tuple(xs) if tuple_in else xs[0])
+        y, cache = layer.forward(p, x)
+        parts = y if shapes is not None else (y,)
+        return core.namespace(*parts).concatenate([o.reshape(-1) for o in parts]), cache
+
+    def backward(cache, g):
+        if shapes is None:
+            dout = g.reshape(out.shape)
+        else:
+            bounds = np.cumsum([int(np.prod(s)) for s in shapes])[:-1].tolist()
+            dout = tuple(
+                d.reshape(s)
+                for d, s in zip(core.namespace(g).split(g, bounds), shapes, strict=True)
+            )
+        dp, dx = layer.backward(cache, dout)
+        if ids is not None:
+            return (dp,)
+        return (dp, *dx) if tuple_in else (dp, dx)
+
+    primals = {
+        "params": params,
+        **{f"x{i}": a for i, a in enumerate(inputs if ids is None else ())},
+    }
+
+    def run(arrays, seed=0):
+        return gradcheck.check_vjp(
+            label, forward, backward, primals, seed=seed, raise_on_failure=False,
+            arrays=arrays, numerical=arrays == "numpy",
+        )  # fmt: skip
+
+    return run
+
+
+def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Report]]]:
+    """The second book's sequence layers, loss and models, where an input or an output is a
+    tuple or integer ids: every recurrent cell at T = 1 and T > 1, with and without a state
+    in and out, the bidirectional wrapper, Embedding with repeated ids, Attention with and
+    without its weights as an output, the time loss with ignored positions, and the three
+    seq2seq models' teacher-forced backward (plain, peeky, attention)."""
+    from .. import seq2seq
+    from ..layers import attention, embedding, recurrent
+
+    rng = np.random.default_rng([seed, 30])
+
+    def params_of(layer, in_shape):
+        return _random_params(layer.init(seed, in_shape, dtype=np.float64)[1], rng)
+
+    cases = []
+    for make, n_state in ((recurrent.RNN, 1), (recurrent.LSTM, 2), (recurrent.GRU, 1)):
+        for steps in (1, 3):
+            x = rng.standard_normal((2, steps, 3))
+            layer = make(4)
+            p = params_of(layer, (-1, steps, 3))
+            cases.append(("recurrent", layer, p, (x,), {}, f"T={steps}"))
+        layer = make(4, return_state=True)
+        states = tuple(rng.standard_normal((2, 4)) for _ in range(n_state))
+        inputs = (rng.standard_normal((2, 3, 3)), *states)
+        p = params_of(layer, (-1, 3, 3))
+        cases.append(("recurrent", layer, p, inputs, {"tuple_in": True}, "state in, out"))
+    for layer in (recurrent.BiLSTM(3), recurrent.Bidirectional(recurrent.GRU(2))):
+        x = rng.standard_normal((2, 4, 3))
+        cases.append(("recurrent", layer, params_of(layer, (-1, 4, 3)), (x,), {}, ""))
+    emb = embedding.Embedding(5, 3)
+    ids = np.array([[0, 4, 4, 1], [4, 0, 2, 4]])  # repeated ids: the scatter-add accumulates
+    cases.append(("embedding", emb, params_of(emb, (-1, 4)), (), {"ids": ids}, "repeated ids"))
+    pair = (rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 4, 3)))
+    for att in (attention.Attention(), attention.Attention(return_weights=True)):
+        cases.append(("attention", att, (), pair, {"tuple_in": True}, ""))
+    q_ids = rng.integers(0, 6, (3, 9))
+    for kind in seq2seq.KINDS:
+        model = seq2seq.build(6, 3, 4, kind, 5)
+        cases.append(
+            ("seq2seq", model, params_of(model, (-1, 9)), (), {"ids": q_ids}, "teacher forcing")
+        )
+    out = []
+    for kind, layer, p, inputs, kw, note in cases:
+        run = _flat_vjp_case(layer.name, layer, p, inputs, **kw)
+        label = layer.name + (f" ({note})" if note else "")
+        out.append((kind, label, lambda arrays, run=run: run(arrays, seed)))
+    y, t = rng.standard_normal((3, 4, 5)) * 3, rng.integers(0, 5, (3, 4))
+    t[0, 1] = t[2, 0] = t[2, 3] = -1
+    loss = losses.time_softmax_cross_entropy
+
+    def run_loss(arrays):
+        return gradcheck.check_loss(
+            loss,
+            y,
+            t,
+            seed=seed,
+            raise_on_failure=False,
+            arrays=arrays,
+            numerical=arrays == "numpy",
+        )
+
+    out.append(("loss", f"{loss.name} (ignored positions)", run_loss))
     return out
 
 

@@ -10,7 +10,7 @@ from ..core import Layer
 from .activations import softmax
 
 
-def Attention(*, return_weights: bool = False, name: str = "Attention") -> Layer:
+def Attention(*, return_weights: bool = False, name: str | None = None) -> Layer:
     """Input ``(hs_enc (N, S, H), hs_dec (N, T, H))``, output the contexts ``c (N, T, H)``
     (the book's ``TimeAttention``); with ``return_weights``, ``(c, a)`` with ``a (N, T, S)``.
 
@@ -19,6 +19,7 @@ def Attention(*, return_weights: bool = False, name: str = "Attention") -> Layer
     Σ_s a ∂L/∂a), ∂L/∂h_enc = aᵀ·∂L/∂c + (∂L/∂s)ᵀ·h_dec, ∂L/∂h_dec = ∂L/∂s·h_enc.  No
     params; the input gradient is the pair ``(∂L/∂hs_enc, ∂L/∂hs_dec)``.
     """
+    name = name or ("Attention(return_weights=True)" if return_weights else "Attention")
 
     def init(rng, in_shape, dtype=np.float32):
         if not (isinstance(in_shape, tuple | list) and len(in_shape) == 2):

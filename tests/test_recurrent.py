@@ -1,0 +1,339 @@
+"""The sequence layers and loss of the second book: hand-written backwards against
+``jax.vjp`` (float64, random shapes and cotangents), a slightly wrong backward caught, the
+book's own layers as the reference for outputs and gradients, state in and out, lax.scan
+under jit, and bad input."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+import funcnet as fn
+from funcnet import losses
+from funcnet.cli import check
+from funcnet.layers import recurrent
+
+ROOT = Path(__file__).resolve().parents[1]
+CELLS = {"RNN": (fn.RNN, 1), "LSTM": (fn.LSTM, 2), "GRU": (fn.GRU, 1)}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_traces():
+    saved = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", saved)
+    jax.clear_caches()
+
+
+@pytest.fixture(scope="module")
+def book():
+    """The book's code (``$FUNCNET_DLFS2_DIR`` or ../shared/dlfs2), first on sys.path."""
+    d = Path(os.environ.get("FUNCNET_DLFS2_DIR") or ROOT.parent / "shared" / "dlfs2")
+    if not (d / "common" / "time_layers.py").is_file():
+        pytest.skip(f"the book's code not found in {d}")
+    for p in (str(d / "ch07"), str(d)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    return importlib.import_module("common.time_layers")
+
+
+def _random_params(layer, in_shape, rng):
+    _, p = layer.init(0, in_shape, dtype=np.float64)
+    return jax.tree_util.tree_map(lambda a: rng.standard_normal(a.shape), p)
+
+
+# --------------------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("arrays", ["numpy", "jax"])
+def test_every_sequence_case_of_the_catalogue_passes(arrays):
+    reports = [run(arrays) for _, _, run in check.sequence_entries(0)]
+    assert reports and all(r.ok for r in reports), [str(r) for r in reports if not r.ok]
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_shapes_against_jax(cell, seed):
+    rng = np.random.default_rng(seed)
+    n, steps, d, h = rng.integers(1, 4), rng.integers(1, 6), rng.integers(1, 5), rng.integers(1, 5)
+    steps = 1 if seed == 1 else steps  # T = 1 always among them
+    make, _n_state = CELLS[cell]
+    layer = make(int(h))
+    p = _random_params(layer, (-1, steps, d), rng)
+    x = rng.standard_normal((n, steps, d))
+    for arrays in ("numpy", "jax"):
+        fn.check_layer(layer, p, x, arrays=arrays, seed=seed)
+
+
+def _mutate(monkeypatch, module, func, old, new):
+    """``module.func`` replaced by a copy whose source has ``old`` replaced by ``new``, and
+    every Cell / Loss of the module that held the original by one holding the copy."""
+    original = getattr(module, func)
+    source = textwrap.dedent(inspect.getsource(original))
+    assert source.count(old) == 1, f"{func}: {old!r} is not (once) in its source any more"
+    namespace = dict(vars(module))
+    exec(compile(source.replace(old, new), f"<mutant of {func}>", "exec"), namespace)
+    mutant = namespace[func]
+    monkeypatch.setattr(module, func, mutant)
+    for name, value in vars(module).items():
+        if isinstance(value, recurrent.Cell | fn.Loss) and original in value:
+            fields = {k: mutant for k, v in value._asdict().items() if v is original}
+            monkeypatch.setattr(module, name, value._replace(**fields))
+    if func == "time_softmax_cross_entropy_with":
+        monkeypatch.setattr(module, "time_softmax_cross_entropy", mutant(-1))
+    jax.clear_caches()
+
+
+MUTATIONS = [  # (module, function, old, new, a part of the labels that must fail)
+    ("recurrent", "_rnn_back", "(1 - h * h)", "(1.001 - h * h)", "RNN"),
+    ("recurrent", "_lstm_back", "dc * f)", "dc * f * 1.001)", "LSTM(4)"),
+    ("recurrent", "_lstm_back", "dh * tc * o * (1 - o)", "dh * tc * o * (1.001 - o)", "LSTM(4)"),
+    ("recurrent", "_gru_back", "drh * r +", "drh * r * 1.001 +", "GRU(4)"),
+    ("recurrent", "_gru_dWh", "_flat(r * h_prev).T", "_flat(1.001 * r * h_prev).T", "GRU(4)"),
+    ("recurrent", "_recurrent", "dA2.sum(axis=0)", "1.001 * dA2.sum(axis=0)", "RNN(4)"),
+    ("recurrent", "_recurrent", "(dx, *dstate0)", "(dx, *(1.001 * s for s in dstate0))", "state"),
+    ("recurrent", "Bidirectional", "dx_g[:, ::-1]", "dx_g", "Bidirectional"),
+    (
+        "embedding",
+        "Embedding",
+        "np.add.at(dW, flat_ids, flat)",
+        "dW[flat_ids] += flat",
+        "Embedding",
+    ),
+    ("embedding", "Embedding", ".at[flat_ids].add(flat)", ".at[flat_ids].set(flat)", "Embedding"),
+    ("attention", "Attention", "da = da + da_in", "da = da + 1.001 * da_in", "return_weights"),
+    (
+        "attention",
+        "Attention",
+        "@ dc + xp.swapaxes(ds",
+        "@ dc + 1.001 * xp.swapaxes(ds",
+        "Attention",
+    ),
+    (
+        "losses",
+        "time_softmax_cross_entropy_with",
+        "(dloss / count)",
+        "(dloss / (count + 1))",
+        "time_",
+    ),
+    ("seq2seq", "_decode_backward", "dlast = dh0 + dpeek", "dlast = dh0 + 1.001 * dpeek", "peeky"),
+    (
+        "seq2seq",
+        "_decode_backward",
+        "dhs[..., H:] + dhs_att",
+        "dhs[..., H:] + 1.001 * dhs_att",
+        "atten",
+    ),
+    (
+        "seq2seq",
+        "_decode_backward",
+        "dlast = dh0 + dpeek",
+        "dlast = 1.001 * dh0 + dpeek",
+        "seq2seq(",
+    ),
+]
+
+
+@pytest.mark.parametrize(("module", "func", "old", "new", "match"), MUTATIONS)
+def test_a_slightly_wrong_backward_is_caught(monkeypatch, module, func, old, new, match):
+    names = {"recurrent": "funcnet.layers.recurrent", "embedding": "funcnet.layers.embedding"}
+    names |= {"attention": "funcnet.layers.attention", "losses": "funcnet.losses"}
+    mod = importlib.import_module(names.get(module, f"funcnet.{module}"))
+    _mutate(monkeypatch, mod, func, old, new)
+    arrays = "jax" if ".at[" in old else "numpy"
+    entries = [e for e in check.sequence_entries(0) if match in e[1]]
+    assert entries, match
+    assert any(not run(arrays).ok for _, _, run in entries), f"{new!r} was not caught"
+
+
+# --------------------------------------------------------------------------- the book
+
+
+def _book_vs_ours(book_layer, ours, params, x, dout):
+    ys_b = book_layer.forward(x)
+    dx_b = book_layer.backward(dout.copy())
+    y, cache = ours.forward(params, x)
+    dp, dx = ours.backward(cache, dout)
+    np.testing.assert_allclose(y, ys_b, rtol=1e-5, atol=1e-6)
+    return dp, dx, dx_b
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_same_outputs_and_gradients_as_the_books_layer(book, cell):
+    rng = np.random.default_rng(3)
+    n, steps, d, h = 4, 5, 3, 6
+    make, _ = CELLS[cell]
+    layer = make(h)
+    p = {k: v.astype(np.float32) for k, v in _random_params(layer, (-1, steps, d), rng).items()}
+    x = rng.standard_normal((n, steps, d)).astype(np.float32)
+    dhs = rng.standard_normal((n, steps, h)).astype(np.float32)
+    ref = getattr(book, f"Time{cell}")(p["Wx"].copy(), p["Wh"].copy(), p["b"].copy())
+    dp, dx, dx_b = _book_vs_ours(ref, layer, p, x, dhs)
+    np.testing.assert_allclose(dx, dx_b, rtol=1e-4, atol=1e-5)
+    for key, g in zip(("Wx", "Wh", "b"), ref.grads, strict=True):
+        np.testing.assert_allclose(dp[key], g, rtol=1e-4, atol=1e-5)
+    # The final state: the book keeps it on self.h (and self.c).
+    _out, *final = make(h, return_state=True).forward(p, x)[0]
+    np.testing.assert_allclose(final[0], ref.h, rtol=1e-5, atol=1e-6)
+    if cell == "LSTM":
+        np.testing.assert_allclose(final[1], ref.c, rtol=1e-5, atol=1e-6)
+
+
+def test_bilstm_embedding_attention_and_loss_match_the_book(book):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 4, 2)).astype(np.float32)
+    bi = fn.BiLSTM(5)
+    p = jax.tree_util.tree_map(lambda a: a.astype(np.float32), _random_params(bi, (-1, 4, 2), rng))
+    ref = book.TimeBiLSTM(
+        *(p[0][k].copy() for k in ("Wx", "Wh", "b")), *(p[1][k].copy() for k in ("Wx", "Wh", "b"))
+    )
+    dout = rng.standard_normal((3, 4, 10)).astype(np.float32)
+    dp, dx, dx_b = _book_vs_ours(ref, bi, p, x, dout)
+    np.testing.assert_allclose(dx, dx_b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(dp[1]["Wh"], ref.grads[4], rtol=1e-4, atol=1e-5)
+
+    emb = fn.Embedding(7, 3)
+    W = rng.standard_normal((7, 3)).astype(np.float32)
+    ids = np.array([[1, 1, 6], [0, 1, 6]])
+    ref = book.TimeEmbedding(W.copy())
+    dout = rng.standard_normal((2, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(emb.forward({"W": W}, ids)[0], ref.forward(ids))
+    ref.backward(dout)
+    dW = emb.backward(emb.forward({"W": W}, ids)[1], dout)[0]["W"]
+    np.testing.assert_allclose(dW, ref.grads[0], rtol=1e-6, atol=1e-6)
+
+    from ch08.attention_layer import TimeAttention
+
+    enc, dec = rng.standard_normal((2, 5, 4)), rng.standard_normal((2, 3, 4))
+    enc, dec = enc.astype(np.float32), dec.astype(np.float32)
+    ref, att = TimeAttention(), fn.Attention(return_weights=True)
+    (c, a), cache = att.forward((), (enc, dec))
+    np.testing.assert_allclose(c, ref.forward(enc, dec), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a, np.stack(ref.attention_weights, axis=1), rtol=1e-5, atol=1e-6)
+    dc = rng.standard_normal(c.shape).astype(np.float32)
+    d_enc, d_dec = att.backward(cache, (dc, np.zeros_like(a)))[1]
+    r_enc, r_dec = ref.backward(dc)
+    np.testing.assert_allclose(d_enc, r_enc, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(d_dec, r_dec, rtol=1e-4, atol=1e-5)
+
+    y = (rng.standard_normal((3, 4, 6)) * 3).astype(np.float32)
+    t = rng.integers(0, 6, (3, 4))
+    t[1, 2] = t[0, 0] = -1
+    ref = book.TimeSoftmaxWithLoss()
+    value, cache = losses.time_softmax_cross_entropy.forward(y, t)
+    np.testing.assert_allclose(value, ref.forward(y.copy(), t), rtol=1e-6)
+    np.testing.assert_allclose(
+        losses.time_softmax_cross_entropy.backward(cache), ref.backward(), atol=1e-7
+    )
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_truncated_bptt_hands_the_state_on(cell):
+    """Two blocks with the first's final state fed to the second = one run over both."""
+    rng = np.random.default_rng(5)
+    make, _ = CELLS[cell]
+    layer = make(4, return_state=True)
+    _, p = layer.init(0, (-1, 6, 3))
+    x = rng.standard_normal((2, 6, 3)).astype(np.float32)
+    whole, *_ = layer.forward(p, x)[0]
+    first, *state = layer.forward(p, x[:, :4])[0]
+    second, *_ = layer.forward(p, (x[:, 4:], *state))[0]
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, rtol=1e-6, atol=1e-6)
+
+
+def test_the_jitted_time_loop_is_one_scan_each_way():
+    """No Python loop over T under jit: the program's size does not grow with T."""
+    layer = fn.LSTM(3)
+    _, p = layer.init(0, (-1, 2, 2))
+
+    def size(steps):
+        x = np.zeros((2, steps, 2), np.float32)
+
+        def f(p, x):
+            out, cache = layer.forward(p, x)
+            return layer.backward(cache, out)
+
+        eqns = jax.make_jaxpr(f)(p, x).jaxpr.eqns
+        return sum(e.primitive.name == "scan" for e in eqns), len(eqns)
+
+    assert size(3)[0] == 2
+    assert size(3)[1] == size(40)[1]
+
+
+def test_embedding_accumulates_repeated_ids_and_refuses_ids_out_of_range():
+    emb = fn.Embedding(4, 2)
+    W = np.arange(8, dtype=np.float32).reshape(4, 2)
+    ids = np.array([[3, 3, 3]])
+    _out, cache = emb.forward({"W": W}, ids)
+    dp, dx = emb.backward(cache, np.ones((1, 3, 2), np.float32))
+    np.testing.assert_array_equal(dp["W"], [[0, 0], [0, 0], [0, 0], [3, 3]])
+    assert dx is None
+    for bad in ([[4]], [[-1]]):
+        with pytest.raises(ValueError, match=r"Embedding\(4, 2\): ids must be in \[0, 3\]"):
+            emb.forward({"W": W}, np.array(bad))
+    with pytest.raises(TypeError, match="integer ids"):
+        emb.forward({"W": W}, np.zeros((1, 2), np.float32))
+    jitted = jax.jit(lambda W, i: emb.forward({"W": W}, i)[0])  # traced: not checked
+    assert jitted(W, np.array([[1]])).shape == (1, 1, 2)
+
+
+def test_the_loss_ignores_masked_positions():
+    rng = np.random.default_rng(6)
+    y = rng.standard_normal((2, 3, 4))
+    t = np.array([[1, -1, 2], [-1, -1, 0]])
+    loss = losses.time_softmax_cross_entropy
+    value, cache = loss.forward(y, t)
+    kept = y[[0, 0, 1], [0, 2, 2]]
+    ref = np.mean([np.log(np.exp(r).sum()) - r[k] for r, k in zip(kept, [1, 2, 0], strict=True)])
+    np.testing.assert_allclose(value, ref)
+    d = loss.backward(cache)
+    assert not d[0, 1].any() and not d[1, :2].any()
+    value, cache = loss.forward(y, np.full((2, 3), -1))  # all ignored: 0, no gradient
+    assert value == 0 and not loss.backward(cache).any()
+    with pytest.raises(ValueError, match="labels must be in"):
+        loss.forward(y, np.array([[1, 4, 0], [0, 0, 0]]))
+    custom = losses.time_softmax_cross_entropy_with(ignore_label=0)
+    assert custom.forward(y, np.zeros((2, 3), int))[0] == 0
+
+
+def test_bad_input_names_the_layer_and_the_shapes():
+    lstm = fn.LSTM(4)
+    _, p = lstm.init(0, (-1, 3, 2))
+    x = np.zeros((2, 3, 2), np.float32)
+    with pytest.raises(
+        ValueError, match=r"LSTM\(4\): expected input shape \(N, T, 2\), got \(2, 3, 5\)"
+    ):
+        lstm.forward(p, np.zeros((2, 3, 5), np.float32))
+    with pytest.raises(ValueError, match=r"LSTM\(4\): expected h0 of shape \(2, 4\), got \(2, 3\)"):
+        lstm.forward(p, (x, np.zeros((2, 3), np.float32), np.zeros((2, 4), np.float32)))
+    with pytest.raises(ValueError, match=r"expected x or a tuple \(x, h0, c0\)"):
+        lstm.forward(p, (x, np.zeros((2, 4), np.float32)))
+    with pytest.raises(TypeError, match="float64 does not match the params dtype float32"):
+        lstm.forward(p, x.astype(np.float64))
+    with pytest.raises(ValueError, match=r"expected a 3-D input"):
+        lstm.forward(p, x[0])
+    with pytest.raises(ValueError, match="Attention: hs_enc"):
+        fn.Attention().forward((), (np.zeros((2, 3, 4)), np.zeros((2, 3, 5))))
+
+
+def test_extreme_inputs_stay_finite():
+    for make, _ in CELLS.values():
+        layer = make(3)
+        _, p = layer.init(0, (-1, 2, 2))
+        x = np.full((1, 2, 2), 1e4, np.float32)
+        out, cache = layer.forward(p, x)
+        dp, dx = layer.backward(cache, np.ones_like(out))
+        assert np.isfinite(out).all() and np.isfinite(dx).all()
+        assert all(np.isfinite(v).all() for v in dp.values())
