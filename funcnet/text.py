@@ -55,7 +55,7 @@ def data_dirs() -> list[Path]:
     return [*dirs, Path(__file__).resolve().parents[2] / "shared" / "seq2seq"]
 
 
-def _find(source) -> tuple[Path, str | None]:
+def find_file(source) -> tuple[Path, str | None]:
     """A path, or a set's name (``"addition"``, ``"date"``) -> (its path, the md5 to expect)."""
     name = f"{source}.txt" if str(source) in ("addition", "date") else None
     if name is None:
@@ -102,7 +102,7 @@ def load_seq2seq(source="addition", *, seed: int | None = 1984, md5: str | None 
     ``seed=None`` keeps the file's order.  The split is the book's: the last
     ``N // 10`` rows after the shuffle are the test set.
     """
-    path, expected = _find(source)
+    path, expected = find_file(source)
     data = path.read_bytes()
     expected = md5 or expected
     if expected is not None and hashlib.md5(data).hexdigest() != expected:
@@ -155,6 +155,7 @@ __all__ = [
     "Seq2seqData",
     "data_dirs",
     "decode",
+    "find_file",
     "load_seq2seq",
     "parse_lines",
     "teacher_forcing",
