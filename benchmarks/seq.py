@@ -19,7 +19,10 @@ jax.grad-jit  the same cell written in ``jax.numpy`` in one ``lax.scan``, differ
               ``jax.vjp``, jitted.  The target for funcnet-jit: <= 1.05x.
 
 A timed run is ``calls`` forward+backward passes (about 0.2 s, after a warm-up); the table
-gives the median ms per pass over ``--repeats`` round-robin runs and the ratios.
+gives the median ms per pass over ``--repeats`` round-robin runs and the ratios.  On a
+machine other processes load, ``--cpu-time`` with ``OPENBLAS_NUM_THREADS=1`` and
+``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` times the
+work itself (this process's CPU seconds) rather than the waits for a core.
 ``|dWh|`` checks that the rows compute the same thing (equal to about 5 digits).
 """
 
@@ -137,7 +140,7 @@ def torch_pass(p, threads):
     return run
 
 
-def entries_for(rows, shape, threads):
+def entries_for(rows, shape, threads, clock=time.perf_counter):
     x, dhs, p = make_data(*shape)
     layer = fn.LSTM(shape[3])
     on_jax = jax.device_put((p, x, dhs))
@@ -158,11 +161,11 @@ def entries_for(rows, shape, threads):
         calls = max(1, math.ceil(RUN_S / (time.perf_counter() - start)))
 
         def timed(_, run=run, args=args, calls=calls):
-            start = time.perf_counter()
+            start = clock()
             for _ in range(calls):
                 out = run(*args)
             jax.block_until_ready(out)
-            return (time.perf_counter() - start) / calls
+            return (clock() - start) / calls
 
         entries[row] = (lambda: None, timed)
     return entries, check
@@ -171,13 +174,21 @@ def entries_for(rows, shape, threads):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="128,29,16,256", help="N,T,D,H")
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by this process's CPU seconds (all threads), not wall time: on a shared "
+        "machine with one BLAS and one XLA thread, the work itself without the waits",
+    )
     args, rows, threads = H.setup(ap, ROWS, ROWS, argv)
     shape = tuple(int(v) for v in args.shape.split(","))
     if "book-np" in rows and not (book_dir() / "common" / "time_layers.py").is_file():
         print(f"book-np: the book's code not found in {book_dir()}, row skipped")
         rows = [r for r in rows if r != "book-np"]
     print(f"LSTM forward + backward, N {shape[0]}, T {shape[1]}, D {shape[2]}, H {shape[3]}")
-    entries, check = entries_for(rows, shape, threads)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    print(f"clock: {'CPU time of this process' if args.cpu_time else 'wall time'}")
+    entries, check = entries_for(rows, shape, threads, clock)
     rounds = H.round_robin(entries, args.repeats or 7)
 
     def vs(n, med):

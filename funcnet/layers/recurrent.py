@@ -29,10 +29,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import initializers
-from .._arrays import namespace, split_rng
+from .._arrays import iadd, imul, namespace, split_rng
 from .._checks import check_dout, check_dtype, check_ndim, shape_str
 from ..core import Layer
-from .activations import sigmoid
 
 
 def scan(step: Callable, carry, xs: tuple, *, reverse: bool = False):
@@ -54,9 +53,11 @@ def scan(step: Callable, carry, xs: tuple, *, reverse: bool = False):
 class Cell(NamedTuple):
     """One recurrent cell: ``k`` gate blocks and ``n_state`` state arrays (h, or h and c).
 
-    ``step(Wh, state, a_t) -> (state, saved_t)``, saved_t[0] is h_t and saved_t[1] is c_t
-    when there is a c; ``back(Wh, dstate, (dh_t, *saved_t, *state_prev_t)) -> (dstate_prev,
-    (dA_t,))``; ``dWh(h_prev, saved, dA)`` sums every step's share of ∂L/∂Wh.
+    ``step(P, state, a_t) -> (state, saved_t)`` with P = Wh, or, when ``sigmoid_blocks`` names
+    the σ blocks, (Wh, m, k) with those columns of Wh and a_t scaled by m = ½ and k = ½ there
+    (0 and m = 1 elsewhere): σ(x) = ½ + ½·tanh(x/2).  saved_t[0] is h_t, the rest what the
+    backward of the step needs; ``back(Wh, dstate, (dh_t, *saved_t)) -> (dstate_prev,
+    (dA_t,))``; ``dWh(h0, saved, dA)`` sums every step's share of ∂L/∂Wh.
     """
 
     name: str
@@ -65,11 +66,14 @@ class Cell(NamedTuple):
     step: Callable
     back: Callable
     dWh: Callable
+    sigmoid_blocks: tuple = ()
 
 
-def _dWh_plain(h_prev, saved, dA):
-    """∂L/∂Wh = Σ_t h_{t−1}ᵀ·dA_t, one product over all steps."""
-    return _flat(h_prev).T @ _flat(dA)
+def _dWh_plain(h0, saved, dA):
+    """∂L/∂Wh = Σ_t h_{t−1}ᵀ·dA_t: h0ᵀ·dA_0 plus one product over the other steps, which
+    read h_0 … h_{T−2} where they lie (time-major: no copy)."""
+    dWh = h0.T @ dA[0]
+    return iadd(_flat(saved[0][:-1]).T @ _flat(dA[1:]), dWh) if dA.shape[0] > 1 else dWh
 
 
 def _flat(a):
@@ -85,31 +89,34 @@ def _rnn_step(Wh, state, a):
 def _rnn_back(Wh, dstate, inputs):
     """h_t = tanh(A_t), A_t = a_t + h_{t−1}·Wh: dA = ∂L/∂h_t ⊙ (1 − h_t²),
     ∂L/∂h_{t−1} = dA·Whᵀ."""
-    dh, h, _h_prev = inputs
+    dh, h = inputs
     dA = (dh + dstate[0]) * (1 - h * h)
     return (dA @ Wh.T,), (dA,)
 
 
-def _lstm_step(Wh, state, a):
+def _lstm_step(P, state, a):
+    """One step; ``P`` = (Wh, m, k) with the σ blocks' columns of Wh (and of ``a``) scaled by
+    m = ½ (``_recurrent``): one tanh over all four blocks then gives σ(x) = ½ + ½·tanh(x/2)
+    for f, i, o (k = ½) and tanh for g (m = 1, k = 0), half the passes over memory of a
+    separate σ, and finite for any x."""
+    Wh, m, k = P
     h, c = state
-    xp, H = namespace(a), h.shape[-1]
-    A = a + h @ Wh
-    s = sigmoid(A)  # f, ·, i, o: the g block is tanh'd below (its σ column is unused)
-    g = xp.tanh(A[:, H : 2 * H])
-    c = s[:, :H] * c + g * s[:, 2 * H : 3 * H]
-    tc = xp.tanh(c)
+    H = h.shape[-1]
+    s = iadd(imul(namespace(a).tanh(iadd(h @ Wh, a)), m), k)
+    c = iadd(s[:, :H] * c, s[:, H : 2 * H] * s[:, 2 * H : 3 * H])
+    tc = namespace(c).tanh(c)
     h = s[:, 3 * H :] * tc
-    return (h, c), (h, c, s, g, tc)
+    return (h, c), (h, state[1], s, tc)  # c_{t−1}, not c_t: what the backward reads
 
 
 def _lstm_back(Wh, dstate, inputs):
     """c_t = f⊙c_{t−1} + g⊙i, h_t = o⊙tanh(c_t).  With δh = ∂L/∂h_t (from above and from
     step t+1) and δc = ∂L/∂c_t + δh⊙o⊙(1 − tanh²c_t): ∂L/∂c_{t−1} = δc⊙f and
     dA = [δc⊙c_{t−1}⊙f(1−f), δc⊙i⊙(1−g²), δc⊙g⊙i(1−i), δh⊙tanh c_t⊙o(1−o)]."""
-    dh_out, _h, _c, s, g, tc, _h_prev, c_prev = inputs
+    dh_out, _h, c_prev, s, tc = inputs
     dh_next, dc_next = dstate
-    xp, H = namespace(s), g.shape[-1]
-    f, i, o = s[:, :H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
+    xp, H = namespace(s), tc.shape[-1]
+    f, g, i, o = s[:, :H], s[:, H : 2 * H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
     dh = dh_out + dh_next
     dc = dc_next + dh * o * (1 - tc * tc)
     dA = xp.concatenate(
@@ -124,14 +131,16 @@ def _lstm_back(Wh, dstate, inputs):
     return (dA @ Wh.T, dc * f), (dA,)
 
 
-def _gru_step(Wh, state, a):
+def _gru_step(P, state, a):
+    """One step; ``P`` = (Wh, m, k), the z and r columns scaled by ½ as ``_lstm_step``'s."""
+    Wh, m, k = P
     (h,) = state
     xp, H = namespace(a), h.shape[-1]
-    zr = sigmoid(a[:, : 2 * H] + h @ Wh[:, : 2 * H])
+    zr = iadd(imul(xp.tanh(iadd(h @ Wh[:, : 2 * H], a[:, : 2 * H])), m[: 2 * H]), k[: 2 * H])
     z, r = zr[:, :H], zr[:, H:]
-    hh = xp.tanh(a[:, 2 * H :] + (r * h) @ Wh[:, 2 * H :])
-    h = h + z * (hh - h)  # (1 − z)⊙h_{t−1} + z⊙h̃
-    return (h,), (h, zr, hh)
+    hh = xp.tanh(iadd((r * h) @ Wh[:, 2 * H :], a[:, 2 * H :]))
+    h_new = h + z * (hh - h)  # (1 − z)⊙h_{t−1} + z⊙h̃
+    return (h_new,), (h_new, zr, hh, h)
 
 
 def _gru_back(Wh, dstate, inputs):
@@ -149,9 +158,9 @@ def _gru_back(Wh, dstate, inputs):
     return (dh_prev,), (xp.concatenate([dAzr, dAh], axis=-1),)
 
 
-def _gru_dWh(h_prev, saved, dA):
+def _gru_dWh(h0, saved, dA):
     """∂L/∂Wh: h_{t−1}ᵀ·dA for the z and r blocks, (r⊙h_{t−1})ᵀ·dA for the h̃ block."""
-    xp, H = namespace(dA), h_prev.shape[-1]
+    xp, H, h_prev = namespace(dA), h0.shape[-1], saved[3]
     r = saved[1][..., H:]
     return xp.concatenate(
         [_flat(h_prev).T @ _flat(dA[..., : 2 * H]), _flat(r * h_prev).T @ _flat(dA[..., 2 * H :])],
@@ -160,8 +169,8 @@ def _gru_dWh(h_prev, saved, dA):
 
 
 RNN_CELL = Cell("RNN", 1, 1, _rnn_step, _rnn_back, _dWh_plain)
-LSTM_CELL = Cell("LSTM", 4, 2, _lstm_step, _lstm_back, _dWh_plain)
-GRU_CELL = Cell("GRU", 3, 1, _gru_step, _gru_back, _gru_dWh)
+LSTM_CELL = Cell("LSTM", 4, 2, _lstm_step, _lstm_back, _dWh_plain, (0, 2, 3))
+GRU_CELL = Cell("GRU", 3, 1, _gru_step, _gru_back, _gru_dWh, (0, 1))
 
 
 def _split_input(name: str, cell: Cell, inp):
@@ -209,11 +218,6 @@ def _check_params(name: str, params, hidden: int, k: int):
     return Wx, Wh, b
 
 
-def _previous(first, seq):
-    """[first, seq_0, …, seq_{T−2}] along the time axis 0: the state each step started from."""
-    return namespace(seq).concatenate([first[None], seq[:-1]], axis=0)
-
-
 def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, name: str | None):
     name = name or f"{cell.name}({hidden}{', return_state=True' if return_state else ''})"
     if not (isinstance(hidden, int) and hidden >= 1):
@@ -243,8 +247,13 @@ def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, na
         n, steps, _ = x.shape
         state0 = given if given is not None else (xp.zeros((n, H), x.dtype),) * cell.n_state
         xt = x.transpose(1, 0, 2)  # time-major: every step reads contiguous rows
-        a = (_flat(xt) @ Wx + b).reshape(steps, n, k * H)
-        final, saved = scan(lambda s, at: cell.step(Wh, s, at[0]), tuple(state0), (a,))
+        a = iadd(_flat(xt) @ Wx, b).reshape(steps, n, k * H)
+        P = Wh
+        if cell.sigmoid_blocks:
+            half = np.isin(np.arange(k * H) // H, cell.sigmoid_blocks)
+            m = xp.asarray(np.where(half, 0.5, 1.0).astype(x.dtype))
+            P, a = (Wh * m, m, xp.asarray(np.where(half, 0.5, 0.0).astype(x.dtype))), imul(a, m)
+        final, saved = scan(lambda s, at: cell.step(P, s, at[0]), tuple(state0), (a,))
         hs = saved[0].transpose(1, 0, 2)
         cache = {"x": xt, "Wx": Wx, "Wh": Wh, "state0": tuple(state0), "saved": saved}
         if given is not None:  # the input gradient then has the input's structure
@@ -261,15 +270,18 @@ def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, na
             check_dout(name, ds, (n, H), xt.dtype)
         if dfinal is None:
             dfinal = (xp.zeros((n, H), xt.dtype),) * cell.n_state
-        prev = tuple(_previous(s0, s) for s0, s in zip(state0, saved, strict=False))
         dstate0, (dA,) = scan(
             lambda d, inputs: cell.back(Wh, d, inputs),
             tuple(dfinal),
-            (dhs.transpose(1, 0, 2), *saved, *prev),
+            (dhs.transpose(1, 0, 2), *saved),
             reverse=True,
         )
         dA2 = _flat(dA)
-        grads = {"Wx": _flat(xt).T @ dA2, "Wh": cell.dWh(prev[0], saved, dA), "b": dA2.sum(axis=0)}
+        grads = {
+            "Wx": _flat(xt).T @ dA2,
+            "Wh": cell.dWh(state0[0], saved, dA),
+            "b": dA2.sum(axis=0),
+        }
         if not need_dx:
             return grads, None
         dx = (dA @ Wx.T).transpose(1, 0, 2)
