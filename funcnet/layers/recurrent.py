@@ -34,20 +34,25 @@ from .._checks import check_dout, check_dtype, check_ndim, shape_str
 from ..core import Layer
 
 
-def scan(step: Callable, carry, xs: tuple, *, reverse: bool = False):
+def scan(step: Callable, carry, xs: tuple, *, reverse: bool = False, stack: bool = True):
     """``jax.lax.scan(step, carry, xs, reverse=reverse)`` on JAX arrays; the same loop in
-    Python on NumPy arrays.  ``xs`` is a tuple of arrays with time on axis 0; ``step``
-    returns ``(carry, ys)`` with ``ys`` a tuple of arrays, stacked along axis 0."""
-    arrays = [*xs, *(carry if isinstance(carry, tuple) else (carry,))]
+    Python on NumPy arrays.  ``xs`` is a tuple of arrays with time on axis 0 (on NumPy also
+    tuples of per-step arrays); ``step`` returns ``(carry, ys)`` with ``ys`` a tuple of
+    arrays, stacked along axis 0 (on NumPy, with ``stack=False``, each a tuple of the
+    per-step arrays: a copy of every step's output saved where only steps read them)."""
+    arrays = [
+        a for a in (*xs, *(carry if isinstance(carry, tuple) else (carry,))) if hasattr(a, "shape")
+    ]
     if namespace(*arrays) is not np:
         import jax
 
         return jax.lax.scan(step, carry, xs, reverse=reverse)
-    steps = xs[0].shape[0]
+    steps = len(xs[0])
     outs: list = [None] * steps
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
         carry, outs[t] = step(carry, tuple(a[t] for a in xs))
-    return carry, tuple(np.stack(parts) for parts in zip(*outs, strict=True))
+    parts = zip(*outs, strict=True)
+    return carry, tuple(np.stack(p) if stack else tuple(p) for p in parts)
 
 
 class Cell(NamedTuple):
@@ -57,7 +62,7 @@ class Cell(NamedTuple):
     the σ blocks, (Wh, m, k) with those columns of Wh and a_t scaled by m = ½ and k = ½ there
     (0 and m = 1 elsewhere): σ(x) = ½ + ½·tanh(x/2).  saved_t[0] is h_t, the rest what the
     backward of the step needs; ``back(Wh, dstate, (dh_t, *saved_t)) -> (dstate_prev,
-    (dA_t,))``; ``dWh(h0, saved, dA)`` sums every step's share of ∂L/∂Wh.
+    (dA_t,))``; ``dWh(h0, hs, saved, dA)`` sums every step's share of ∂L/∂Wh.
     """
 
     name: str
@@ -69,11 +74,11 @@ class Cell(NamedTuple):
     sigmoid_blocks: tuple = ()
 
 
-def _dWh_plain(h0, saved, dA):
+def _dWh_plain(h0, hs, saved, dA):
     """∂L/∂Wh = Σ_t h_{t−1}ᵀ·dA_t: h0ᵀ·dA_0 plus one product over the other steps, which
     read h_0 … h_{T−2} where they lie (time-major: no copy)."""
     dWh = h0.T @ dA[0]
-    return iadd(_flat(saved[0][:-1]).T @ _flat(dA[1:]), dWh) if dA.shape[0] > 1 else dWh
+    return iadd(_flat(hs[:-1]).T @ _flat(dA[1:]), dWh) if dA.shape[0] > 1 else dWh
 
 
 def _flat(a):
@@ -117,6 +122,8 @@ def _lstm_back(Wh, dstate, inputs):
     dh_next, dc_next = dstate
     xp, H = namespace(s), tc.shape[-1]
     f, g, i, o = s[:, :H], s[:, H : 2 * H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
+    if xp is np:
+        return _lstm_back_numpy(Wh, dh_out + dh_next, dc_next, c_prev, s, tc)
     dh = dh_out + dh_next
     dc = dc_next + dh * o * (1 - tc * tc)
     dA = xp.concatenate(
@@ -129,6 +136,31 @@ def _lstm_back(Wh, dstate, inputs):
         axis=-1,
     )
     return (dA @ Wh.T, dc * f), (dA,)
+
+
+def _lstm_back_numpy(Wh, dh, dc_next, c_prev, s, tc):
+    """``_lstm_back`` on NumPy: the same arithmetic written into three arrays made here
+    (δc, dA and ∂L/∂h_{t−1}), for a step's dozens of small operations cost more in
+    allocations than in arithmetic.  dA starts as σ' = s(1 − s) over all four blocks (the g
+    block then 1 − g²) and is multiplied block by block by its other factors."""
+    H = tc.shape[-1]
+    f, g, i, o = s[:, :H], s[:, H : 2 * H], s[:, 2 * H : 3 * H], s[:, 3 * H :]
+    dc = np.multiply(tc, tc)
+    np.subtract(1, dc, out=dc)
+    dc *= o
+    dc *= dh
+    dc += dc_next
+    dA = np.subtract(1, s)
+    dA *= s
+    dg = dA[:, H : 2 * H]
+    np.multiply(g, g, out=dg)
+    np.subtract(1, dg, out=dg)
+    for block, factor, by in ((0, c_prev, dc), (1, i, dc), (2, g, dc), (3, tc, dh)):
+        part = dA[:, block * H : (block + 1) * H]
+        part *= factor
+        part *= by
+    dc *= f
+    return (dA @ Wh.T, dc), (dA,)
 
 
 def _gru_step(P, state, a):
@@ -158,10 +190,11 @@ def _gru_back(Wh, dstate, inputs):
     return (dh_prev,), (xp.concatenate([dAzr, dAh], axis=-1),)
 
 
-def _gru_dWh(h0, saved, dA):
+def _gru_dWh(h0, hs, saved, dA):
     """∂L/∂Wh: h_{t−1}ᵀ·dA for the z and r blocks, (r⊙h_{t−1})ᵀ·dA for the h̃ block."""
-    xp, H, h_prev = namespace(dA), h0.shape[-1], saved[3]
-    r = saved[1][..., H:]
+    xp, H = namespace(dA), h0.shape[-1]
+    h_prev, zr = (xp.stack(a) if isinstance(a, tuple) else a for a in (saved[3], saved[1]))
+    r = zr[..., H:]
     return xp.concatenate(
         [_flat(h_prev).T @ _flat(dA[..., : 2 * H]), _flat(r * h_prev).T @ _flat(dA[..., 2 * H :])],
         axis=1,
@@ -253,9 +286,13 @@ def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, na
             half = np.isin(np.arange(k * H) // H, cell.sigmoid_blocks)
             m = xp.asarray(np.where(half, 0.5, 1.0).astype(x.dtype))
             P, a = (Wh * m, m, xp.asarray(np.where(half, 0.5, 0.0).astype(x.dtype))), imul(a, m)
-        final, saved = scan(lambda s, at: cell.step(P, s, at[0]), tuple(state0), (a,))
-        hs = saved[0].transpose(1, 0, 2)
-        cache = {"x": xt, "Wx": Wx, "Wh": Wh, "state0": tuple(state0), "saved": saved}
+        final, saved = scan(
+            lambda s, at: cell.step(P, s, at[0]), tuple(state0), (a,), stack=xp is not np
+        )
+        hs_t = xp.stack(saved[0]) if xp is np else saved[0]
+        cache = {"x": xt, "Wx": Wx, "Wh": Wh, "state0": tuple(state0), "hs": hs_t}
+        cache["saved"] = saved
+        hs = hs_t.transpose(1, 0, 2)
         if given is not None:  # the input gradient then has the input's structure
             cache["given"] = xp.zeros((0,), x.dtype)
         return ((hs, *final) if return_state else hs), cache
@@ -279,7 +316,7 @@ def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, na
         dA2 = _flat(dA)
         grads = {
             "Wx": _flat(xt).T @ dA2,
-            "Wh": cell.dWh(state0[0], saved, dA),
+            "Wh": cell.dWh(state0[0], cache["hs"], saved, dA),
             "b": dA2.sum(axis=0),
         }
         if not need_dx:
