@@ -177,6 +177,24 @@ def test_a_short_jitted_run_lowers_the_loss(addition):
     assert np.mean(seen[-10:]) < 0.75 * np.mean(seen[:10])
 
 
+def test_the_example_runs_and_marks_its_answers(addition):
+    import subprocess
+
+    args = ["--epochs", "1", "--train-rows", "1280", "--backend", "numpy", "--reverse"]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "seq2seq_addition.py"), *args],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("epoch  1  loss ") and "test exact match" in lines[0]
+    assert lines[1].startswith("Q 77+85    T 162   guess ")
+    assert lines[1].endswith(("right", "WRONG"))
+    assert lines[-1].startswith("test accuracy ") and lines[-1].endswith(
+        "on all 5000 test questions"
+    )
+
+
 # --------------------------------------------------------------------------- the book's runs
 
 
