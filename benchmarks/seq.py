@@ -24,6 +24,11 @@ machine other processes load, ``--cpu-time`` with ``OPENBLAS_NUM_THREADS=1`` and
 ``XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"`` times the
 work itself (this process's CPU seconds) rather than the waits for a core.
 ``|dWh|`` checks that the rows compute the same thing (equal to about 5 digits).
+
+``--epoch-steps K`` adds rows that time K training steps of the addition task's peeky model
+(the book's settings) per run, in ms per step: ``epoch-book`` (the book's ``PeekySeq2seq``,
+``Adam``, ``clip_grads``), ``epoch-np`` and ``epoch-jit`` (``train.make_step`` on NumPy
+and jitted); the target for epoch-jit: <= 0.5x epoch-book.
 """
 
 from __future__ import annotations
@@ -46,7 +51,13 @@ import funcnet as fn  # the checkout's: _harness put the repository root first o
 
 RUN_S, SEED = 0.2, 0
 ROWS = ["funcnet-np", "book-np", "torch", "funcnet-jit", "jax.grad-jit"]
-TARGETS = {"funcnet-np": ("book-np", 0.7), "funcnet-jit": ("jax.grad-jit", 1.05)}
+EPOCH_ROWS = ["epoch-book", "epoch-np", "epoch-jit"]
+TARGETS = {
+    "funcnet-np": ("book-np", 0.7),
+    "funcnet-jit": ("jax.grad-jit", 1.05),
+    "epoch-jit": ("epoch-book", 0.5),
+}
+STEPS_PER_EPOCH = 45000 // 128  # the addition task's training steps at batch 128
 
 
 def book_dir() -> Path:
@@ -171,6 +182,74 @@ def entries_for(rows, shape, threads, clock=time.perf_counter):
     return entries, check
 
 
+def epoch_entries(rows, steps: int, clock):
+    """Training steps of the addition task's peeky model (vocabulary 13, wordvec 16, hidden
+    128, reversed questions, batch 128, Adam 0.001 after clipping at 5.0): the book's
+    ``PeekySeq2seq`` with its ``Adam`` and ``clip_grads``, funcnet's ``train.make_step`` on
+    NumPy and jitted.  Each timed run is ``steps`` steps on the first training rows."""
+    from funcnet import losses, models, optim, text, train
+
+    data = text.load_seq2seq("addition")
+    rows_n = 128 * steps
+    q, a = data.x_train[:rows_n, ::-1].copy(), data.t_train[:rows_n]
+    x, t = text.teacher_forcing(data.x_train[:rows_n], a, reverse=True)
+    net = models.seq2seq(13, 16, 128, peeky=True, question_len=7)
+    _, params = net.init(SEED, (-1, x.shape[1]))
+    opt = optim.chain(optim.clip_by_global_norm(5.0), optim.adam(0.001))
+    step = train.make_step(net, losses.time_softmax_cross_entropy, opt)
+
+    def funcnet_run(step, params):
+        box = {"p": params, "s": opt.init(params)}
+
+        def run():
+            for i in range(steps):
+                b = slice(i * 128, (i + 1) * 128)
+                box["p"], box["s"], loss = step(box["p"], box["s"], x[b], t[b])
+            return jax.block_until_ready(loss)
+
+        return run
+
+    def book_run():
+        folder = str(book_dir())
+        for p in (folder, folder + "/ch07"):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        from common.optimizer import Adam
+        from common.util import clip_grads
+        from peeky_seq2seq import PeekySeq2seq
+
+        model, adam = PeekySeq2seq(13, 16, 128), Adam(0.001)
+
+        def run():
+            for i in range(steps):
+                b = slice(i * 128, (i + 1) * 128)
+                loss = model.forward(q[b], a[b])
+                model.backward()
+                clip_grads(model.grads, 5.0)
+                adam.update(model.params, model.grads)
+            return loss
+
+        return run
+
+    builders = {
+        "epoch-book": book_run,
+        "epoch-np": lambda: funcnet_run(step, params),
+        "epoch-jit": lambda: funcnet_run(jax.jit(step), jax.device_put(params)),
+    }
+    entries = {}
+    for row in rows:
+        run = builders[row]()
+        run()  # compile, first touch
+
+        def timed(_, run=run):
+            start = clock()
+            run()
+            return (clock() - start) / steps
+
+        entries[row] = (lambda: None, timed)
+    return entries
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", default="128,29,16,256", help="N,T,D,H")
@@ -180,7 +259,15 @@ def main(argv=None) -> None:
         help="time by this process's CPU seconds (all threads), not wall time: on a shared "
         "machine with one BLAS and one XLA thread, the work itself without the waits",
     )
-    args, rows, threads = H.setup(ap, ROWS, ROWS, argv)
+    ap.add_argument(
+        "--epoch-steps",
+        type=int,
+        default=0,
+        help="also time this many training steps of the addition task per run (rows "
+        + ", ".join(EPOCH_ROWS)
+        + "; 0: none)",
+    )
+    args, rows, threads = H.setup(ap, ROWS + EPOCH_ROWS, ROWS, argv)
     shape = tuple(int(v) for v in args.shape.split(","))
     if "book-np" in rows and not (book_dir() / "common" / "time_layers.py").is_file():
         print(f"book-np: the book's code not found in {book_dir()}, row skipped")
@@ -188,7 +275,12 @@ def main(argv=None) -> None:
     print(f"LSTM forward + backward, N {shape[0]}, T {shape[1]}, D {shape[2]}, H {shape[3]}")
     clock = time.process_time if args.cpu_time else time.perf_counter
     print(f"clock: {'CPU time of this process' if args.cpu_time else 'wall time'}")
-    entries, check = entries_for(rows, shape, threads, clock)
+    layer_rows = [r for r in rows if r not in EPOCH_ROWS]
+    entries, check = entries_for(layer_rows, shape, threads, clock)
+    if args.epoch_steps:
+        epoch_rows = [r for r in EPOCH_ROWS if r in rows or args.only is None]
+        entries |= epoch_entries(epoch_rows, args.epoch_steps, clock)
+        print(f"epoch rows: ms per training step; an epoch is {STEPS_PER_EPOCH} steps")
     rounds = H.round_robin(entries, args.repeats or 7)
 
     def vs(n, med):
@@ -198,7 +290,7 @@ def main(argv=None) -> None:
         r = med[n] / med[ref]
         return f"{r:.2f}x {ref} ({'ok' if r <= target else 'MISS'} <= {target})"
 
-    extra = [("ratio", vs), ("|dWh|", lambda n, med: f"{check[n]:.6g}")]
+    extra = [("ratio", vs), ("|dWh|", lambda n, med: f"{check[n]:.6g}" if n in check else "")]
     H.report(rounds, "row", extra, scale=1e3, unit="ms")
     H.print_load(rounds, threads)
 
