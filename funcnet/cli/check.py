@@ -293,7 +293,7 @@ def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Repo
 # --------------------------------------------------------------------------- sequences
 
 
-def _flat_vjp_case(label, layer, params, inputs: tuple, *, ids=None, tuple_in=False):
+def _flat_vjp_case(label, layer, params, inputs: tuple, *, ids=None, tuple_in=False, names=()):
     """``run(arrays)`` checking ``layer`` on ``inputs`` (or on the int ``ids``, which get no
     gradient) when its input or output is a tuple: the outputs are flattened into one vector
     for the checker, and its cotangent is split back into the layer's output structure."""
@@ -321,10 +321,8 @@ def _flat_vjp_case(label, layer, params, inputs: tuple, *, ids=None, tuple_in=Fa
             return (dp,)
         return (dp, *dx) if tuple_in else (dp, dx)
 
-    primals = {
-        "params": params,
-        **{f"x{i}": a for i, a in enumerate(inputs if ids is None else ())},
-    }
+    names = names or ([f"x{i}" for i in range(len(inputs))] if len(inputs) > 1 else ["x"])
+    primals = {"params": params, **dict(zip(names, inputs if ids is None else (), strict=False))}
 
     def run(arrays, seed=0):
         return gradcheck.check_vjp(
@@ -360,7 +358,8 @@ def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradchec
         states = tuple(rng.standard_normal((2, 4)) for _ in range(n_state))
         inputs = (rng.standard_normal((2, 3, 3)), *states)
         p = params_of(layer, (-1, 3, 3))
-        cases.append(("recurrent", layer, p, inputs, {"tuple_in": True}, "state in, out"))
+        kw = {"tuple_in": True, "names": ("x", "h0", "c0")}
+        cases.append(("recurrent", layer, p, inputs, kw, "state in, out"))
     for layer in (recurrent.BiLSTM(3), recurrent.Bidirectional(recurrent.GRU(2))):
         x = rng.standard_normal((2, 4, 3))
         cases.append(("recurrent", layer, params_of(layer, (-1, 4, 3)), (x,), {}, ""))
@@ -369,7 +368,8 @@ def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradchec
     cases.append(("embedding", emb, params_of(emb, (-1, 4)), (), {"ids": ids}, "repeated ids"))
     pair = (rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 4, 3)))
     for att in (attention.Attention(), attention.Attention(return_weights=True)):
-        cases.append(("attention", att, (), pair, {"tuple_in": True}, ""))
+        kw = {"tuple_in": True, "names": ("hs_enc", "hs_dec")}
+        cases.append(("attention", att, (), pair, kw, ""))
     q_ids = rng.integers(0, 6, (3, 9))
     for kind in seq2seq.KINDS:
         model = seq2seq.build(6, 3, 4, kind, 5)
@@ -379,7 +379,8 @@ def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradchec
     out = []
     for kind, layer, p, inputs, kw, note in cases:
         run = _flat_vjp_case(layer.name, layer, p, inputs, **kw)
-        label = layer.name + (f" ({note})" if note else "")
+        short = layer.name.split("(")[0] + "(6, 3, 4)" if kind == "seq2seq" else layer.name
+        label = short + (f" ({note})" if note else "")
         out.append((kind, label, lambda arrays, run=run: run(arrays, seed)))
     y, t = rng.standard_normal((3, 4, 5)) * 3, rng.integers(0, 5, (3, 4))
     t[0, 1] = t[2, 0] = t[2, 3] = -1
