@@ -424,4 +424,4 @@ def BiLSTM(hidden: int, *, name: str | None = None) -> Layer:
     return Bidirectional(LSTM(hidden), name=name or f"BiLSTM({hidden})")
 
 
-__all__ = ["GRU", "LSTM", "RNN", "BiLSTM", "Bidirectional", "scan"]
+__all__ = ["GRU", "LSTM", "RNN", "BiLSTM", "Bidirectional", "Cell", "scan"]
