@@ -40,12 +40,18 @@ class Seq2seq(Layer):
     """A ``Layer`` (the teacher-forced scores) that also answers: ``generate(params,
     questions, start_ids, length[, weights=False]) -> ids (N, length)`` (with ``weights``,
     also the attention weights ``(N, length, Tq)`` of an attention model).  ``question_len``
-    is Tq.  (``_replace`` gives a plain ``Layer``.)"""
+    is Tq; ``_replace`` keeps both."""
 
     def __new__(cls, name, init, forward, backward, generate=None, question_len=0):
         self = super().__new__(cls, name, init, forward, backward)
         self.generate, self.question_len = generate, question_len
         return self
+
+    def _replace(self, **fields):
+        parts = tuple(fields.pop(f, getattr(self, f)) for f in Layer._fields)
+        if fields:
+            raise ValueError(f"Seq2seq._replace: unknown fields {sorted(fields)}")
+        return Seq2seq(*parts, self.generate, self.question_len)
 
 
 def build(vocab, wordvec: int, hidden: int, kind: str, question_len: int) -> Seq2seq:

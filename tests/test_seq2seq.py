@@ -156,6 +156,9 @@ def test_exact_match_counts_whole_answers_only():
     t[1, 1] = (t[1, 1] + 1) % 6
     assert seq2seq.exact_match(net, params, x, t) == 0.5
     assert seq2seq.exact_match(net, jax.device_put(params), x, t, batch_size=1) == 0.5
+    renamed = net._replace(name="mine")
+    assert renamed.name == "mine" and renamed.generate is net.generate
+    assert renamed.question_len == 2
     with pytest.raises(ValueError, match=r"expected input ids \(N, 2 \+ decoder steps\)"):
         net.forward(params, x[:, :2])
 
