@@ -18,7 +18,7 @@ def _check_ids(name: str, ids, vocab: int) -> None:
     if ids.ndim < 1:
         raise ValueError(f"{name}: expected ids of shape (N, ...), got a scalar")
     # Values are checked only where they are known: under jit the ids are a tracer, and an
-    # id out of range would be clamped by the gather, so fit checks its data on the host.
+    # id out of range would be clamped by the gather: a caller checks its data before jit.
     if is_concrete(ids) and ids.size:
         lo, hi = ids.min(), ids.max()
         if is_concrete(lo) and (int(lo) < 0 or int(hi) >= vocab):
