@@ -9,17 +9,8 @@ import importlib
 import os
 import sys
 
+from ._commands import COMMANDS
 from ._flags import UsageError
-
-# The commands: name -> (the module that owns its flags, ``add_parser``, and its work,
-# ``run``; what it does, for --help).  A new command is a module and one entry here.
-COMMANDS = {
-    "check": ("check", "check every built-in layer, loss and node against jax.vjp"),
-    "demo": ("demo", "gradient descent on x1² + x2² with terminal plots"),
-    "train": ("train", "train a model on a task: MNIST with the two-layer net or a convnet"),
-    "eval": ("evaluate", "saved models on the MNIST test set; several: their ensemble"),
-    "profile": ("profile", "where a step's time goes: forward and backward time per layer"),
-}
 
 
 class _Parser(argparse.ArgumentParser):

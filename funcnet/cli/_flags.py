@@ -101,7 +101,7 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def add_command(subparsers, name: str, flags: Sequence[Flag]):
     """The parser of command ``name`` (its help from ``cli.COMMANDS``) with ``flags``, each
     group's in its own section."""
-    from . import COMMANDS
+    from ._commands import COMMANDS
 
     parser = subparsers.add_parser(name, help=COMMANDS[name][1], formatter_class=_Help)
     groups: dict[Group, Any] = {}
