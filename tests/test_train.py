@@ -617,7 +617,7 @@ def test_a_runner_epoch_is_the_epoch_fit_runs(backend):
     opt = optim.adam(0.01)
     step = train.make_step(net, fn.softmax_cross_entropy, opt)
     runner = train.make_runner(step, (x, t), 30, 3, on_jax=backend == "jax", start=1)
-    assert runner.steps == 3
+    assert runner.steps == 3 and runner.mode == {"numpy": "numpy", "jax": "jit"}[backend]
     p, s = runner.start(params, opt.init(params))
     p, s, losses = runner.epoch(p, s, 2)
     resumed, _, rest = train.fit(
@@ -626,3 +626,5 @@ def test_a_runner_epoch_is_the_epoch_fit_runs(backend):
     )  # fmt: skip
     assert rest.step_loss == np.asarray(losses, np.float64).tolist()
     jax.tree_util.tree_map(np.testing.assert_array_equal, p, resumed)
+    if backend == "jax":
+        assert train.make_runner(step, (x, t), 30, 3, on_jax=True, scan=True).mode == "scan"

@@ -16,6 +16,7 @@ where and how the arithmetic runs, not in what it computes.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,8 @@ class Order:
 class Runner:
     """One execution mode.  ``fit`` uses only this interface:
 
+    - ``mode``: its name in the module's table (``"numpy"``, ``"jit"``, ``"scan"``,
+      ``"mesh-jit"``, ``"mesh-scan"``);
     - ``steps``: optimizer steps per epoch;
     - ``start(params, opt_state) -> (params, opt_state)``: placed where the steps run;
     - ``epoch(params, opt_state, epoch, on_step=None) -> (params, opt_state, losses)``:
@@ -57,6 +60,7 @@ class Runner:
 
     def __init__(
         self,
+        mode: str,
         run: Callable,
         order: Order,
         seed: int,
@@ -68,7 +72,8 @@ class Runner:
     ):
         # run(params, opt_state, idx, rngs, epoch, on_step) -> (params, opt_state, losses), idx
         # the epoch's (steps, batch_size) indices and rngs its per-step randomness
-        self._run, self.order, self.seed, self.jax_keys = run, order, seed, jax_keys
+        self.mode, self._run, self.order, self.seed = mode, run, order, seed
+        self.jax_keys = jax_keys
         self._place, self._local, self.donates = place, local, donates
 
     @property
@@ -114,9 +119,9 @@ def make_runner(
     if scan:
         return _scan(step, train, order, seed)
     if on_jax:
-        run = _steps(compiled(step, donate=(0, 1)), train, lambda a, idx: a[idx])
-        return Runner(run, order, seed, jax_keys=True, donates=bool(_donates()))
-    return Runner(_steps(step, train, lambda a, idx: a[idx]), order, seed, jax_keys=False)
+        run = _steps(compiled(step, donate=(0, 1)), train, operator.getitem)
+        return Runner("jit", run, order, seed, jax_keys=True, donates=bool(_donates()))
+    return Runner("numpy", _steps(step, train, operator.getitem), order, seed, jax_keys=False)
 
 
 def _steps(step: Callable, train, take: Callable) -> Callable:
@@ -159,7 +164,7 @@ def _scan(step: Callable, train, order: Order, seed: int) -> Runner:
     def run(params, opt_state, idx, rngs, epoch, on_step):
         return scan_epoch(params, opt_state, x_dev, t_dev, idx, rngs)
 
-    return Runner(run, order, seed, jax_keys=True, donates=bool(_donates()))
+    return Runner("scan", run, order, seed, jax_keys=True, donates=bool(_donates()))
 
 
 def _mesh_steps(step: Callable, train, order: Order, seed: int, mesh) -> Runner:
@@ -174,7 +179,7 @@ def _mesh_steps(step: Callable, train, order: Order, seed: int, mesh) -> Runner:
         return scale.place(a[idx[rows]], mesh, order.batch_size)
 
     run = _steps(scale.jit_replicated(step, mesh, _donates()), train, take)
-    return _on_mesh(run, order, seed, mesh)
+    return _on_mesh("mesh-jit", run, order, seed, mesh)
 
 
 def _mesh_scan(step: Callable, train, order: Order, seed: int, mesh) -> Runner:
@@ -187,13 +192,14 @@ def _mesh_scan(step: Callable, train, order: Order, seed: int, mesh) -> Runner:
         xs, ts = (scale.place(a[idx[:, rows]], mesh, order.batch_size, 1) for a in (x, t))
         return scan_epoch(params, opt_state, xs, ts, rngs)
 
-    return _on_mesh(run, order, seed, mesh)
+    return _on_mesh("mesh-scan", run, order, seed, mesh)
 
 
-def _on_mesh(run: Callable, order: Order, seed: int, mesh) -> Runner:
+def _on_mesh(mode: str, run: Callable, order: Order, seed: int, mesh) -> Runner:
     from .. import scale
 
     return Runner(
+        mode,
         run,
         order,
         seed,
