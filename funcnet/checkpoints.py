@@ -96,8 +96,8 @@ _PARAMS, _OPT, _EPOCH, _META = "params", "opt_state", "epoch", "meta"
 
 
 class Run(NamedTuple):
-    """A run checkpoint: what ``train.fit(..., initial_epoch=epoch, opt_state=opt_state)``
-    resumes from, and the settings the run was started with."""
+    """A run checkpoint: what ``train.fit(run.params, ..., resume=run)`` resumes from (its
+    ``epoch`` and ``opt_state``), and the settings the run was started with."""
 
     params: Any
     opt_state: Any

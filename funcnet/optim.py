@@ -8,8 +8,7 @@ An optimizer is a pair of pure functions plus one helper::
     params = apply_updates(params, updates)
 
 Parameters, gradients and states are pytrees (nested dicts, lists and tuples of arrays),
-walked with ``jax.tree_util``; nothing is mutated (but by ``update_owned``, which writes
-into grads that its caller owns).  The same code runs eagerly on NumPy
+walked with ``jax.tree_util``; nothing is mutated.  The same code runs eagerly on NumPy
 arrays (leaves stay NumPy, in their own dtype) and under ``jax.jit`` on JAX arrays: array
 ops come from the leaf's namespace and no Python branch looks at an array value.
 
@@ -20,14 +19,13 @@ rate, η_t = schedule(t − 1) when it is a schedule, t = 1, 2, ... the step.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from ._arrays import imul, is_concrete, namespace
+from ._arrays import is_concrete, namespace
 
 Params = Any  # a pytree of arrays
 Updates = Any  # a pytree shaped like Params
@@ -41,22 +39,11 @@ _flatten = jax.tree_util.tree_flatten
 
 
 class GradientTransformation(NamedTuple):
-    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``.
-
-    ``fresh`` promises that ``update`` returns new arrays that nothing else holds (not the
-    grads, the state or the params): ``train.make_step`` may then write the new parameters
-    into them (``apply_fresh_updates``) instead of allocating a second array per leaf.
-
-    ``update_owned``, when given, is ``update`` for grads that the caller owns (temporaries
-    that nothing else holds or will read): it may write the updates into the grads' own
-    arrays.  ``train.make_step`` calls it, since its gradients are made inside the step;
-    the updates are then arrays nothing else holds, as ``fresh`` needs.
-    """
+    """``init(params) -> state`` and ``update(grads, state, params=None) -> (updates, state)``:
+    two pure functions, optax's contract.  Neither writes into what it is given."""
 
     init: Callable[[Params], OptState]
     update: Callable[..., tuple[Updates, OptState]]
-    fresh: bool = False
-    update_owned: Callable[..., tuple[Updates, OptState]] | None = None
 
 
 class EmptyState(NamedTuple):
@@ -106,15 +93,13 @@ def _zeros_like(x):
     return namespace(x).zeros_like(x)
 
 
-def _stateless(
-    fn: Callable[[Updates, Params], Updates], fresh: bool = False
-) -> GradientTransformation:
+def _stateless(fn: Callable[[Updates, Params], Updates]) -> GradientTransformation:
     """A transformation without state from ``fn(grads, params) -> updates``."""
 
     def update(grads, state, params=None):
         return fn(grads, params), state
 
-    return GradientTransformation(_no_state, update, fresh)
+    return GradientTransformation(_no_state, update)
 
 
 def _no_state(params) -> EmptyState:
@@ -132,21 +117,6 @@ def _add(p, u):
     return new if new.dtype == p.dtype else namespace(p).asarray(new, dtype=p.dtype)
 
 
-def apply_fresh_updates(params: Params, updates: Updates) -> Params:
-    """``apply_updates`` for the updates of a ``fresh`` transformation, which nothing else
-    holds: on NumPy each θ + u is written into u's own array (u + θ, the same bits), so a
-    step allocates one array per leaf, the new parameter, and not two.  ``updates`` must not
-    be used afterwards."""
-
-    def add(p, u):
-        if type(u) is np.ndarray and u.shape == p.shape and u.dtype == p.dtype:
-            u += p
-            return u
-        return _add(p, u)
-
-    return _tree_map(add, params, updates)
-
-
 # --------------------------------------------------------------------------- building blocks
 
 
@@ -161,30 +131,14 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     def init(params):
         return tuple(t.init(params) for t in transforms)
 
-    def run(first, grads, state, params):
+    def update(grads, state, params=None):
         new_state = []
-        for i, (t, s) in enumerate(zip(transforms, state, strict=True)):
-            grads, s = (first if i == 0 else t.update)(grads, s, params)
+        for t, s in zip(transforms, state, strict=True):
+            grads, s = t.update(grads, s, params)
             new_state.append(s)
         return grads, tuple(new_state)
 
-    def update(grads, state, params=None):
-        return run(transforms[0].update if transforms else None, grads, state, params)
-
-    # Only the first transformation sees the caller's grads; the later ones see arrays that
-    # the earlier ones made and may have stored (momentum's velocity).
-    owned = transforms[0].update_owned if transforms else None
-
-    def update_owned(grads, state, params=None):
-        return run(owned, grads, state, params)
-
-    # The last transformation makes the updates: fresh if its own are.
-    return GradientTransformation(
-        init,
-        update,
-        transforms[-1].fresh if transforms else False,
-        update_owned if owned is not None else None,
-    )
+    return GradientTransformation(init, update)
 
 
 def scale(factor: float) -> GradientTransformation:
@@ -193,21 +147,13 @@ def scale(factor: float) -> GradientTransformation:
         # A Python float is a weak scalar: float32 leaves stay float32 with no cast per step.
         c = float(factor)
 
-        def scaled(mul):  # mul: operator.mul (new arrays) or imul (into the caller's grads)
-            # Every step of SGD runs this: one flatten and a list, not tree_map's call per leaf.
-            def update(grads, state, params=None):
-                leaves, treedef = _flatten(grads)
-                return treedef.unflatten([mul(g, c) for g in leaves]), state
+        # Every step of SGD runs this: one flatten and a list, not tree_map's call per leaf.
+        def update(grads, state, params=None):
+            leaves, treedef = _flatten(grads)
+            return treedef.unflatten([g * c for g in leaves]), state
 
-            return update
-
-        # update_owned scales the caller's own grads in place on NumPy, so the step
-        # allocates no second array per leaf, and at 784-4096-10 stops faulting in
-        # 12.8 MB of fresh pages a step (docs/dense.md).
-        return GradientTransformation(_no_state, scaled(operator.mul), True, scaled(imul))
-    return _stateless(
-        lambda grads, params: _tree_map(lambda g: _cast(factor, g) * g, grads), fresh=True
-    )
+        return GradientTransformation(_no_state, update)
+    return _stateless(lambda grads, params: _tree_map(lambda g: _cast(factor, g) * g, grads))
 
 
 def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
@@ -218,15 +164,12 @@ def scale_by_learning_rate(lr: ScalarOrSchedule) -> GradientTransformation:
     def init(params):
         return ScheduleState(count=_zero_count(params))
 
-    def scaled(mul):  # as scale's: update with operator.mul, update_owned with imul
-        def update(grads, state, params=None):
-            step = -lr(state.count)
-            updates = _tree_map(lambda g: mul(g, _cast(step, g)), grads)
-            return updates, ScheduleState(count=state.count + 1)
+    def update(grads, state, params=None):
+        step = -lr(state.count)
+        updates = _tree_map(lambda g: g * _cast(step, g), grads)
+        return updates, ScheduleState(count=state.count + 1)
 
-        return update
-
-    return GradientTransformation(init, scaled(operator.mul), True, scaled(imul))
+    return GradientTransformation(init, update)
 
 
 def trace(beta: float, nesterov: bool = False) -> GradientTransformation:
@@ -521,7 +464,7 @@ def with_average(opt: GradientTransformation, decay: float = 0.999) -> GradientT
         weight = decay * state.weight + (1 - decay)
         return updates, AveragedState(inner=inner, average=average, weight=weight)
 
-    return GradientTransformation(init, update, opt.fresh)  # opt's updates, unstored
+    return GradientTransformation(init, update)
 
 
 def averaged(state: OptState, params: Params = None) -> Params:
@@ -628,7 +571,6 @@ __all__ = [
     "adam",
     "adamw",
     "add_decayed_weights",
-    "apply_fresh_updates",
     "apply_updates",
     "averaged",
     "by_name",

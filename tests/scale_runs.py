@@ -210,7 +210,7 @@ def reference(folder):
     )
     out["saved_epoch"] = saved.epoch
     for n in (1, 2, 4):
-        p, _ = run("adam", False, n, saved.params, initial_epoch=1, opt_state=saved.opt_state)
+        p, _ = run("adam", False, n, saved.params, resume=saved)
         out[f"resume-{n}"] = rel_diff(p, full)
     return out
 

@@ -443,83 +443,30 @@ def test_inputs_are_not_mutated(name):
     assert_trees_close(frozen, before, rtol=0)
 
 
-@pytest.mark.parametrize("name", EVERY)
-def test_fresh_updates_share_memory_with_nothing_and_apply_into_them_exactly(name):
-    """A ``fresh`` optimizer's updates are written over by ``apply_fresh_updates``: that is
-    safe only if they share no memory with the grads, the state (old or new) or the params.
-    Every optimizer here ends in a scale, so every one must be fresh."""
-    opt = EVERY[name]()
-    assert opt.fresh
-    rng = np.random.default_rng(0)
-    params, grads = random_tree(rng, np.float32), random_tree(rng, np.float32)
-    state = opt.init(params)
-    for _ in range(3):  # past the first step, where moments are still zeros
-        updates, new_state = opt.update(grads, state, params)
-        others = tree_leaves((grads, state, new_state, params))
-        for u in tree_leaves(updates):
-            assert not any(np.shares_memory(u, o) for o in others)
-        expected = optim.apply_updates(params, updates)
-        leaves = tree_leaves(updates)
-        got = optim.apply_fresh_updates(params, updates)
-        in_place = [g is u for g, u in zip(tree_leaves(got), leaves, strict=True)]
-        # Every array leaf is written in place; a 0-d leaf's update is a NumPy scalar.
-        assert in_place == [isinstance(u, np.ndarray) for u in leaves] and sum(in_place) >= 4
-        assert_trees_close(got, expected, rtol=0)  # the same bits
-        params, state = got, new_state
+BLOCKS = {  # every building block, each as a user would make it
+    "identity": optim.identity,
+    "chain-empty": optim.chain,
+    "scale": lambda: optim.scale(0.5),
+    "scale-array": lambda: optim.scale(np.float32(0.5)),
+    "scale_by_learning_rate": lambda: optim.scale_by_learning_rate(optim.constant(0.1)),
+    "trace": lambda: optim.trace(0.9),
+    "scale_by_rss": optim.scale_by_rss,
+    "scale_by_rms": optim.scale_by_rms,
+    "scale_by_adam": optim.scale_by_adam,
+    "add_decayed_weights": lambda: optim.add_decayed_weights(0.1),
+    "clip_by_global_norm": lambda: optim.clip_by_global_norm(1.0),
+    "with_average": lambda: optim.with_average(optim.sgd(0.1)),
+}
 
 
-def test_fresh_flags_of_the_building_blocks():
-    assert optim.scale(0.5).fresh and optim.sgd(0.1).fresh and optim.sgd(optim.constant(1.0)).fresh
-    assert not optim.identity().fresh and not optim.trace(0.9).fresh
-    assert not optim.add_decayed_weights(0.1).fresh and not optim.chain().fresh
-    assert not optim.chain(optim.sgd(0.1), optim.add_decayed_weights(0.1)).fresh
-    assert not optim.with_average(optim.identity()).fresh
-
-
-def test_update_owned_scales_the_callers_grads_in_place_and_only_the_first_step_may():
-    """``update_owned`` (for grads nothing else holds: make_step's) may write the updates
-    into the grads' arrays; it must give update's bits, and exist only where the first
-    transformation sees the caller's grads."""
-    rng = np.random.default_rng(0)
-    params = random_tree(rng, np.float32)
-    cases = [  # (optimizer, its updates are the grads' own arrays)
-        (optim.sgd(0.1), True),
-        (optim.scale(-0.5), True),
-        (optim.chain(optim.sgd(0.1), optim.scale(2.0)), False),  # the second scale's are new
-        (optim.sgd(optim.cosine_decay(0.1, 10)), True),
-    ]
-    for opt, in_place in cases:
-        grads = random_tree(rng, np.float32)
-        kept = copy.deepcopy(grads)
-        state = opt.init(params)
-        expected, expected_state = opt.update(kept, state, params)
-        got, got_state = opt.update_owned(grads, state, params)
-        assert_trees_close(got, expected, rtol=0)  # the same bits
-        assert got_state == expected_state
-        same = [u is g for u, g in zip(tree_leaves(got), tree_leaves(grads), strict=True)]
-        assert same == [in_place] * len(same)
-        on_jax = jax.tree_util.tree_map(jnp.asarray, kept)
-        u, _ = opt.update_owned(on_jax, state, params)  # immutable: a new array
-        assert_trees_close(u, expected, rtol=1e-6)
-    # Momentum's scale sees the velocity it stores; decay's sees the params: not owned.
-    assert optim.momentum(0.1).update_owned is None and optim.adam(0.1).update_owned is None
-    assert optim.chain(optim.add_decayed_weights(0.1), optim.sgd(0.1)).update_owned is None
-    assert optim.chain().update_owned is None
-
-
-def test_apply_fresh_updates_falls_back_where_it_cannot_write_in_place():
-    params = {"w": np.ones(3, np.float32), "s": np.ones((), np.float32), "j": jnp.ones(2)}
-    updates = {
-        "w": np.full(3, 0.5, np.float64),  # another dtype: p + u, cast back
-        "s": np.full((1,), 0.5, np.float32),  # another shape: no broadcasting into u
-        "j": jnp.full(2, 0.5),  # immutable
-    }
-    new = optim.apply_fresh_updates(params, updates)
-    expected = optim.apply_updates(params, updates)
-    for k in params:
-        assert new[k] is not updates[k] and new[k].dtype == expected[k].dtype
-        np.testing.assert_array_equal(np.asarray(new[k]), np.asarray(expected[k]))
-    np.testing.assert_array_equal(updates["w"], 0.5)  # untouched
+@pytest.mark.parametrize("name", [*EVERY, *BLOCKS])
+def test_every_transformation_is_exactly_optaxs_pair_of_functions(name):
+    """``GradientTransformation`` is ``(init, update)`` and nothing else, as optax's: a
+    funcnet optimizer runs where an optax one does, and an optax one where funcnet's does."""
+    opt = (EVERY.get(name) or BLOCKS[name])()
+    assert optim.GradientTransformation._fields == ("init", "update")
+    assert type(opt) is optim.GradientTransformation and len(opt) == 2
+    assert optax.GradientTransformation(*opt).update is opt.update
 
 
 @pytest.mark.parametrize("name", EVERY)

@@ -174,13 +174,13 @@ def test_fit_resumes_with_the_batches_of_the_whole_run(tmp_path):
     assert back.epoch == 1 and back.meta == {"seed": 7}
     seen = []
     resumed, _, rest = train.fit(
-        net, back.params, (x, t), epochs=3, initial_epoch=1, opt_state=back.opt_state, **kw,
+        net, back.params, (x, t), epochs=3, resume=back, **kw,
         on_epoch=lambda e, h: seen.append(e),
     )  # fmt: skip
     assert seen == [2, 3] and rest.step_loss == hist.step_loss[4:]
     same(resumed, whole, rtol=0)  # NumPy: bit for bit
-    with pytest.raises(ValueError, match=r"initial_epoch must be in \[0, 2\] for epochs=3, got 3"):
-        train.fit(net, params, (x, t), epochs=3, initial_epoch=3)
+    with pytest.raises(ValueError, match=r"resume.epoch must be in \[0, 2\] for epochs=3, got 3"):
+        train.fit(net, params, (x, t), epochs=3, resume=train.Resume(3))
 
 
 def test_run_checkpoints_refuse_what_does_not_fit(tmp_path):

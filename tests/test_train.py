@@ -65,34 +65,33 @@ def test_step_gradient_is_jax_grad_of_the_loss():
 )
 @pytest.mark.parametrize("stateful", [False, True], ids=["plain", "batchnorm"])
 def test_the_numpy_step_writes_into_nothing_it_was_given(opt, stateful):
-    """The step writes each new parameter into its update's own array (a fresh optimizer),
-    with SGD into the gradient's array, and skips taking apart params that hold no running
-    state: the same bits as the plain route, and nothing the caller passed in is touched
-    (every input is read-only here)."""
+    """Every input is read-only here, so an in-place write would raise; the results are
+    the same bits as the step on writable copies, and the running state moved."""
     layers = [fn.Dense(6), fn.BatchNorm(), fn.Relu()] if stateful else [fn.Dense(6), fn.Relu()]
     net = fn.pipeline(*layers, fn.Dense(3))
     _, params = net.init(0, (-1, 8))
     x, t = blobs(40)
     state = opt.init(fn.trainable(params))
-    plain = opt._replace(fresh=False, update_owned=None)  # a new array per leaf, twice
-    steps = {o: train.make_step(net, fn.softmax_cross_entropy, o) for o in (opt, plain)}
-    runs = {o: (params, state) for o in steps}
+    step = train.make_step(net, fn.softmax_cross_entropy, opt)
+    runs = {"read-only": (params, state), "copies": (params, state)}
     for i in range(3):
-        for o, step in steps.items():
-            inputs = (*runs[o], x[i * 10 : i * 10 + 10], t[i * 10 : i * 10 + 10])
-            for leaf in jax.tree_util.tree_leaves(inputs):
+        for name, run in runs.items():
+            inputs = (*run, x[i * 10 : i * 10 + 10], t[i * 10 : i * 10 + 10])
+            inputs = jax.tree_util.tree_map(np.copy, inputs)
+            for leaf in jax.tree_util.tree_leaves(inputs) if name == "read-only" else []:
                 if isinstance(leaf, np.ndarray):
                     leaf.setflags(write=False)  # an in-place write would raise
             p, s, _ = step(*inputs)
-            runs[o] = (p, s)
-    jax.tree_util.tree_map(np.testing.assert_array_equal, runs[opt], runs[plain])
+            runs[name] = (p, s)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, runs["read-only"], runs["copies"])
     if stateful:  # the running state moved, and is where it belongs
-        assert not np.array_equal(runs[opt][0][1]["state"]["mean"], params[1]["state"]["mean"])
+        moved = runs["read-only"][0][1]["state"]["mean"]
+        assert not np.array_equal(moved, params[1]["state"]["mean"])
 
 
-def test_sgd_scales_the_gradients_in_place_only_where_the_backward_made_them():
+def test_the_step_is_right_whatever_arrays_the_backward_hands_back():
     """A backward that hands back its parameter, the batch, or one array for two parameters
-    must not have it scaled in place: the step sees the alias and takes the plain route."""
+    gets the plain update θ - η·g all the same, and nothing the caller holds changes."""
     x, t = blobs(10)
 
     def odd(kind):  # y = x + b on 8 features, with a backward of the given odd kind
@@ -117,15 +116,15 @@ def test_sgd_scales_the_gradients_in_place_only_where_the_backward_made_them():
         for leaf in jax.tree_util.tree_leaves((params, xs)):
             leaf.setflags(write=False)  # an in-place write would raise
         opt = optim.sgd(0.1)
-        plain = opt._replace(fresh=False, update_owned=None)
-        runs = []
-        for o in (opt, plain):
-            step = train.make_step(net, fn.softmax_cross_entropy, o)
-            p, s = params, o.init(params)
-            for _ in range(2):  # the first step and the remembered plan
-                p, s, _ = step(p, s, xs, t)
-            runs.append(p)
-        jax.tree_util.tree_map(np.testing.assert_array_equal, *runs)
+        step = train.make_step(net, fn.softmax_cross_entropy, opt)
+        p, s = params, opt.init(params)
+        for _ in range(2):
+            out, cache = net.forward(p, xs, train=True)
+            _, lcache = fn.softmax_cross_entropy.forward(out, t)
+            grads, _ = net.backward(cache, fn.softmax_cross_entropy.backward(lcache))
+            expected = jax.tree_util.tree_map(lambda a, g: a - np.float32(0.1) * g, p, grads)
+            p, s, _ = step(p, s, xs, t)
+            jax.tree_util.tree_map(np.testing.assert_array_equal, p, expected)
 
 
 def test_the_books_randn_would_upcast_but_initializers_do_not():
@@ -203,7 +202,7 @@ def test_fit_visits_every_sample_once_per_epoch_in_a_new_order(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(train, "make_step", recording)
+    monkeypatch.setattr(train.loop, "make_step", recording)
     train.fit(net, params, (x, t), epochs=3, batch_size=40, seed=0, progress=False)
     epochs = [np.concatenate(seen[i : i + 3]) for i in (0, 3, 6)]
     for order in epochs:
@@ -530,10 +529,102 @@ def test_ctrl_c_in_fit_hands_back_the_last_finished_epoch(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(train, "make_step", interrupting)
+    monkeypatch.setattr(train.loop, "make_step", interrupting)
     with pytest.raises(train.Interrupted) as stop:
         train.fit(net, params, (x, t), epochs=5, batch_size=30, progress=False)
     assert stop.value.epochs_done == 1 and len(stop.value.history.epoch_loss) == 1
-    monkeypatch.setattr(train, "make_step", real)
+    monkeypatch.setattr(train.loop, "make_step", real)
     one, _, _ = train.fit(net, params, (x, t), epochs=1, batch_size=30, progress=False)
     jax.tree_util.tree_map(np.testing.assert_array_equal, stop.value.params, one)
+
+
+def _mean_loss(net, params, x, t):  # a metric of the kind a language model's perplexity is
+    out = np.asarray(net.forward(params, x)[0], dtype=np.float64)
+    return float(fn.softmax_cross_entropy.forward(out, t)[0])
+
+
+@pytest.mark.parametrize(("backend", "scan"), [("numpy", False), ("jax", False), ("jax", True)])
+def test_fit_records_every_metric_it_is_given_on_both_sets(backend, scan):
+    net, params = mlp(seed=1)
+    x, t = blobs(300, seed=1)
+    train_set, test_set = (x[:240], t[:240]), (x[240:], t[240:])
+    params = train.to_backend(params, backend)
+    metrics = {"accuracy": train.accuracy, "loss": _mean_loss}
+    last, _, hist = train.fit(
+        net, params, train_set, test_set, epochs=2, batch_size=30, scan=scan, progress=False,
+        metrics=metrics,
+    )  # fmt: skip
+    assert set(hist.train) == set(hist.test) == {"accuracy", "loss"}
+    assert all(len(v) == 2 for v in (*hist.train.values(), *hist.test.values()))
+    assert hist.train_acc is hist.train["accuracy"] and hist.test_acc is hist.test["accuracy"]
+    assert hist.test["accuracy"][-1] == train.accuracy(net, last, *test_set)
+    assert hist.test["loss"][-1] == pytest.approx(_mean_loss(net, last, *test_set), rel=1e-6)
+    assert hist.train["loss"][-1] < hist.train["loss"][0]
+    with pytest.raises(AttributeError):
+        hist.train_acc = []  # read-only: the values live in hist.train
+
+
+def test_fit_without_a_test_set_or_an_accuracy_metric():
+    net, params = mlp()
+    x, t = blobs(90)
+    _, _, hist = train.fit(net, params, (x, t), epochs=1, batch_size=30, progress=False)
+    assert len(hist.train_acc) == 1 and hist.test_acc == [] and hist.test == {"accuracy": []}
+    _, _, hist = train.fit(
+        net, params, (x, t), epochs=1, batch_size=30, progress=False, metrics={"loss": _mean_loss}
+    )
+    assert list(hist.train) == ["loss"]
+    with pytest.raises(KeyError, match="no 'accuracy' among the metrics"):
+        hist.train_acc  # noqa: B018
+    for bad in ([train.accuracy], {"acc": 0.5}, {1: train.accuracy}):
+        with pytest.raises(ValueError, match="metrics must map names"):
+            train.fit(net, params, (x, t), batch_size=30, metrics=bad)
+
+
+def test_fit_compiles_the_eval_forward_once_per_run_not_once_per_epoch():
+    net, params = mlp()
+    x, t = blobs(120)
+    traced = []
+
+    def forward(p, xb, *, train=False, rng=None):
+        if not train and isinstance(xb, jax.core.Tracer):
+            traced.append(xb.shape)
+        return net.forward(p, xb, train=train, rng=rng)
+
+    counting = net._replace(forward=forward)
+    for epochs in (1, 4):
+        traced.clear()
+        train.fit(
+            counting, train.to_backend(params, "jax"), (x[:90], t[:90]), (x[90:], t[90:]),
+            epochs=epochs, batch_size=30, progress=False,
+        )  # fmt: skip
+        # the target checks' shapes, then the scorer's two (90 and 30 rows), once each
+        assert sorted(traced) == [(1, 8), (1, 8), (30, 8), (90, 8)], traced
+    scorer = train.scoring_net(net, train.to_backend(params, "jax"))
+    assert train.scoring_net(scorer, params) is scorer
+    np.testing.assert_array_equal(
+        train.predict(scorer, train.to_backend(params, "jax"), x), train.predict(net, params, x)
+    )
+    with pytest.raises(ValueError, match="only scores"):
+        scorer.forward(params, x, train=True)
+    assert train.scoring_net(net, params) is net  # NumPy: nothing to compile
+
+
+@pytest.mark.parametrize("backend", ["numpy", "jax"])
+def test_a_runner_epoch_is_the_epoch_fit_runs(backend):
+    net, params = mlp()
+    x, t = blobs(90)
+    params = train.to_backend(params, backend)
+    opt = optim.adam(0.01)
+    step = train.make_step(net, fn.softmax_cross_entropy, opt)
+    runner = train.make_runner(step, (x, t), 30, 3, on_jax=backend == "jax", start=1)
+    assert runner.steps == 3 and runner.mode == {"numpy": "numpy", "jax": "jit"}[backend]
+    p, s = runner.start(params, opt.init(params))
+    p, s, losses = runner.epoch(p, s, 2)
+    resumed, _, rest = train.fit(
+        net, params, (x, t), optimizer=opt, epochs=2, batch_size=30, seed=3, progress=False,
+        resume=train.Resume(1),
+    )  # fmt: skip
+    assert rest.step_loss == np.asarray(losses, np.float64).tolist()
+    jax.tree_util.tree_map(np.testing.assert_array_equal, p, resumed)
+    if backend == "jax":
+        assert train.make_runner(step, (x, t), 30, 3, on_jax=True, scan=True).mode == "scan"

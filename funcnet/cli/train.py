@@ -77,7 +77,7 @@ def _train(args, mesh, main: bool) -> int:
     from ..augment import random_shift
     from ..checkpoints import save_params, save_run
     from ..tasks import TASKS
-    from ..train import Interrupted, fit, scored_params, to_backend
+    from ..train import Interrupted, Resume, fit, scored_params, to_backend
 
     task = TASKS[args.task]
     data = _setup.data(args, task)
@@ -106,7 +106,7 @@ def _train(args, mesh, main: bool) -> int:
                 net, params, (x_train, t_train), (x_test, t_test),
                 optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
                 seed=args.seed, scan=args.scan, on_epoch=report, mesh=mesh,
-                initial_epoch=done, opt_state=opt_state, checkpoint=checkpoint,
+                resume=Resume(done, opt_state), checkpoint=checkpoint,
                 progress=None if main else False,
                 augment=random_shift(args.augment) if args.augment else None,
             )  # fmt: skip
