@@ -283,11 +283,11 @@ def add_decayed_weights(weight_decay: float, mask: Any = None) -> GradientTransf
                 "add_decayed_weights (used by adamw) needs the parameters: "
                 "call update(grads, state, params)"
             )
-        keep = mask(params) if callable(mask) else mask
-        if keep is None:
+        decayed = mask(params) if callable(mask) else mask
+        if decayed is None:
             return decay(grads, params)
-        # ``keep`` leads so that it may be a prefix; its leaves are static Python bools.
-        return _tree_map(lambda k, g, p: decay(g, p) if k else g, keep, grads, params)
+        # ``decayed`` leads so that it may be a prefix; its leaves are static Python bools.
+        return _tree_map(lambda k, g, p: decay(g, p) if k else g, decayed, grads, params)
 
     return _stateless(fn)
 
