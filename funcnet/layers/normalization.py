@@ -33,35 +33,16 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, name: str = "BatchNor
         raise ValueError(f"{name}: need 0 <= momentum <= 1 and eps > 0, got {momentum}, {eps}")
 
     def init(rng, in_shape, dtype=np.float32):
-        if len(in_shape) not in (2, 4):
-            raise ValueError(
-                f"{name}: expected an input shape (N, D) or (N, C, H, W), got {shape_str(in_shape)}"
-            )
-        c = in_shape[1]
-        params = {
-            "gamma": np.ones(c, dtype),
-            "beta": np.zeros(c, dtype),
-            STATE: {"mean": np.zeros(c, dtype), "var": np.ones(c, dtype)},
-        }
-        return tuple(in_shape), params
-
-    def unpack(params):
-        if not isinstance(params, dict) or set(params) != {"gamma", "beta", STATE}:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(
-                f"{name}: expected params with keys ['beta', 'gamma', {STATE!r}], got {got}"
-            )
-        return params["gamma"], params["beta"], params[STATE]
+        return _init(name, in_shape, dtype)
 
     def forward(params, x, *, train=False, rng=None):
-        gamma, beta, running = unpack(params)
+        gamma, beta, running = _unpack(name, params)
         check_dtype(name, x, gamma.dtype)
         if x.ndim not in (2, 4) or x.shape[1] != gamma.shape[0]:
             want = f"(N, {gamma.shape[0]}) or (N, {gamma.shape[0]}, H, W)"
             raise ValueError(f"{name}: expected input shape {want}, got {tuple(x.shape)}")
         xp = namespace(x)
-        axes = (0,) if x.ndim == 2 else (0, 2, 3)
-        bshape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+        axes, bshape = _axes(x.ndim)
 
         def b(v):  # a per-channel vector, shaped to broadcast against x
             return xp.reshape(v, bshape)
@@ -91,8 +72,7 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, name: str = "BatchNor
         xn, std, gamma = cache.cache if train else cache
         check_dout(name, dout, xn.shape, xn.dtype)
         xp = namespace(dout)
-        axes = (0,) if xn.ndim == 2 else (0, 2, 3)
-        bshape = (1, -1) if xn.ndim == 2 else (1, -1, 1, 1)
+        axes, bshape = _axes(xn.ndim)
         dgamma, dbeta = (dout * xn).sum(axis=axes), dout.sum(axis=axes)
         dparams = {"gamma": dgamma, "beta": dbeta}
         if not need_dx:
@@ -105,6 +85,34 @@ def BatchNorm(momentum: float = 0.9, eps: float = 1e-5, *, name: str = "BatchNor
         return dparams, imul(dx, scale)
 
     return Layer(name, init, forward, backward)
+
+
+def _init(name: str, in_shape, dtype):
+    if len(in_shape) not in (2, 4):
+        raise ValueError(
+            f"{name}: expected an input shape (N, D) or (N, C, H, W), got {shape_str(in_shape)}"
+        )
+    c = in_shape[1]
+    params = {
+        "gamma": np.ones(c, dtype),
+        "beta": np.zeros(c, dtype),
+        STATE: {"mean": np.zeros(c, dtype), "var": np.ones(c, dtype)},
+    }
+    return tuple(in_shape), params
+
+
+def _unpack(name: str, params):
+    if not isinstance(params, dict) or set(params) != {"gamma", "beta", STATE}:
+        got = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(
+            f"{name}: expected params with keys ['beta', 'gamma', {STATE!r}], got {got}"
+        )
+    return params["gamma"], params["beta"], params[STATE]
+
+
+def _axes(ndim: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The axes a channel's statistics run over, and a per-channel vector's broadcast shape."""
+    return ((0,), (1, -1)) if ndim == 2 else ((0, 2, 3), (1, -1, 1, 1))
 
 
 __all__ = [
