@@ -230,9 +230,11 @@ def test_a_batch_as_large_as_the_subset_is_accepted(digits, capsys):
 def test_ctrl_c_before_the_first_epoch_ends_saves_nothing(digits, capsys, monkeypatch, tmp_path):
     from funcnet import models
 
-    real = models.by_name
-    monkeypatch.setattr(
-        models, "by_name", lambda *a, **k: (_interrupting(real(*a, **k)[0], 2), real(*a, **k)[1])
+    mlp_entry = models.MODELS["mlp"]
+    monkeypatch.setitem(
+        models.MODELS,
+        "mlp",
+        mlp_entry._replace(build=lambda **kw: _interrupting(mlp_entry.build(**kw), 2)),
     )
     save, run = tmp_path / "p.npz", tmp_path / "run.npz"
     argv = ["train", "--epochs", "3", "--batch", "20", "--hidden", "8", "--no-plot",

@@ -107,6 +107,59 @@ def _dropout(p: float, scale_at: str, train: bool):
     return ref
 
 
+def _layernorm(p, x, out):
+    """(x − mean)/√(var + ε)·γ + β over the last axis, ε = 1e-5 (LayerNorm's default)."""
+    mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + BATCHNORM_EPS) * p["gamma"] + p["beta"]
+
+
+def _gelu(exact: bool):
+    erf = np.vectorize(math.erf)
+
+    def ref(p, x, out):
+        if exact:  # x·Φ(x)
+            return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+    return ref
+
+
+def _attention(heads: int):
+    """Per head h of width d = C/heads: q, k, v the h-th d columns of the first, second and
+    third C columns of x·W_qkv + b_qkv; softmax over j ≤ i of q·kᵀ/√d; the heads' P·v side
+    by side, times W_o, plus b_o.  One head at a time, with explicit loops."""
+
+    def ref(p, x, out):
+        n, t, c = x.shape
+        d = c // heads
+        qkv = x @ p["W_qkv"] + p["b_qkv"]
+        y = np.zeros((n, t, c))
+        for h in range(heads):
+            q, k, v = (qkv[..., part * c + h * d : part * c + (h + 1) * d] for part in range(3))
+            for i in range(t):
+                s = np.einsum("nd,njd->nj", q[:, i], k[:, : i + 1]) / math.sqrt(d)
+                y[:, i, h * d : (h + 1) * d] = np.einsum("nj,njd->nd", _softmax(s), v[:, : i + 1])
+        return y @ p["W_o"] + p["b_o"]
+
+    return ref
+
+
+def _transformer(head: str, args: list) -> Reference | None:
+    if head == "LayerNorm":
+        return _layernorm
+    if head == "Gelu":
+        return _gelu(exact=bool(args) and args[0] == "erf")
+    if head == "PositionalEmbedding":
+        return lambda p, x, out: x + p["W"][: x.shape[1]]
+    if head == "CausalSelfAttention":
+        return _attention(args[0] if args else 1)
+    if head == "ids":  # floats to ids: ⌊|x|·vocab⌋ mod vocab
+        return lambda p, x, out: (np.floor(np.abs(x) * args[0]) % args[0]).astype(np.int64)
+    if head == "TokenEmbedding":
+        return lambda p, x, out: p["W"][x]
+    return None
+
+
 def _simple(head: str, args: list, kw: dict, train: bool) -> Reference | None:
     elementwise = {
         "Relu": lambda x: np.maximum(x, 0.0),
@@ -134,7 +187,7 @@ def _simple(head: str, args: list, kw: dict, train: bool) -> Reference | None:
         return _batchnorm(train)
     if head == "Dropout":
         return _dropout(args[0], kw.get("scale_at", "train"), train)
-    return None
+    return _transformer(head, args)
 
 
 def _combinator(head: str, children: list, kw: dict) -> Reference | None:
@@ -174,6 +227,11 @@ def _build(node, train: bool) -> Reference | None:
     kw = {k.arg: _value(k.value) for k in node.keywords}
     if head in ("pipeline", "residual", "concat"):
         return _combinator(head, [_build(a, train) for a in node.args], kw)
+    if head == "tied":  # e = W[ids]; logits = body(e)·Wᵀ
+        body = _build(node.args[2], train)
+        if body is None:
+            return None
+        return lambda p, x, out: body(p["body"], p["wte"][x], None) @ p["wte"].T
     if train and head == "Dropout":
         return None  # inside a combinator: its law needs the dropout's own output
     return _simple(head, [_value(a) for a in node.args], kw, train)

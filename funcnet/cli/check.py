@@ -40,6 +40,9 @@ class Case(NamedTuple):
     # jax.vjp of lax.reduce_window (a pool's) instead of the layer's own JAX code: for
     # NumPy-only cases whose JAX forward takes XLA long to compile.
     vjp_of_reference: bool = False
+    # The composition spelled out, for a layer whose name does not say it (a named block):
+    # what its independent reference is built from.
+    spelled: str | None = None
 
 
 def _inf_cotangent(rng, shape):
@@ -185,6 +188,8 @@ def layer_cases() -> list[Case]:
             ),
             (2, 3, 4),
             note="pre-norm block",
+            spelled="pipeline(residual(pipeline(LayerNorm, CausalSelfAttention(2))), "
+            "residual(pipeline(LayerNorm, Dense(16), Gelu, Dense(4))))",
         ),
         # Layers on ids, reached from float input through ids(vocab), of zero gradient.
         Case(
@@ -264,7 +269,7 @@ def _run_layer_case(i: int, case: Case, layer, arrays: str, seed: int) -> gradch
     else:
         x = rng.standard_normal(case.shape)
     kw = case.forward_kwargs or {}
-    reference = _reference.reference(layer.name, bool(kw.get("train")))
+    reference = _reference.reference(case.spelled or layer.name, bool(kw.get("train")))
     jax_forward = None
     if case.vjp_of_reference:
         pool = _reference.lax_pool(layer.name)

@@ -4,8 +4,8 @@ only in the ``need_dx=False`` mode training runs, a forward that is wrong consis
 both sides (caught by an independent reference), a loss that returns a non-finite value
 instead of refusing it, and the kernels' edges (unequal padding, pools of 144 offsets).
 
-Each feature is shown catching a planted bug: a wrapped layer here, or a textual mutation
-of the library (``test_check_catalogue.mutate``) that the catalogue's new cases must catch.
+Each feature is shown catching a planted bug: a wrapped layer here, or a mutation of the
+library (``ast_mutation``) that the catalogue's new cases must catch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from test_check_catalogue import failures, mutate
+from ast_mutation import Mutation as M
+from ast_mutation import mutant
+from test_check_catalogue import failures
 
 import funcnet as fn
 from funcnet import gradcheck
@@ -143,7 +145,7 @@ def test_no_zero_is_printed_where_no_numerical_check_ran():
 
 def test_every_catalogue_layer_has_an_independent_reference():
     for case in check.layer_cases() + check.edge_cases():
-        name, kw = case.make().name, case.forward_kwargs or {}
+        name, kw = case.spelled or case.make().name, case.forward_kwargs or {}
         assert _reference.reference(name, bool(kw.get("train"))) is not None, name
 
 
@@ -157,52 +159,51 @@ def test_a_crashing_case_is_a_failed_report_not_a_crash(monkeypatch):
     assert not report.ok and "raised RuntimeError: kernel broke" in str(report)
 
 
-FAST = "funcnet.layers._conv_fast"
+NUMPY = "funcnet.layers._conv_numpy"
 # Each is caught by a case the clean code passes: ``funcnet check`` passing whole, the new
 # cases included, is test_examples.py's test_cli_check_passes_and_fails_when_a_gradient_is_wrong.
-# (module, function, old text, new text, the cases that must catch it, the array types)
 PLANTED = [
     # An int8 arg for a window of 129-255 offsets: it wraps, the gradient goes astray.
-    (FAST, "maxpool_forward", "int8 if n <= 127", "int8 if n <= 255", "MaxPool(12) (", "numpy"),
-    (FAST, "maxpool_forward", "int8 if n <= 127", "int8 if n <= 255", "MaxPool(12, s", "numpy"),
+    M(NUMPY, "np.int8 if n <= 127 else np.int32", "np.int8 if n <= 255 else np.int32",
+      "MaxPool(12) (", "numpy"),
+    M(NUMPY, "np.int8 if n <= 127 else np.int32", "np.int8 if n <= 255 else np.int32",
+      "MaxPool(12, stride=1)", "numpy"),
     # Unequal height and width padding, each read as the other's.
-    (FAST, "conv_dx", "x0 + padding[1] - stride[1] * v0", "x0 + padding[0] - stride[1] * v0",
-     "Conv(3, 3, padding=(0, 1), bias=False)", "numpy"),
-    (FAST, "avgpool_backward", "in_hw[1] + 2 * padding[1]", "in_hw[1] + 2 * padding[0]",
-     "AvgPool(3, stride=1, padding=(0, 1))", "numpy"),
-    (FAST, "avgpool_backward", "return ref.crop(dx, in_hw, padding)",
-     "return ref.crop(dx, in_hw, padding[::-1])", "AvgPool(3, stride=1, padding=(0, 1))", "numpy"),
-    (FAST, "maxpool_backward", "in_hw[1] + 2 * padding[1]", "in_hw[1] + 2 * padding[0]",
-     "MaxPool(3, stride=1, padding=(0, 1))", "numpy"),
+    M(NUMPY, "x0 + padding[1] - stride[1] * v0", "x0 + padding[0] - stride[1] * v0",
+      "Conv(3, 3, padding=(0, 1), bias=False)", "numpy"),
+    M(NUMPY, "padded_shape((n, c, *in_hw), padding)", "padded_shape((n, c, *in_hw), padding[::-1])",
+      "AvgPool(3, stride=1, padding=(0, 1))", "numpy", inside="avgpool_backward"),
+    M(NUMPY, "crop(dx, in_hw, padding)", "crop(dx, in_hw, padding[::-1])",
+      "AvgPool(3, stride=1, padding=(0, 1))", "numpy", inside="avgpool_backward"),
+    M(NUMPY, "crop(dx, in_hw, padding)", "crop(dx, in_hw, padding[::-1])",
+      "MaxPool(3, stride=1, padding=(0, 1))", "numpy", inside="maxpool_backward"),
     # Consistently wrong forwards: jax.vjp of the same forward agrees with the backward.
-    ("funcnet.layers.normalization", "BatchNorm", 'xp.sqrt(running["var"] + eps)',
-     'xp.sqrt(running["var"]) + eps', "BatchNorm (eval)", "numpy jax"),
-    ("funcnet.layers.dropout", "Dropout", "xp) >= p", "xp) >= 1 - p", "keep rate", "numpy jax"),
-    ("funcnet.layers.dropout", "Dropout", "keep_scale = 1 / (1 - p)", "keep_scale = 1 / p",
-     "Dropout(0.4) (train)", "numpy jax"),
+    M("funcnet.layers.normalization", 'xp.sqrt(running["var"] + eps)',
+      'xp.sqrt(running["var"]) + eps', "BatchNorm (eval)"),
+    M("funcnet.layers.dropout", "keep = uniform01(rng, x.shape, x.dtype, xp) >= p",
+      "keep = uniform01(rng, x.shape, x.dtype, xp) >= 1 - p", "keep rate"),
+    M("funcnet.layers.dropout", "1 / (1 - p)", "1 / p", "Dropout(0.4) (train)"),
     # A loss of inf returned instead of refused.
-    ("funcnet.losses", "_cross_entropy_forward", "and not math.isfinite(loss)",
-     "and math.isnan(loss)", "refuses: -inf logit at the label", "numpy jax"),
-    ("funcnet.losses", "_mse_forward", 'check_finite(name, y, "prediction")', "pass",
-     "refuses: inf prediction", "numpy jax"),
+    M("funcnet.losses", "is_concrete(loss) and not math.isfinite(loss)",
+      "is_concrete(loss) and math.isnan(loss)", "refuses: -inf logit at the label"),
     # A backward that writes into its cache: right the first time.
-    ("funcnet.layers.activations", "Sigmoid", "imul(imul(1 - y, y), dout)",
-     "imul(imul(y, 1 - y), dout)", "Sigmoid", "numpy"),
+    M("funcnet.layers.activations", "imul(imul(1 - y, y), dout)", "imul(imul(y, 1 - y), dout)",
+      "Sigmoid", "numpy"),
     # Parameter gradients wrong only where training asks for no input gradient.
-    ("funcnet.layers.normalization", "BatchNorm", "return dparams, None",
-     'return {**dparams, "gamma": 1.001 * dgamma}, None', "BatchNorm (train)", "numpy jax"),
-    ("funcnet.layers.conv", "conv_backward", "return dW, db, None", "return 1.001 * dW, db, None",
-     "Conv(4, 3, padding=1)", "jax"),
+    M("funcnet.layers.normalization", "return dparams, None",
+      'return {**dparams, "gamma": 1.001 * dparams["gamma"]}, None', "BatchNorm (train)",
+      inside="BatchNorm"),
+    M("funcnet.layers._conv_reference", "return dW, db, None", "return 1.001 * dW, db, None",
+      "Conv(4, 3, padding=1)", "jax"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("module", "func", "old", "new", "match", "arrays"),
-    PLANTED,
-    ids=[f"{p[1]}:{p[3][:32]}" for p in PLANTED],
-)
-def test_the_catalogue_catches_what_a_single_vjp_comparison_let_through(
-    monkeypatch, module, func, old, new, match, arrays
-):
-    mutate(monkeypatch, module, func, old, new)
-    assert failures(match, arrays), f"no case {match!r} caught {new!r} in {func}"
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("mutation", PLANTED, ids=[m.id for m in PLANTED])
+def test_the_catalogue_catches_what_a_single_vjp_comparison_let_through(monkeypatch, mutation):
+    function, code, where = mutant(mutation)
+    monkeypatch.setattr(function, "__code__", code)
+    jax.clear_caches()  # jitted kernels traced with the original
+    assert failures(mutation.catch, mutation.arrays), (
+        f"no case {mutation.catch!r} caught {mutation.new!r} in {where}"
+    )
