@@ -111,16 +111,13 @@ def test_ctrl_c_in_a_resumed_fit_counts_the_epochs_of_the_whole_run(at, done):
     net, params = mlp()
     x, t = blobs(90)
     opt = optim.sgd(0.1)
-    kw = dict(epochs=5, batch_size=30, progress=False, optimizer=opt, initial_epoch=2)
+    resume = train.Resume(2, opt.init(params))
+    kw = dict(batch_size=30, progress=False, optimizer=opt, resume=resume)
     with pytest.raises(train.Interrupted) as stop:  # 3 steps an epoch, epochs 3..5 to run
-        train.fit(_interrupting(net, at), params, (x, t), opt_state=opt.init(params), **kw)
+        train.fit(_interrupting(net, at), params, (x, t), epochs=5, **kw)
     assert stop.value.epochs_done == done
     # And the params are those of that epoch: the given ones, or epoch 3's.
-    if done == 2:
-        want = params
-    else:
-        kw["epochs"] = 3
-        want, _, _ = train.fit(net, params, (x, t), opt_state=opt.init(params), **kw)
+    want = params if done == 2 else train.fit(net, params, (x, t), epochs=3, **kw)[0]
     jax.tree_util.tree_map(np.testing.assert_array_equal, stop.value.params, want)
 
 

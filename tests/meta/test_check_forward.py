@@ -185,7 +185,8 @@ PLANTED = [
     M("funcnet.layers.dropout", "1 / (1 - p)", "1 / p", "Dropout(0.4) (train)"),
     # A loss of inf returned instead of refused.
     M("funcnet.losses", "is_concrete(loss) and not math.isfinite(loss)",
-      "is_concrete(loss) and math.isnan(loss)", "refuses: -inf logit at the label"),
+      "is_concrete(loss) and math.isnan(loss)", "refuses: -inf logit at the label",
+      inside="_cross_entropy_forward"),
     # A backward that writes into its cache: right the first time.
     M("funcnet.layers.activations", "imul(imul(1 - y, y), dout)", "imul(imul(y, 1 - y), dout)",
       "Sigmoid", "numpy"),
