@@ -22,14 +22,13 @@ def test_pipeline_threads_shapes_and_is_itself_checkable():
     x = np.random.default_rng(0).standard_normal((4, 2, 3))
     report = fn.check_layer(net, params, x)
     assert report.ok
-    assert [r.what for r in report.rows][1:] == [
-        "params[1][0].W",
-        "params[1][0].b",
-        "params[2].W",
-        "params[2].b",
-        "params[4].W",
-        "params[4].b",
+    leaves = ["params[1][0].W", "params[1][0].b", "params[2].W", "params[2].b", "params[4].W",
+              "params[4].b"]  # fmt: skip
+    # The gradients, then the parameter gradients again with need_dx=False (training's mode).
+    assert [r.what for r in report.rows if r.versus == "jax"][1:] == [
+        *leaves,
         "x",
+        *(f"{leaf} (need_dx=False)" for leaf in leaves),
     ]
 
 

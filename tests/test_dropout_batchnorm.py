@@ -278,7 +278,7 @@ def test_check_layer_catches_these_backwards_off_by_1e3(layer, shape, kw):
     def off(cache, dout, *, need_dx=True):
         dparams, dx = layer.backward(cache, dout, need_dx=need_dx)
         bumped = jax.tree_util.tree_map(lambda g: g * (1 + 1e-3), dparams)
-        return bumped, dx * (1 + 1e-3)
+        return bumped, (None if dx is None else dx * (1 + 1e-3))
 
     report = fn.check_layer(
         layer._replace(backward=off), params, x, forward_kwargs=kw, raise_on_failure=False

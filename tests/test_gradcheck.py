@@ -14,7 +14,7 @@ def scaled(layer, factor):
 
     def backward(cache, dout, *, need_dx=True):
         dparams, dx = layer.backward(cache, dout, need_dx=need_dx)
-        return dparams, dx * factor
+        return dparams, (None if dx is None else dx * factor)
 
     return layer._replace(backward=backward)
 
@@ -65,8 +65,8 @@ def test_a_gradient_of_the_wrong_structure_or_dtype_fails(case):
         return layer.backward(cache, dout)[0], None
 
     def float32(cache, dout, *, need_dx=True):
-        dparams, dx = layer.backward(cache, dout)
-        return dparams, dx.astype(np.float32)
+        dparams, dx = layer.backward(cache, dout, need_dx=need_dx)
+        return dparams, (None if dx is None else dx.astype(np.float32))
 
     for broken, problem in ((no_dx, "is None"), (float32, "dtype float32 != float64")):
         report = fn.check_layer(layer._replace(backward=broken), params, x, raise_on_failure=False)

@@ -79,7 +79,7 @@ def _perturbed(layer, which):
     def backward(cache, dout, *, need_dx=True):
         dparams, dx = layer.backward(cache, dout, need_dx=need_dx)
         if which == "dx":
-            return dparams, dx * (1 + 1e-3)
+            return dparams, (None if dx is None else dx * (1 + 1e-3))
         return jax.tree_util.tree_map(lambda g: g * (1 + 1e-3), dparams), dx
 
     return layer._replace(backward=backward)
@@ -94,7 +94,11 @@ def test_check_layer_catches_a_backward_off_by_1e3(kind):
     if params:
         report = fn.check_layer(_perturbed(layer, "dparams"), params, x, raise_on_failure=False)
         assert not report.ok
-        assert [r.what for r in report.rows if not r.ok] == [f"params.{k}" for k in sorted(params)]
+        # Wrong in both modes: the gradient rows and those of need_dx=False fail.
+        wrong = [f"params.{k}" for k in sorted(params)]
+        assert [r.what for r in report.rows if not r.ok] == wrong + [
+            f"{w} (need_dx=False)" for w in wrong
+        ]
 
 
 def test_check_layer_flags_wrong_structure_shape_and_mutation():

@@ -1,12 +1,14 @@
-"""``funcnet check``: every built-in layer, loss and graph node against ``jax.vjp``.
+"""``funcnet check``: every built-in layer, loss and graph node against ``jax.vjp``, and
+every forward against an independent reference (``_reference``).
 
 The catalogue below is the one place that knows the built-in layers' code paths; the
 checker (``funcnet.gradcheck``) knows only the protocol.  It reaches every path: each layer
 on NumPy and on JAX arrays (the two run different kernels), train and eval modes, Conv's
 whole and per-offset input gradient, its im2col in chunks, non-square and overlapping
-pooling windows, MaxPool's ties and an infinite gradient, the residual and concat
-combinators around stateful layers, soft cross-entropy targets.
-A new built-in layer adds its cases here.
+pooling windows, unequal height and width padding, pools over more offsets than an int8
+arg holds, MaxPool's ties and an infinite gradient, the residual and concat combinators
+around stateful layers, soft cross-entropy targets, and the losses' refusal of non-finite
+input.  A new built-in layer adds its cases here and its reference to ``_reference``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .. import core, gpt, gradcheck, graph, losses
 from ..core import pipeline
 from ..layers import _conv_numpy, activations, conv, dropout, linear, normalization
 from ..layers import transformer as tf
+from . import _reference
 
 
 class Case(NamedTuple):
@@ -34,6 +37,12 @@ class Case(NamedTuple):
     ties: bool = False  # small integers as input: MaxPool windows with equal maxima
     cotangent: Callable | None = None
     note: str = ""
+    # jax.vjp of lax.reduce_window (a pool's) instead of the layer's own JAX code: for
+    # NumPy-only cases whose JAX forward takes XLA long to compile.
+    vjp_of_reference: bool = False
+    # The composition spelled out, for a layer whose name does not say it (a named block):
+    # what its independent reference is built from.
+    spelled: str | None = None
 
 
 def _inf_cotangent(rng, shape):
@@ -179,6 +188,8 @@ def layer_cases() -> list[Case]:
             ),
             (2, 3, 4),
             note="pre-norm block",
+            spelled="pipeline(residual(pipeline(LayerNorm, CausalSelfAttention(2))), "
+            "residual(pipeline(LayerNorm, Dense(16), Gelu, Dense(4))))",
         ),
         # Layers on ids, reached from float input through ids(vocab), of zero gradient.
         Case(
@@ -196,6 +207,38 @@ def layer_cases() -> list[Case]:
             note="weight tying",
         ),
     ]
+
+
+def edge_cases() -> list[Case]:
+    """Cases at the edges of the kernels' choices: dx by convolution and by col2im with
+    unequal height and width padding, pools whose window has more offsets than an int8 arg
+    holds (both NumPy maxpool paths: with and without the running maxima) or unequal
+    padding, and a Dropout large enough that its keep rate is measured."""
+    cv, eight = conv, _conv_numpy.DX_AS_CONV_MIN_CHANNELS
+    train = {"train": True, "rng": 5}
+    return [
+        Case("conv", lambda: cv.Conv(3, 3, padding=(0, 1), bias=False), (2, eight, 5, 6),
+             note="dx as conv"),
+        Case("conv", lambda: cv.Conv(2, (3, 2), stride=(2, 1), padding=(1, 0)),
+             (2, eight + 1, 7, 6), note="dx as conv"),
+        Case("conv", lambda: cv.Conv(3, 3, padding=(1, 0)), (2, 3, 5, 6)),
+        Case("conv", lambda: cv.Conv(3, (2, 3), stride=(1, 2), padding=(0, 1), algorithm="xla"),
+             (2, 2, 5, 7), only="jax"),
+        # NumPy's arg dtype is the point here, and the JAX max-pool over 144 offsets takes
+        # XLA over a minute to compile: JAX differentiates lax.reduce_window instead.
+        # Windows enough that some maxima sit at offsets 128-143.
+        Case("pool", lambda: cv.MaxPool(12), (2, 8, 36, 12), only="numpy", note="144 offsets",
+             vjp_of_reference=True),
+        Case("pool", lambda: cv.MaxPool(12, stride=1), (2, 8, 14, 12), only="numpy",
+             note="144 offsets", vjp_of_reference=True),
+        Case("pool", lambda: cv.AvgPool(12), (1, 2, 12, 12), note="144 offsets"),
+        Case("pool", lambda: cv.MaxPool(3, stride=1, padding=(0, 1)), (2, 2, 5, 5)),
+        Case("pool", lambda: cv.AvgPool(3, stride=1, padding=(0, 1)), (2, 2, 5, 5)),
+        Case("pool", lambda: cv.AvgPool((2, 3), stride=(1, 2), padding=(1, 0)), (1, 2, 5, 5)),
+        Case("dropout", lambda: dropout.Dropout(0.4), (40, 50), train, note="keep rate"),
+        Case("dropout", lambda: dropout.Dropout(0.4, scale_at="eval"), (40, 50), train,
+             note="keep rate"),
+    ]  # fmt: skip
 
 
 def _random_params(params, rng):
@@ -225,25 +268,48 @@ def _run_layer_case(i: int, case: Case, layer, arrays: str, seed: int) -> gradch
         x = rng.integers(-2, 3, case.shape).astype(np.float64)
     else:
         x = rng.standard_normal(case.shape)
+    kw = case.forward_kwargs or {}
+    reference = _reference.reference(case.spelled or layer.name, bool(kw.get("train")))
+    jax_forward = None
+    if case.vjp_of_reference:
+        pool = _reference.lax_pool(layer.name)
+        jax_forward = lambda p, x: pool(x)  # noqa: E731
     return gradcheck.check_layer(
         layer,
         params,
         x,
         seed=seed + i,
-        forward_kwargs=case.forward_kwargs or {},
+        forward_kwargs=kw,
         raise_on_failure=False,
         arrays=arrays,
         # Differences add nothing at a kink (ties) or with an infinite cotangent, and the
         # JAX run checks the other kernels against the same exact reference.
         numerical=arrays == "numpy" and not case.ties and case.cotangent is None,
         cotangent=case.cotangent,
+        reference=reference,
+        jax_forward=jax_forward,
     )
+
+
+def _guarded(label: str, run: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``run``, with an exception turned into a failed report: one broken path must not
+    hide the rest of the catalogue."""
+
+    def guarded(arrays):
+        try:
+            return run(arrays)
+        except Exception as e:  # reported as the case's failure
+            problem = f"raised {type(e).__name__}: {(str(e) or '-').splitlines()[0]}"
+            row = gradcheck.Row("run", (), None, None, None, None, False, problem, "protocol")
+            return gradcheck.Report(label, "", [row])
+
+    return guarded
 
 
 def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Report]]]:
     """Every entry as (kind, label, run(arrays) -> report)."""
     out = []
-    for i, case in enumerate(layer_cases()):
+    for i, case in enumerate(layer_cases() + edge_cases()):
         layer = case.make()
 
         def run(arrays, i=i, case=case, layer=layer):
@@ -252,6 +318,12 @@ def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Repo
             return _run_layer_case(i, case, layer, arrays, seed)
 
         out.append((case.kind, _label(case, layer), run))
+    out += _loss_and_node_entries(seed) + refusal_entries()
+    return [(kind, label, _guarded(label, run)) for kind, label, run in out]
+
+
+def _loss_and_node_entries(seed: int) -> list[tuple[str, str, Callable]]:
+    out = []
     rng = np.random.default_rng(seed)
     z = rng.standard_normal((5, 4)) * 3
     labels = rng.integers(0, 4, 5)
@@ -268,7 +340,7 @@ def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Repo
         def run(arrays, name=name, y=y, t=t):
             return gradcheck.check_loss(
                 getattr(losses, name), y, t, seed=seed, raise_on_failure=False, arrays=arrays,
-                numerical=arrays == "numpy",
+                numerical=arrays == "numpy", reference=_reference.LOSSES[name],
             )  # fmt: skip
 
         out.append(("loss", f"{name}{' (' + note + ')' if note else ''}", run))
@@ -283,6 +355,7 @@ def _catalogue(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Repo
             return gradcheck.check_vjp(
                 node.name, node.forward, node.backward, primals, seed=seed,
                 raise_on_failure=False, arrays=arrays, numerical=arrays == "numpy",
+                reference=_reference.NODES[name],
             )  # fmt: skip
 
         out.append(("node", f"{name} (broadcast)", run))
@@ -401,6 +474,35 @@ def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradchec
     return out
 
 
+def refusal_entries() -> list[tuple[str, str, Callable]]:
+    """Inputs a loss must refuse rather than return a non-finite value for: a logit of
+    −inf at the label (a loss of +inf), a NaN logit, an infinite prediction."""
+    z = np.array([[0.5, -np.inf, 1.0], [1.0, 2.0, 3.0]])
+    nan = np.array([[0.5, np.nan, 1.0], [1.0, 2.0, 3.0]])
+    labels = np.array([1, 0])
+    cases = [
+        ("softmax_cross_entropy", z, labels, "-inf logit at the label"),
+        ("softmax_cross_entropy", z, np.eye(3)[labels], "-inf logit at the label, one-hot"),
+        ("softmax_cross_entropy", nan, labels, "NaN logit"),
+        ("mean_squared_error", np.array([[np.inf, 1.0]]), np.zeros((1, 2)), "inf prediction"),
+    ]
+    out = []
+    for name, y, t, note in cases:
+
+        def run(arrays, name=name, y=y, t=t, note=note):
+            import jax
+
+            with jax.enable_x64(True):
+                y_in = y if arrays == "numpy" else jax.device_put(y)
+                return gradcheck.check_refuses(
+                    name, f"{y.shape}, t {t.shape}",
+                    lambda: getattr(losses, name).forward(y_in, t), raise_on_failure=False,
+                )  # fmt: skip
+
+        out.append(("loss", f"{name} (refuses: {note})", run))
+    return out
+
+
 def builtin_checks(
     seed: int = 0,
     kinds: set[str] | None = None,
@@ -422,6 +524,27 @@ def builtin_checks(
     return reports
 
 
+def _table(reports: list[gradcheck.Report]) -> str:
+    """One line per report: its largest relative errors against JAX's gradients, the
+    independent forward and central differences ("-" where that comparison did not run)."""
+    width = max(len(r.name) for r in reports)
+
+    def cell(v, w):
+        return f"{'-':>{w}}" if v is None else f"{v:>{w}.2e}"
+
+    head = (
+        f"{'layer / loss / node':<{width}} {'input shape':<22} {'vs jax':>9} "
+        f"{'vs reference':>12} {'vs numerical':>12}  result"
+    )
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        lines.append(
+            f"{r.name:<{width}} {r.in_shapes:<22} {cell(r.max_jax_rel, 9)} "
+            f"{cell(r.max_ref_rel, 12)} {cell(r.max_num_rel, 12)}  {'pass' if r.ok else 'FAIL'}"
+        )
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     import jax
 
@@ -434,18 +557,7 @@ def run(args) -> int:
         reports = builtin_checks(args.seed)
     finally:
         jax.config.update("jax_disable_most_optimizations", saved)
-    width = max(len(r.name) for r in reports)
-    head = (
-        f"{'layer / loss / node':<{width}} {'input shape':<22} {'rel err vs jax':>14} "
-        f"{'vs numerical':>13}  result"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in reports:
-        print(
-            f"{r.name:<{width}} {r.in_shapes:<22} {r.max_jax_rel:>14.2e} "
-            f"{r.max_num_rel:>13.2e}  {'pass' if r.ok else 'FAIL'}"
-        )
+    print(_table(reports))
     failed = [r for r in reports if not r.ok]
     for r in failed:
         print("\n" + str(r))

@@ -1,0 +1,271 @@
+"""Independent forwards for ``funcnet check``: each built-in layer's output from its
+definition alone (a closed form in NumPy over explicit windows, or ``lax.reduce_window``),
+never from its own code.
+
+``jax.vjp`` of a layer's forward agrees with a backward written for the same wrong forward
+(BatchNorm's ε outside the square root, Dropout keeping units with probability p): only a
+second, independent forward catches those.  A reference is built from the layer's name,
+which spells its configuration (``Conv(3, (2, 3), stride=2, padding=1)``), so it shares
+nothing with the layer but its documented meaning.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+Reference = Callable[..., np.ndarray]  # (params, x, out) -> expected out
+
+BATCHNORM_EPS = 1e-5  # BatchNorm's documented default ε
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _windows(x, kw: dict, fill: float):
+    """Every window of the (symmetrically) padded x, as (N, C, OH, OW, kh, kw) views."""
+    kh, kw_ = _pair(kw["size"])
+    sh, sw = _pair(kw.get("stride") or kw["size"])
+    ph, pw = _pair(kw.get("padding", 0))
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    return np.lib.stride_tricks.sliding_window_view(x, (kh, kw_), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def lax_pool(name: str):
+    """The pooling layer called ``name`` as ``lax.reduce_window``, a function of x that
+    ``jax.vjp`` differentiates; ``None`` for any other layer."""
+    tree = ast.parse(name, mode="eval").body
+    if not isinstance(tree, ast.Call) or getattr(tree.func, "id", "") not in ("MaxPool", "AvgPool"):
+        return None
+    from jax import lax
+
+    args = [_value(a) for a in tree.args]
+    kw = {"size": args[0], **({"stride": args[1]} if len(args) > 1 else {})}
+    kw.update({k.arg: _value(k.value) for k in tree.keywords})
+    (kh, kw_), (ph, pw) = _pair(kw["size"]), _pair(kw.get("padding", 0))
+    sh, sw = _pair(kw.get("stride") or kw["size"])
+    window, strides = (1, 1, kh, kw_), (1, 1, sh, sw)
+    pads = ((0, 0), (0, 0), (ph, ph), (pw, pw))
+    if tree.func.id == "MaxPool":
+        return lambda x: lax.reduce_window(x, -np.inf, lax.max, window, strides, pads)
+    return lambda x: lax.reduce_window(x, 0.0, lax.add, window, strides, pads) / (kh * kw_)
+
+
+def _conv(kw: dict):
+    """y[n,f,p,q] = b[f] + Σ_{c,i,j} W[f,c,i,j]·x_pad[n, c, sh·p + i, sw·q + j]."""
+
+    def ref(p, x, out):
+        kh, kw_ = p["W"].shape[2:]
+        win = _windows(x, {**kw, "size": (kh, kw_), "stride": kw.get("stride", 1)}, 0.0)
+        y = np.einsum("nchwij,fcij->nfhw", win, p["W"])
+        return y + p["b"][None, :, None, None] if kw.get("bias", True) else y
+
+    return ref
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _batchnorm(train: bool):
+    def ref(p, x, out):
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+        if train:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)  # the biased batch variance
+        else:
+            mean, var = p["state"]["mean"], p["state"]["var"]
+        xn = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + BATCHNORM_EPS)
+        return p["gamma"].reshape(shape) * xn + p["beta"].reshape(shape)
+
+    return ref
+
+
+def _dropout(p: float, scale_at: str, train: bool):
+    """Eval: x, or (1 − p)·x for the book's variant.  Train: every unit either dropped (0)
+    or kept and scaled by 1/(1 − p) (by 1 for the book's), and the share kept within five
+    standard deviations of 1 − p: a law, since which units drop is the rng's to say."""
+    keep_scale = 1 / (1 - p) if scale_at == "train" else 1.0
+
+    def ref(params, x, out):
+        if not train:
+            return x if scale_at == "train" else (1 - p) * x
+        kept = np.asarray(out) != 0
+        share, sd = kept.mean(), math.sqrt(p * (1 - p) / kept.size)
+        if abs(share - (1 - p)) > 5 * sd:
+            raise AssertionError(
+                f"kept {share:.3f} of {kept.size} units, expected 1 - p = {1 - p:.3f} "
+                f"(± {5 * sd:.3f})"
+            )
+        return np.where(kept, x * keep_scale, 0.0)
+
+    return ref
+
+
+def _layernorm(p, x, out):
+    """(x − mean)/√(var + ε)·γ + β over the last axis, ε = 1e-5 (LayerNorm's default)."""
+    mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + BATCHNORM_EPS) * p["gamma"] + p["beta"]
+
+
+def _gelu(exact: bool):
+    erf = np.vectorize(math.erf)
+
+    def ref(p, x, out):
+        if exact:  # x·Φ(x)
+            return 0.5 * x * (1 + erf(x / math.sqrt(2)))
+        return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+
+    return ref
+
+
+def _attention(heads: int):
+    """Per head h of width d = C/heads: q, k, v the h-th d columns of the first, second and
+    third C columns of x·W_qkv + b_qkv; softmax over j ≤ i of q·kᵀ/√d; the heads' P·v side
+    by side, times W_o, plus b_o.  One head at a time, with explicit loops."""
+
+    def ref(p, x, out):
+        n, t, c = x.shape
+        d = c // heads
+        qkv = x @ p["W_qkv"] + p["b_qkv"]
+        y = np.zeros((n, t, c))
+        for h in range(heads):
+            q, k, v = (qkv[..., part * c + h * d : part * c + (h + 1) * d] for part in range(3))
+            for i in range(t):
+                s = np.einsum("nd,njd->nj", q[:, i], k[:, : i + 1]) / math.sqrt(d)
+                y[:, i, h * d : (h + 1) * d] = np.einsum("nj,njd->nd", _softmax(s), v[:, : i + 1])
+        return y @ p["W_o"] + p["b_o"]
+
+    return ref
+
+
+def _transformer(head: str, args: list) -> Reference | None:
+    if head == "LayerNorm":
+        return _layernorm
+    if head == "Gelu":
+        return _gelu(exact=bool(args) and args[0] == "erf")
+    if head == "PositionalEmbedding":
+        return lambda p, x, out: x + p["W"][: x.shape[1]]
+    if head == "CausalSelfAttention":
+        return _attention(args[0] if args else 1)
+    if head == "ids":  # floats to ids: ⌊|x|·vocab⌋ mod vocab
+        return lambda p, x, out: (np.floor(np.abs(x) * args[0]) % args[0]).astype(np.int64)
+    if head == "TokenEmbedding":
+        return lambda p, x, out: p["W"][x]
+    return None
+
+
+def _simple(head: str, args: list, kw: dict, train: bool) -> Reference | None:
+    elementwise = {
+        "Relu": lambda x: np.maximum(x, 0.0),
+        "Sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+        "Tanh": np.tanh,
+        "Softmax": _softmax,
+        "Flatten": lambda x: x.reshape(len(x), -1),
+    }
+    if head in elementwise:
+        return lambda p, x, out: elementwise[head](x)
+    if head in ("MaxPool", "AvgPool") and args:
+        kw = {**kw, "size": args[0], **({"stride": args[1]} if len(args) > 1 else {})}
+    table = {
+        "Dense": lambda p, x, out: x @ p["W"] + p["b"],
+        "MatMul": lambda p, x, out: x @ p["W"],
+        "Bias": lambda p, x, out: x + p["b"],
+        "MaxPool": lambda p, x, out: _windows(x, kw, -np.inf).max(axis=(-2, -1)),
+        "AvgPool": lambda p, x, out: _windows(x, kw, 0.0).mean(axis=(-2, -1)),
+    }
+    if head in table:
+        return table[head]
+    if head == "Conv":
+        return _conv(kw)
+    if head == "BatchNorm":
+        return _batchnorm(train)
+    if head == "Dropout":
+        return _dropout(args[0], kw.get("scale_at", "train"), train)
+    return _transformer(head, args)
+
+
+def _combinator(head: str, children: list, kw: dict) -> Reference | None:
+    if any(c is None for c in children):
+        return None
+    if head == "pipeline":
+
+        def ref(p, x, out):
+            for child, q in zip(children, p, strict=True):
+                x = child(q, x, None)
+            return x
+
+        return ref
+    if head == "residual":
+        return lambda p, x, out: x + children[0](p, x, None)
+    if head == "concat":
+        axis = kw.get("axis", 1)
+        return lambda p, x, out: np.concatenate(
+            [np.asarray(c(q, x, None)) for c, q in zip(children, p, strict=True)], axis=axis
+        )
+    return None
+
+
+def _value(node):
+    """A literal argument of a layer's name; a bare word (``scale_at=eval``) as its text."""
+    if isinstance(node, ast.Name):
+        return node.id
+    return ast.literal_eval(node)
+
+
+def _build(node, train: bool) -> Reference | None:
+    if isinstance(node, ast.Name):
+        return _simple(node.id, [], {}, train)
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+        return None
+    head = node.func.id
+    kw = {k.arg: _value(k.value) for k in node.keywords}
+    if head in ("pipeline", "residual", "concat"):
+        return _combinator(head, [_build(a, train) for a in node.args], kw)
+    if head == "tied":  # e = W[ids]; logits = body(e)·Wᵀ
+        body = _build(node.args[2], train)
+        if body is None:
+            return None
+        return lambda p, x, out: body(p["body"], p["wte"][x], None) @ p["wte"].T
+    if train and head == "Dropout":
+        return None  # inside a combinator: its law needs the dropout's own output
+    return _simple(head, [_value(a) for a in node.args], kw, train)
+
+
+def reference(name: str, train: bool = False) -> Reference | None:
+    """The independent forward ``(params, x, out) -> y`` of the built-in layer called
+    ``name``, in ``train`` mode or not; ``None`` for a layer it does not know (or a train-mode
+    Dropout inside a combinator)."""
+    try:
+        tree = ast.parse(name, mode="eval").body
+    except SyntaxError:
+        return None
+    if isinstance(tree, ast.Call) and isinstance(tree.func, ast.Name) and tree.func.id == "Dropout":
+        return _simple("Dropout", [_value(a) for a in tree.args],
+                       {k.arg: _value(k.value) for k in tree.keywords}, train)  # fmt: skip
+    try:
+        return _build(tree, train)
+    except (ValueError, TypeError, SyntaxError, KeyError, IndexError):
+        return None
+
+
+def cross_entropy(y, t):
+    """−(1/N) Σ_n Σ_c t_nc log softmax(y_n)_c, with integer labels as one-hot rows."""
+    s = y - y.max(axis=-1, keepdims=True)
+    logp = s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+    t = np.eye(y.shape[1])[np.asarray(t, dtype=np.int64)] if np.ndim(t) == 1 else t
+    return -(t * logp).sum() / len(y)
+
+
+def mean_squared_error(y, t):
+    """(1/M) Σ (y − t)² over every element."""
+    return ((y - t) ** 2).mean()
+
+
+LOSSES = {"softmax_cross_entropy": cross_entropy, "mean_squared_error": mean_squared_error}
+NODES = {"mul": lambda x, y: x * y, "add": lambda x, y: x + y}
