@@ -320,12 +320,58 @@ def _eval_loss(net: Layer) -> Callable:
 
 class Result(NamedTuple):
     """What ``train_gpt`` returns; ``history`` holds (iteration, mean training loss since the
-    previous entry, validation loss) rows."""
+    previous entry, validation loss) rows; ``losses`` the training loss of every iteration
+    this call ran."""
 
     net: Layer
     params: Any
     history: list
     seconds: float
+    losses: tuple | list = ()
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train_gpt``: what the last finished iteration left, so that nothing
+    finished is lost.  ``iterations`` counts from the run's start (a resumed run's done ones
+    included); when none finished in this call they are the ones it started from."""
+
+    def __init__(self, iterations: int, params, opt_state, history: list, losses: list):
+        super().__init__(f"train_gpt interrupted after {iterations} finished iteration(s)")
+        self.iterations, self.params, self.opt_state = iterations, params, opt_state
+        self.history, self.losses = history, losses
+
+
+def _start(vocab: int, r: Recipe, seed: int, backend: str, restore):
+    """``(net, step, params, opt_state, iterations done)``: fresh ones from ``seed``, or
+    those ``restore(params, opt_state)`` returns for a resumed run."""
+    import jax
+
+    from . import train
+
+    net = gpt(vocab, r.layers, r.heads, r.width, r.context, r.dropout, tie=r.tie)
+    _, params = net.init(seed, (-1, r.context))
+    opt = optimizer(r)
+    step = train.make_step(net, token_cross_entropy, opt)
+    opt_state, done = opt.init(params), 0
+    if restore is not None:
+        params, opt_state, done = restore(params, opt_state)
+        if not 0 <= done < r.iters:
+            raise ValueError(f"train_gpt: {done} of {r.iters} iterations are done: none to run")
+    if backend == "jax":
+        (params, opt_state), step = jax.device_put((params, opt_state)), jax.jit(step)
+    return net, step, params, opt_state, done
+
+
+def _eval_point(net, params, corpus, r: Recipe, it: int, pending: list) -> tuple:
+    """The history row at iteration ``it``, after checking the losses since the last one."""
+    values = [float(v) for v in pending]  # one wait for the device per evaluation
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise FloatingPointError(
+            f"train_gpt: the training loss is {values[bad]} at iteration "
+            f"{it - len(values) + bad + 1}; the learning rate is probably too large"
+        )
+    return (it, float(np.mean(values)), evaluate(net, params, corpus.val, r.context)), values
 
 
 def train_gpt(
@@ -335,43 +381,65 @@ def train_gpt(
     seed: int = 0,
     backend: str = "jax",
     log: Callable[[str], None] | None = None,
+    restore: Callable | None = None,
+    on_eval: Callable | None = None,
+    progress: bool | None = False,
 ) -> Result:
     """Train ``gpt`` on ``corpus`` (``shakespeare.Corpus``) for ``recipe.iters`` steps of
-    ``recipe.batch`` random windows, then score ``evaluate`` on its validation split.
+    ``recipe.batch`` random windows, scoring ``evaluate`` on its validation split every
+    ``recipe.eval_every`` iterations and after the last.
 
-    ``seed`` fixes the initial params, the windows (a NumPy Generator) and dropout (JAX keys);
-    ``backend="jax"`` runs the step jitted, ``"numpy"`` eagerly.  ``seconds`` is the wall
-    time of the steps and the evaluations, compiles included.
+    ``seed`` fixes the initial params, the windows (a NumPy Generator, one draw per
+    iteration) and dropout (a JAX key folded with the iteration); ``backend="jax"`` runs the
+    step jitted, ``"numpy"`` eagerly.  ``restore(params, opt_state) -> (params, opt_state,
+    done)`` resumes a run: the fresh params and state give the structures, and iterations
+    ``done + 1 ..`` run on the windows and keys they had in the whole run (the finished
+    ones' windows are drawn again and dropped), so the result is the uninterrupted run's.
+    ``on_eval(row, params, opt_state)`` is called at every evaluation with its history row.
+    A non-finite training loss raises ``FloatingPointError`` at the next evaluation; Ctrl-C
+    raises ``Interrupted`` with the last finished iteration's params.  ``progress`` draws a
+    bar on stderr between evaluations (None: when stderr is a terminal).  ``seconds`` is the
+    wall time of the steps and the evaluations, compiles included.
     """
+    import sys
+
     import jax
 
-    from . import train
+    from ._progress import ProgressBar
 
     r = recipe
-    net = gpt(corpus.vocab, r.layers, r.heads, r.width, r.context, r.dropout, tie=r.tie)
-    _, params = net.init(seed, (-1, r.context))
-    opt = optimizer(r)
-    step = train.make_step(net, token_cross_entropy, opt)
-    if backend == "jax":
-        params, step = jax.device_put(params), jax.jit(step)
-    opt_state = opt.init(params)
+    net, step, params, opt_state, done = _start(corpus.vocab, r, seed, backend, restore)
     rng = np.random.default_rng([seed, 1])
+    for _ in range(done):
+        random_starts(len(corpus.train), r.context, r.batch, rng)
     key = jax.random.PRNGKey(seed) if r.dropout else None
-    history, losses, start = [], [], time.perf_counter()
-    for it in range(1, r.iters + 1):
-        x, t = windows(
-            corpus.train, random_starts(len(corpus.train), r.context, r.batch, rng), r.context
-        )
-        step_rng = jax.random.fold_in(key, it) if key is not None else None
-        params, opt_state, loss = step(params, opt_state, x, t, step_rng)
-        losses.append(loss)
-        if it == r.iters or (r.eval_every and it % r.eval_every == 0):
-            val = evaluate(net, params, corpus.val, r.context)
-            history.append((it, float(np.mean([float(v) for v in losses])), val))
-            losses = []
-            if log is not None:
-                log(f"iter {it}: train loss {history[-1][1]:.4f}, val loss {val:.4f}")
-    return Result(net, params, history, time.perf_counter() - start)
+    bar = ProgressBar(sys.stderr, enabled=progress)
+    history, losses, pending, start = [], [], [], time.perf_counter()
+    last = (done, params, opt_state)
+    try:
+        for it in range(done + 1, r.iters + 1):
+            starts = random_starts(len(corpus.train), r.context, r.batch, rng)
+            x, t = windows(corpus.train, starts, r.context)
+            step_rng = jax.random.fold_in(key, it) if key is not None else None
+            params, opt_state, loss = step(params, opt_state, x, t, step_rng)
+            last = (it, params, opt_state)  # one store: what a Ctrl-C keeps
+            pending.append(loss)
+            if it == r.iters or (r.eval_every and it % r.eval_every == 0):
+                bar.clear()
+                row, values = _eval_point(net, params, corpus, r, it, pending)
+                history.append(row)
+                losses += values
+                pending = []
+                if log is not None:
+                    log(f"iter {it}: train loss {row[1]:.4f}, val loss {row[2]:.4f}")
+                if on_eval is not None:
+                    on_eval(row, params, opt_state)
+            elif bar.enabled and it % max(1, r.iters // 100) == 0:
+                bar.show(f"iter {it}/{r.iters}", it, r.iters, f"loss {float(loss):.4f}")
+    except KeyboardInterrupt:
+        bar.clear()
+        raise Interrupted(*last, history, losses) from None
+    return Result(net, params, history, time.perf_counter() - start, losses)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -442,6 +510,7 @@ def context_of(params) -> int:
 
 __all__ = [
     "NANOGPT_CPU",
+    "Interrupted",
     "Recipe",
     "Result",
     "block",
