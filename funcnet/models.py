@@ -145,11 +145,24 @@ def _deep(*, wrap: Wrap = None) -> Layer:
     return deep_convnet(wrap=wrap)
 
 
+def _gpt(vocab: int, layers: int, heads: int, width: int, context: int, dropout: float = 0.0,
+         *, wrap: Wrap = None) -> Layer:  # fmt: skip
+    net = gpt(vocab, layers, heads, width, context, dropout)
+    return net if wrap is None else wrap(net)
+
+
 # The networks the command line trains, by name: the one list its --model choices come from.
 MODELS: dict[str, Model] = {
     "mlp": Model(_mlp, (784,), "784-H-10, chapter 5's two-layer net", ("hidden", "weight_std")),
     "convnet": Model(_convnet, (1, 28, 28), "chapter 7's SimpleConvNet", ("weight_std",)),
     "deep": Model(_deep, (1, 28, 28), "chapter 8's deep convnet (He init, Dropout)"),
+    # Its input is (N, T) ids, T ≤ context: no fixed example shape.
+    "gpt": Model(
+        _gpt,
+        None,
+        "nanoGPT's character transformer (funcnet.gpt)",
+        ("vocab", "layers", "heads", "width", "context", "dropout"),
+    ),
 }
 
 

@@ -41,7 +41,9 @@ class Task(NamedTuple):
     ``metrics``: named functions scored after every epoch, the first one the headline.
     ``unit``: what one example is called in printed lines.  ``show(net, params, test, *,
     partial, color) -> str``: what a run prints after its plots (``partial``: the test set
-    was cut), or None.
+    was cut), or None.  ``train(settings, data, *, restore, on_eval, progress)``: the
+    trainer of a task that trains by iterations (``gpt.train_gpt``'s contract: it returns a
+    ``gpt.Result`` and raises ``gpt.Interrupted`` on Ctrl-C); None: epochs of ``train.fit``.
     """
 
     name: str
@@ -54,6 +56,13 @@ class Task(NamedTuple):
     metrics: Mapping[str, Metric]
     unit: str = "examples"
     show: Callable[..., str] | None = None
+    train: Callable[..., Any] | None = None
+
+    @property
+    def loop(self) -> str:
+        """How a run is counted: ``"iterations"`` with a trainer of its own, else
+        ``"epochs"`` (``train.fit``)."""
+        return "epochs" if self.train is None else "iterations"
 
     def setting(self, model: str, key: str) -> Any:
         """The default of setting ``key`` for a run of ``model`` (None: the task has none)."""
@@ -108,6 +117,57 @@ def _show_digits(net, params, test, *, partial: bool, color: bool | None = None)
     )
 
 
+def _load_shakespeare(settings: Mapping[str, Any]) -> Data:
+    """The corpus as ids: ``train`` and ``test`` hold the training and validation splits
+    (inputs; each window's targets are its inputs shifted by one), ``model_args`` the
+    vocabulary."""
+    import os
+
+    from . import shakespeare
+
+    given = settings.get("data_dir")
+    if given and not os.path.exists(given):  # not quietly the corpus found elsewhere
+        raise ValueError(f"shakespeare: {given} does not exist")
+    try:
+        corpus = shakespeare.load(given)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    return Data(
+        (corpus.train, None), (corpus.val, None), {"vocab": corpus.vocab, "chars": corpus.chars}
+    )
+
+
+def gpt_recipe(settings: Mapping[str, Any]):
+    """``gpt.Recipe`` of a run's settings: nanoGPT's, with the learning rate decayed along a
+    cosine to lr/10 at the last iteration after a warm-up of 100 (fewer in a shorter run)."""
+    from .gpt import NANOGPT_CPU
+
+    iters = settings["iters"]
+    names = ("layers", "heads", "width", "context", "dropout", "batch", "iters", "lr")
+    return NANOGPT_CPU._replace(
+        **{k: settings[k] for k in names}, min_lr=settings["lr"] / 10, decay_iters=iters,
+        warmup=min(NANOGPT_CPU.warmup, iters - 1), eval_every=settings["eval_every"],
+    )  # fmt: skip
+
+
+def _train_shakespeare(settings: Mapping[str, Any], data: Data, **hooks):
+    from . import gpt
+    from .shakespeare import Corpus
+
+    corpus = Corpus(data.model_args["chars"], data.train[0], data.test[0])
+    recipe = gpt_recipe(settings)
+    return gpt.train_gpt(
+        corpus, recipe, seed=settings["seed"], backend=settings["backend"], **hooks
+    )
+
+
+def _val_loss(net, params, x, t) -> float:
+    """The mean per-character loss over every window of ``x`` (``gpt.evaluate``)."""
+    from .gpt import context_of, evaluate
+
+    return evaluate(net, params, x, context_of(params))
+
+
 # The book's rates: 0.1 for plain and momentum SGD, 0.001 for Adam.
 BOOK_RATES = {"sgd": 0.1, "momentum": 0.1, "adam": 0.001}
 
@@ -135,6 +195,31 @@ TASKS: dict[str, Task] = {
         unit="images",
         show=_show_digits,
     ),
+    # nanoGPT's CPU recipe for shakespeare_char (its README: val loss about 1.88).
+    "shakespeare": Task(
+        name="shakespeare",
+        description="tiny Shakespeare, characters: the first 90 % to train, the rest to score",
+        load=_load_shakespeare,
+        models=("gpt",),
+        defaults={
+            "model": "gpt",
+            "optimizer": "adamw",
+            "batch": 12,
+            "iters": 2000,
+            "eval_every": 250,
+            "layers": 4,
+            "heads": 4,
+            "width": 128,
+            "context": 64,
+            "dropout": 0.0,
+            "backend": "jax",
+        },
+        model_defaults={},
+        learning_rates={"adamw": 1e-3},
+        metrics={"val loss": _val_loss},
+        unit="characters",
+        train=_train_shakespeare,
+    ),
 }
 DEFAULT_TASK = "mnist"
 
@@ -151,6 +236,8 @@ def describe_default(key: str) -> str:
             pairs = list(task.learning_rates.items())
         else:
             pairs = [(m, task.setting(m, key)) for m in task.models]
+        if all(value is None for _, value in pairs):
+            continue  # a setting this task does not have
         values: dict[Any, list[str]] = {}
         for name, value in pairs:
             values.setdefault(value, []).append(name)
@@ -171,4 +258,5 @@ __all__ = [
     "Task",
     "accuracy",
     "describe_default",
+    "gpt_recipe",
 ]
