@@ -79,7 +79,10 @@ def call(capsys, *args):
         (["train", "--model", "deep", "--augment", "14"], "--augment 14 would shift a 28x28"),
         (["train", "--augment", "-1"], "--augment: must be >= 0"),
         (["train", "--lr-schedule", "linear"], "invalid choice: 'linear'"),
-        (["train", "--task", "nope"], "invalid choice: 'nope' (choose from 'mnist')"),
+        (
+            ["train", "--task", "nope"],
+            "invalid choice: 'nope' (choose from 'mnist', 'shakespeare')",
+        ),
         (["profile", "--repeats", "0"], "--repeats: must be > 0"),
         (["profile", "--model", "vgg"], "invalid choice: 'vgg'"),
         (["demo", "--x0", "nan", "1"], "--x0: must be finite, got nan"),
@@ -124,7 +127,10 @@ def test_version_and_help_show_defaults():
     assert "(default: 0.01)" in text and "(default: None)" not in text
     # A default the task sets is described from its registry entry.
     assert "mlp hidden units; None: by --task (mnist: 100)" in text
-    assert "None: by --task (mnist: sgd for mlp, adam for convnet and deep)" in text
+    assert "None: by --task (mnist: sgd for mlp, adam for convnet and deep; shakespeare: " in text
+    assert (
+        "training steps, each on --batch random windows" in text and "(shakespeare: 2000)" in text
+    )
 
 
 @pytest.fixture
@@ -299,12 +305,12 @@ def test_each_flag_is_written_once_in_the_cli_code():
 
 
 def test_every_declared_flag_is_offered_and_parses_its_declared_default(capsys):
-    from funcnet.cli import COMMANDS, demo, evaluate, profile
+    from funcnet.cli import COMMANDS, demo, evaluate, profile, sample
     from funcnet.cli import train as train_command
 
-    used = {f.name for m in (demo, evaluate, profile, train_command) for f in m.FLAGS}
+    used = {f.name for m in (demo, evaluate, profile, train_command, sample) for f in m.FLAGS}
     assert used | {flags.SEED.name} == {f.name for f in flags.ALL}
-    assert set(COMMANDS) == {"check", "demo", "train", "eval", "profile"}
+    assert set(COMMANDS) == {"check", "demo", "train", "eval", "profile", "sample"}
     assert len({f.dest for f in flags.ALL}) == len(flags.ALL)
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
@@ -328,7 +334,9 @@ def test_recorded_settings_are_the_flags_declared_recorded(tmp_path, monkeypatch
     recorded = {f.dest for f in flags.ALL if f.recorded}
     # What checkpoints have always recorded, and the task since there is more than one.
     old = {"model", "hidden", "optimizer", "lr", "average", "batch", "seed", "subset"}
-    assert recorded == old | {"augment", "lr_schedule", "task"}
+    # The iteration-counted runs' settings (--task shakespeare) are recorded by theirs only.
+    gpt = {"iters", "eval_every", "layers", "heads", "width", "context", "dropout"}
+    assert recorded == old | {"augment", "lr_schedule", "task"} | gpt
     got = _settings.settings(_train_args("--model", "convnet", "--seed", "3"))
     assert got == {
         "task": "mnist", "model": "convnet", "hidden": None, "optimizer": "adam",
@@ -370,7 +378,10 @@ def test_task_defaults_are_resolved_from_the_registry():
         assert set(task.models) <= set(models.MODELS) and task.defaults["model"] in task.models
         for m in task.models:
             assert task.setting(m, "optimizer") in task.learning_rates
-    assert tasks.describe_default("optimizer") == "mnist: sgd for mlp, adam for convnet and deep"
+    assert tasks.describe_default("optimizer") == (
+        "mnist: sgd for mlp, adam for convnet and deep; shakespeare: adamw"
+    )
+    assert tasks.describe_default("iters") == "shakespeare: 2000"
 
 
 def _toy_task(seen):
@@ -396,7 +407,7 @@ def test_a_task_is_one_registry_entry(capsys, monkeypatch, tmp_path):
     seen = []
     monkeypatch.setitem(tasks.TASKS, "toy", _toy_task(seen))
     code, out, err = call(capsys, "train", "--help")
-    assert "{mnist,toy}" in out and "toy: 2" in " ".join(out.split())
+    assert "{mnist,shakespeare,toy}" in out and "toy: 2" in " ".join(out.split())
     code, out, err = call(
         capsys, "train", "--task", "toy", "--data-dir", str(tmp_path), "--no-color"
     )

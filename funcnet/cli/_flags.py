@@ -38,7 +38,9 @@ class Flag:
     offer it.  ``per_task``: the default is None and the run takes the value from its
     task's entry in ``tasks.TASKS`` (the help says which).  ``recorded``: a
     ``--checkpoint`` records the run's value and a ``--resume`` must match it; ``legacy``
-    is the value a checkpoint written before the flag existed ran with."""
+    is the value a checkpoint written before the flag existed ran with.  ``loop``: the flag
+    shapes only runs counted in ``"epochs"`` (``train.fit``) or in ``"iterations"`` (a
+    task's own trainer, ``tasks.Task.train``); a run of the other kind refuses it."""
 
     name: str
     help: str | Callable[[], str]
@@ -53,6 +55,7 @@ class Flag:
     per_task: bool = False
     recorded: bool = False
     legacy: Any = None
+    loop: str | None = None
 
     @property
     def dest(self) -> str:
@@ -239,43 +242,68 @@ def default_task_setting(key: str) -> Callable[[], Any]:
 TASK = Flag("--task", "what to learn", default=_default_task, choices=_tasks, recorded=True,
             legacy="mnist")  # fmt: skip
 MODEL = Flag("--model", _model_help, choices=_models, per_task=True, recorded=True)
-HIDDEN = Flag("--hidden", "mlp hidden units", positive(int), per_task=True, recorded=True)
+HIDDEN = Flag("--hidden", "mlp hidden units", positive(int), per_task=True, recorded=True,
+              loop="epochs")  # fmt: skip
 WEIGHT_STD = Flag("--weight-std", "mlp, convnet: initial weights N(0, std²); deep: He's",
-                  positive(float), 0.01)  # fmt: skip
-DATA_DIR = Flag("--data-dir", "folder with the four MNIST files; None: $FUNCNET_DATA, then "
-                "~/.cache/funcnet/mnist, downloading there if missing")  # fmt: skip
+                  positive(float), 0.01, loop="epochs")  # fmt: skip
+DATA_DIR = Flag("--data-dir", "mnist: folder with the four MNIST files; None: $FUNCNET_DATA, "
+                "then ~/.cache/funcnet/mnist, downloading there if missing. shakespeare: "
+                "input.txt or its folder; None: $FUNCNET_SHAKESPEARE, then "
+                "../shared/tinyshakespeare beside the checkout")  # fmt: skip
 SUBSET = Flag("--subset", "use only the first N training images (0: all)",
-              non_negative_int, 0, recorded=True)  # fmt: skip
+              non_negative_int, 0, recorded=True, loop="epochs")  # fmt: skip
 TEST_SUBSET = Flag("--test-subset", "score every epoch and the final line on only the first "
-                   "N test images (0: all)", non_negative_int, 0, metavar="N")  # fmt: skip
+                   "N test images (0: all)", non_negative_int, 0, metavar="N",
+                   loop="epochs")  # fmt: skip
 AUGMENT = Flag("--augment", "convnet, deep: shift every training image by up to PIXELS in "
                "each direction, at random (augment.random_shift); 0: off", non_negative_int, 0,
-               metavar="PIXELS", recorded=True, legacy=0)  # fmt: skip
+               metavar="PIXELS", recorded=True, legacy=0, loop="epochs")  # fmt: skip
 
 # How it is learnt
-EPOCHS = Flag("--epochs", "passes over the data", positive(int), per_task=True)
+EPOCHS = Flag("--epochs", "passes over the data", positive(int), per_task=True, loop="epochs")
 BATCH = Flag("--batch", "mini-batch size", positive(int), per_task=True, recorded=True)
 OPTIMIZER = Flag("--optimizer", "the update rule", choices=_optimizers, per_task=True,
                  recorded=True)  # fmt: skip
 LR = Flag("--lr", "learning rate", positive(float), per_task=True, recorded=True)
 LR_SCHEDULE = Flag("--lr-schedule", "cosine: the rate decays from {lr} to 0 over the run's "
                    "steps", default="constant", choices=("constant", "cosine"), recorded=True,
-                   legacy="constant")  # fmt: skip
+                   legacy="constant", loop="epochs")  # fmt: skip
 AVERAGE = Flag("--average", "score and save a moving average of the params "
                "(optim.with_average); 0 turns it off", decay, metavar="DECAY", per_task=True,
-               recorded=True)  # fmt: skip
-SEED = Flag("--seed", "initial weights, shuffling and dropout", non_negative_int, 0,
-            recorded=True)  # fmt: skip
-BACKEND = Flag("--backend", "numpy: eager steps; jax: a jitted step; None: numpy, or jax with "
-               "{devices}, {coordinator} or {cluster}", choices=("numpy", "jax"))  # fmt: skip
-SCAN = Flag("--scan", "jax: run each epoch as one lax.scan", switch=True)
+               recorded=True, loop="epochs")  # fmt: skip
+SEED = Flag("--seed", "initial weights, shuffling (or windows) and dropout", non_negative_int,
+            0, recorded=True)  # fmt: skip
+BACKEND = Flag("--backend", "numpy: eager steps; jax: a jitted step; None: jax with {devices}, "
+               "{coordinator} or {cluster}, else the task's (jax for shakespeare, numpy for "
+               "mnist)", choices=("numpy", "jax"))  # fmt: skip
+SCAN = Flag("--scan", "jax: run each epoch as one lax.scan", switch=True, loop="epochs")
+
+# Runs counted in iterations (--task shakespeare: nanoGPT's CPU recipe by default)
+ITERS = Flag("--iters", "training steps, each on {batch} random windows; the learning rate "
+             "warms up over the first 100 (fewer in a shorter run), then decays along a cosine "
+             "to {lr}/10 at the last", positive(int), per_task=True, recorded=True,
+             loop="iterations")  # fmt: skip
+EVAL_EVERY = Flag("--eval-every", "score the validation loss every N iterations and after the "
+                  "last (0: after the last only)", non_negative_int, metavar="N", per_task=True,
+                  recorded=True, loop="iterations")  # fmt: skip
+LAYERS = Flag("--layers", "gpt: transformer blocks", positive(int), per_task=True,
+              recorded=True, loop="iterations")  # fmt: skip
+HEADS = Flag("--heads", "gpt: attention heads per block; they split {width}", positive(int),
+             per_task=True, recorded=True, loop="iterations")  # fmt: skip
+WIDTH = Flag("--width", "gpt: embedding width", positive(int), per_task=True, recorded=True,
+             loop="iterations")  # fmt: skip
+CONTEXT = Flag("--context", "gpt: characters the model reads at once (a window's length)",
+               positive(int), per_task=True, recorded=True, loop="iterations")  # fmt: skip
+DROPOUT = Flag("--dropout", "gpt: dropout rate after the embeddings and each block's two "
+               "branches", decay, metavar="RATE", per_task=True, recorded=True,
+               loop="iterations")  # fmt: skip
 
 # What is kept
 SAVE = Flag("--save", "write the trained params here (also on Ctrl-C, those of the last "
-            "finished epoch)", save_path, metavar="FILE.npz")  # fmt: skip
-CHECKPOINT = Flag("--checkpoint", "after every epoch, write what {resume} needs: the last "
-                  "params, the optimizer state, the epoch count and the settings", save_path,
-                  metavar="RUN.npz")  # fmt: skip
+            "finished epoch, or iteration)", save_path, metavar="FILE.npz")  # fmt: skip
+CHECKPOINT = Flag("--checkpoint", "after every epoch (or evaluation, and on Ctrl-C), write what "
+                  "{resume} needs: the last params, the optimizer state, the epoch (iteration) "
+                  "count and the settings", save_path, metavar="RUN.npz")  # fmt: skip
 RESUME = Flag("--resume", "continue a run from its {checkpoint} file, on the batches it would "
               "have seen (same settings; any device count)", existing_file,
               metavar="RUN.npz")  # fmt: skip
@@ -294,26 +322,34 @@ SCALE = Group("many devices and processes", "data parallel: each batch split ove
               "{backend} jax")  # fmt: skip
 DEVICES = Flag("--devices", "devices of each process to split every batch over (on a CPU-only "
                "machine, N host devices); None: 1, or all of them with {coordinator}/{cluster}",
-               positive(int), metavar="N", group=SCALE)  # fmt: skip
+               positive(int), metavar="N", group=SCALE, loop="epochs")  # fmt: skip
 COORDINATOR = Flag("--coordinator", "process 0's address: start one process per host (or per "
                    "GPU) with {num_processes} and its {process_id}", address,
-                   metavar="HOST:PORT", group=SCALE)  # fmt: skip
+                   metavar="HOST:PORT", group=SCALE, loop="epochs")  # fmt: skip
 NUM_PROCESSES = Flag("--num-processes", "processes in the run (with {coordinator})",
-                     positive(int), metavar="P", group=SCALE)  # fmt: skip
+                     positive(int), metavar="P", group=SCALE, loop="epochs")  # fmt: skip
 PROCESS_ID = Flag("--process-id", "this process's index, 0..P-1; 0 prints and saves",
-                  non_negative_int, metavar="I", group=SCALE)  # fmt: skip
+                  non_negative_int, metavar="I", group=SCALE, loop="epochs")  # fmt: skip
 CLUSTER = Flag("--cluster", "let JAX read the processes from the cluster's environment "
                "(SLURM, Open MPI, ...) instead of {coordinator}", switch=True,
-               group=SCALE)  # fmt: skip
+               group=SCALE, loop="epochs")  # fmt: skip
 PEER_TIMEOUT = Flag("--peer-timeout", "how long a process waits for a peer to join or to "
                     "answer; a process that dies makes the others stop within about this time",
-                    positive(int), 120, metavar="SECONDS", group=SCALE)  # fmt: skip
+                    positive(int), 120, metavar="SECONDS", group=SCALE,
+                    loop="epochs")  # fmt: skip
 
 # funcnet demo
 X0 = Flag("--x0", "the starting point", finite, [-3.0, 4.0], metavar=("X1", "X2"), nargs=2)
 STEPS = Flag("--steps", "gradient steps", non_negative_int, 20)
 GRAD = Flag("--grad", "central differences (h=1e-4) or jax.grad", default="numerical",
             choices=("numerical", "jax"))  # fmt: skip
+
+# funcnet sample
+PROMPT = Flag("--prompt", "the text to go on from (characters of the training text); None: a "
+              "new line", metavar="TEXT")  # fmt: skip
+TOKENS = Flag("--tokens", "characters to generate after the prompt", positive(int), 300)
+TEMPERATURE = Flag("--temperature", "the logits are divided by it before each draw: below 1 "
+                   "surer, above 1 more varied", positive(float), 0.8)  # fmt: skip
 
 # funcnet profile
 REPEATS = Flag("--repeats", "timed steps (medians) after one warm-up step", positive(int), 5)

@@ -27,17 +27,45 @@ def resolved(args: argparse.Namespace) -> argparse.Namespace:
                 f"{f} {value} is not offered for {flag.TASK} {task.name}: use one of "
                 f"{', '.join(offered)}"
             )
+    _refuse_other_loop(args, task)
     given = {f.dest: getattr(args, f.dest) for f in PER_TASK}
     return argparse.Namespace(**{**vars(args), **task.resolve(given)})
+
+
+def _refuse_other_loop(args: argparse.Namespace, task) -> None:
+    """A flag given that shapes only the other kind of run (``Flag.loop``): epochs for a task
+    that trains by iterations, or the reverse."""
+    from ..tasks import TASKS
+
+    for f in ALL:
+        if f.loop in (None, task.loop) or not hasattr(args, f.dest):
+            continue
+        value = getattr(args, f.dest)
+        if value is not None and value is not False and value != _default(f):
+            takers = [t.name for t in TASKS.values() if t.loop == f.loop]
+            raise UsageError(
+                f"{f} is for {flag.TASK} {' or '.join(takers)}: {flag.TASK} {task.name} counts "
+                f"its run in {task.loop}"
+            )
+
+
+def _default(f):
+    return f.default() if callable(f.default) else f.default
 
 
 def settings(args: argparse.Namespace) -> dict:
     """The run's settings, resolved: what a --checkpoint records, by the flags' names
     (``dest``).  A setting the model does not take (``hidden`` of a convnet) is None."""
     from ..models import MODELS
+    from ..tasks import TASKS
 
     others = {o for m in MODELS.values() for o in m.options} - set(MODELS[args.model].options)
-    return {f.dest: None if f.dest in others else getattr(args, f.dest) for f in RECORDED}
+    loop = TASKS[args.task].loop  # the flags of the other kind of run are not recorded
+    return {
+        f.dest: None if f.dest in others else getattr(args, f.dest)
+        for f in RECORDED
+        if f.loop in (None, loop)
+    }
 
 
 def resume_problem(args: argparse.Namespace) -> str | None:
@@ -49,13 +77,19 @@ def resume_problem(args: argparse.Namespace) -> str | None:
         done, meta = run_info(args.resume)
     except ValueError as e:
         return str(e).split(": ", 1)[1]
+    if meta.get("saved") == "params":
+        return f"it holds trained params ({flag.SAVE}), not a run: resume from a {flag.CHECKPOINT}"
     mine = settings(args)
     for f in RECORDED:
+        if f.dest not in mine:
+            continue
         # A checkpoint from before a flag existed ran with its legacy value.
         then, now = meta.get(f.dest, f.legacy), mine[f.dest]
         if then != now:
             return f"it was written with {f} {then}, this run has {now}"
-    if done >= args.epochs:
+    if "iters" in mine and done >= args.iters:
+        return f"all {done} iterations are done already"
+    if "iters" not in mine and done >= args.epochs:
         return f"{done} epochs are done already; ask for more with {flag.EPOCHS}"
     return None
 
@@ -64,11 +98,13 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
     """The checks of flags that go together (``UsageError``, before any work); returns
     ``args`` with ``backend`` set where it was left to follow the scale-out flags."""
     from ..models import MODELS
+    from ..tasks import TASKS
 
     scaled = [f for f in (flag.DEVICES, flag.COORDINATOR, flag.CLUSTER) if getattr(args, f.dest)]
     if args.backend == "numpy" and scaled:
         raise UsageError(f"{scaled[0]} runs the step on JAX devices: drop {flag.BACKEND} numpy")
-    backend = args.backend or ("jax" if scaled else "numpy")
+    backend = args.backend or ("jax" if scaled else TASKS[args.task].setting(args.model, "backend"))
+    backend = backend or "numpy"
     args = argparse.Namespace(**{**vars(args), "backend": backend})
     if args.scan and args.backend != "jax":
         raise UsageError(f"{flag.SCAN} compiles each epoch with JAX: add {flag.BACKEND} jax")
@@ -85,6 +121,8 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
             f"{flag.AUGMENT} {args.augment} would shift a {shape[1]}x{shape[2]} digit out of sight "
             f"(< {min(shape[1:]) // 2})"
         )
+    if args.heads and args.width % args.heads:
+        raise UsageError(f"{flag.WIDTH} {args.width} does not split into {flag.HEADS} {args.heads}")
     if args.subset and args.batch > args.subset:
         raise UsageError(f"{flag.BATCH} {args.batch} is larger than {flag.SUBSET} {args.subset}")
     _check_processes(args)

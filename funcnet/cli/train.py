@@ -1,9 +1,11 @@
 """``funcnet train``: a model of ``models.MODELS`` on a task of ``tasks.TASKS`` (MNIST:
-the two-layer net, SimpleConvNet or the deep convnet), with terminal plots; on one device,
-or data parallel over many devices and processes (``funcnet.scale``).
+the two-layer net, SimpleConvNet or the deep convnet; tiny Shakespeare: the character GPT),
+with terminal plots; on one device, or data parallel over many devices and processes
+(``funcnet.scale``).
 
 This module runs the steps in order; ``_settings`` resolves and checks the flags,
-``_setup`` builds what the run starts from, ``_report`` writes what it prints."""
+``_setup`` builds what the run starts from, ``_report`` writes what it prints.  A task with
+a trainer of its own (counted in iterations) runs through ``_iterations``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import sys
 import numpy as np
 
 from . import _flags as flag
-from . import _report, _settings, _setup, one_line
+from . import _iterations, _report, _settings, _setup, one_line
 from ._flags import add_command
 from ._setup import Stop, local
 
@@ -23,6 +25,7 @@ FLAGS = (
     flag.AUGMENT, flag.AVERAGE, flag.BATCH, flag.SEED, flag.WEIGHT_STD, flag.BACKEND, flag.SCAN,
     flag.DATA_DIR, flag.SUBSET, flag.TEST_SUBSET, flag.SAVE, flag.CHECKPOINT, flag.RESUME,
     flag.NO_PLOT, flag.NO_COLOR,
+    flag.ITERS, flag.EVAL_EVERY, flag.LAYERS, flag.HEADS, flag.WIDTH, flag.CONTEXT, flag.DROPOUT,
     flag.DEVICES, flag.COORDINATOR, flag.NUM_PROCESSES, flag.PROCESS_ID, flag.CLUSTER,
     flag.PEER_TIMEOUT,
 )  # fmt: skip
@@ -64,6 +67,8 @@ def run(args) -> int:
     quiet = open(os.devnull, "w") if not main else None  # closed below
     try:
         with contextlib.redirect_stdout(quiet) if quiet else contextlib.nullcontext():
+            if _iterations.counted_in_iterations(args):
+                return _iterations.train(args)
             return _train(args, mesh, main)
     except Stop as stop:
         print(f"funcnet train: {stop}", file=sys.stderr)
