@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from funcnet import shakespeare
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = ROOT.joinpath("README.md").read_text().split("## Commands and examples", 1)[1]
 BLOCK = re.search(r"```bash\n(.*?)```", SECTION, re.S).group(1)
@@ -24,6 +26,22 @@ COMMANDS = [
 # What makes each long command short; the command itself is run as the README writes it.
 SHORT_TRAINING = ["--epochs", "1", "--subset", "600", "--test-subset", "1000", "--no-plot"]
 SHORTER = {
+    # Before "funcnet train": the GPT's run is counted in iterations, and a tiny model.
+    "--task shakespeare": [
+        "--iters",
+        "20",
+        "--eval-every",
+        "10",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--width",
+        "16",
+        "--context",
+        "16",
+    ],
+    "funcnet sample": ["--tokens", "20"],
     "funcnet train": SHORT_TRAINING,
     "examples/train_mnist.py": SHORT_TRAINING,
     "examples/compare_optimizers.py": ["--iters", "20", "--every", "5", "--test-size", "200"],
@@ -37,6 +55,8 @@ SHORTER = {
 PLOT = ["┌", "└"]
 OPTIMIZERS = ("SGD", "Momentum", "AdaGrad", "Adam")
 EXPECT = {
+    "--task shakespeare": [*PLOT, r"(?m)^val loss \d\.\d{4} after \d+ iterations$"],
+    "funcnet sample": [r"^ROMEO:"],
     "examples/optimizer_paths.py": [
         *PLOT,
         r"optimizer paths on x²/20 \+ y²",
@@ -78,6 +98,8 @@ def test_readme_command_runs(command, mnist_dir, tmp_path, request):
         # here (on a busy machine); the same command runs in-process on synthetic images in
         # test_train.py.
         pytest.skip("the deep convnet on MNIST runs with --run-slow")
+    if "shakespeare" in command and shakespeare.find() is None:
+        pytest.skip("tiny Shakespeare not found: set FUNCNET_SHAKESPEARE")
     for part in command.split("&&"):
         part = part.replace("../shared/mnist", str(mnist_dir))
         argv = shlex.split(part.replace("[--grad jax]", ""))
