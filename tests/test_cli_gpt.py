@@ -192,6 +192,22 @@ def test_bad_flags_are_one_line_and_exit_2_before_any_work(capsys, tmp_path, arg
     assert out == ""
 
 
+def test_the_backend_is_jax_unless_asked_for():
+    import argparse
+
+    from funcnet.cli import _settings
+    from funcnet.cli import train as train_command
+
+    parser = argparse.ArgumentParser()
+    train_command.add_parser(parser.add_subparsers())
+
+    def backend(*argv):
+        return _settings.check(_settings.resolved(parser.parse_args(["train", *argv]))).backend
+
+    assert backend("--task", "shakespeare") == "jax" and backend() == "numpy"
+    assert backend("--task", "shakespeare", "--backend", "numpy") == "numpy"
+
+
 def test_a_corpus_that_does_not_load_is_one_line(capsys, tmp_path):
     (tmp_path / "input.txt").write_text("not the play")
     code, out, err = call(capsys, "train", "--task", "shakespeare", "--data-dir", str(tmp_path))

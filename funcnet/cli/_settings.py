@@ -29,7 +29,9 @@ def resolved(args: argparse.Namespace) -> argparse.Namespace:
             )
     _refuse_other_loop(args, task)
     given = {f.dest: getattr(args, f.dest) for f in PER_TASK}
-    return argparse.Namespace(**{**vars(args), **task.resolve(given)})
+    # Only the flags left to the task: its other defaults (backend) never override a flag.
+    filled = {k: v for k, v in task.resolve(given).items() if k in given}
+    return argparse.Namespace(**{**vars(args), **filled})
 
 
 def _refuse_other_loop(args: argparse.Namespace, task) -> None:
