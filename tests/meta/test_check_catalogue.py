@@ -14,10 +14,9 @@ meant to catch it.
 
 from __future__ import annotations
 
-import jax
 import pytest
 from ast_mutation import Mutation as M
-from ast_mutation import mutant
+from catalogue import apply, failures
 
 import funcnet as fn
 from funcnet.cli import check
@@ -291,30 +290,11 @@ MUTATIONS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _fresh_traces():
-    # XLA's optimizations only cost compile time here: every case is a tiny float64 program.
-    saved = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", saved)
-    jax.clear_caches()  # no mutant stays in a compiled kernel for the next test
-
-
-def failures(match, arrays):
-    reports = check.builtin_checks(match=match, arrays=set(arrays.split()))
-    assert reports, f"no case's label contains {match!r}"
-    return [r.name for r in reports if not r.ok]
-
-
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # a mutant's inf * 0
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=[m.id for m in MUTATIONS])
 def test_an_error_in_any_path_makes_the_check_fail(monkeypatch, mutation):
     """The cases named catch it, so the whole catalogue (which includes them) fails."""
-    function, code, where = mutant(mutation)
-    monkeypatch.setattr(function, "__code__", code)
-    # Jitted kernels that call the original were traced already: trace them afresh.
-    jax.clear_caches()
+    where = apply(monkeypatch, mutation)
     assert failures(mutation.catch, mutation.arrays), (
         f"no case {mutation.catch!r} caught {mutation.new!r} in {where}"
     )
