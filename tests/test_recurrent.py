@@ -1,15 +1,14 @@
 """The sequence layers and loss of the second book: hand-written backwards against
-``jax.vjp`` (float64, random shapes and cotangents), a slightly wrong backward caught, the
-book's own layers as the reference for outputs and gradients, state in and out, lax.scan
-under jit, and bad input."""
+``jax.vjp`` (float64, random shapes and cotangents), the book's own layers as the reference
+for outputs and gradients, state in and out, lax.scan under jit, and bad input.  That
+``funcnet check``'s sequence cases catch a slightly wrong backward is
+tests/meta/test_sequence_mutations.py."""
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
-import textwrap
 from pathlib import Path
 
 import jax
@@ -19,7 +18,6 @@ import pytest
 import funcnet as fn
 from funcnet import losses
 from funcnet.cli import check
-from funcnet.layers import recurrent
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"RNN": (fn.RNN, 1), "LSTM": (fn.LSTM, 2), "GRU": (fn.GRU, 1)}
@@ -72,96 +70,6 @@ def test_random_shapes_against_jax(cell, seed):
     x = rng.standard_normal((n, steps, d))
     for arrays in ("numpy", "jax"):
         fn.check_layer(layer, p, x, arrays=arrays, seed=seed)
-
-
-def _mutate(monkeypatch, module, func, old, new):
-    """``module.func`` replaced by a copy whose source has ``old`` replaced by ``new``, and
-    every Cell / Loss of the module that held the original by one holding the copy."""
-    original = getattr(module, func)
-    source = textwrap.dedent(inspect.getsource(original))
-    assert source.count(old) == 1, f"{func}: {old!r} is not (once) in its source any more"
-    namespace = dict(vars(module))
-    exec(compile(source.replace(old, new), f"<mutant of {func}>", "exec"), namespace)
-    mutant = namespace[func]
-    monkeypatch.setattr(module, func, mutant)
-    for name, value in vars(module).items():
-        if isinstance(value, recurrent.Cell | fn.Loss) and original in value:
-            fields = {k: mutant for k, v in value._asdict().items() if v is original}
-            monkeypatch.setattr(module, name, value._replace(**fields))
-    if func == "time_softmax_cross_entropy_with":
-        monkeypatch.setattr(module, "time_softmax_cross_entropy", mutant(-1))
-    jax.clear_caches()
-
-
-MUTATIONS = [  # (module, function, old, new, a part of the labels that must fail)
-    ("recurrent", "_rnn_back", "(1 - h * h)", "(1.001 - h * h)", "RNN"),
-    ("recurrent", "_lstm_back", "dc * f)", "dc * f * 1.001)", "LSTM(4)"),
-    ("recurrent", "_lstm_back", "dh * tc * o * (1 - o)", "dh * tc * o * (1.001 - o)", "LSTM(4)"),
-    ("recurrent", "_lstm_back_numpy", "dc *= f", "dc *= 1.001 * f", "LSTM(4)"),
-    ("recurrent", "_lstm_back_numpy", "(3, tc, dh)", "(3, tc, 1.001 * dh)", "LSTM(4)"),
-    (
-        "recurrent",
-        "_lstm_back_numpy",
-        "np.subtract(1, dg, out=dg)",
-        "np.subtract(1.001, dg, out=dg)",
-        "LSTM(4)",
-    ),
-    ("recurrent", "_gru_back", "drh * r +", "drh * r * 1.001 +", "GRU(4)"),
-    ("recurrent", "_gru_dWh", "_flat(r * h_prev).T", "_flat(1.001 * r * h_prev).T", "GRU(4)"),
-    ("recurrent", "_recurrent", "dA2.sum(axis=0)", "1.001 * dA2.sum(axis=0)", "RNN(4)"),
-    ("recurrent", "_recurrent", "(dx, *dstate0)", "(dx, *(1.001 * s for s in dstate0))", "state"),
-    ("recurrent", "Bidirectional", "dx_g[:, ::-1]", "dx_g", "Bidirectional"),
-    (
-        "embedding",
-        "Embedding",
-        "np.add.at(dW, flat_ids, flat)",
-        "dW[flat_ids] += flat",
-        "Embedding",
-    ),
-    ("embedding", "Embedding", ".at[flat_ids].add(flat)", ".at[flat_ids].set(flat)", "Embedding"),
-    ("attention", "Attention", "da = da + da_in", "da = da + 1.001 * da_in", "return_weights"),
-    (
-        "attention",
-        "Attention",
-        "@ dc + xp.swapaxes(ds",
-        "@ dc + 1.001 * xp.swapaxes(ds",
-        "Attention",
-    ),
-    (
-        "losses",
-        "time_softmax_cross_entropy_with",
-        "(dloss / count)",
-        "(dloss / (count + 1))",
-        "time_",
-    ),
-    ("seq2seq", "_decode_backward", "dlast = dh0 + dpeek", "dlast = dh0 + 1.001 * dpeek", "peeky"),
-    (
-        "seq2seq",
-        "_decode_backward",
-        "dhs[..., H:] + dhs_att",
-        "dhs[..., H:] + 1.001 * dhs_att",
-        "atten",
-    ),
-    (
-        "seq2seq",
-        "_decode_backward",
-        "dlast = dh0 + dpeek",
-        "dlast = 1.001 * dh0 + dpeek",
-        "seq2seq(",
-    ),
-]
-
-
-@pytest.mark.parametrize(("module", "func", "old", "new", "match"), MUTATIONS)
-def test_a_slightly_wrong_backward_is_caught(monkeypatch, module, func, old, new, match):
-    names = {"recurrent": "funcnet.layers.recurrent", "embedding": "funcnet.layers.embedding"}
-    names |= {"attention": "funcnet.layers.attention", "losses": "funcnet.losses"}
-    mod = importlib.import_module(names.get(module, f"funcnet.{module}"))
-    _mutate(monkeypatch, mod, func, old, new)
-    arrays = "jax" if ".at[" in old or func == "_lstm_back" else "numpy"
-    entries = [e for e in check.sequence_entries(0) if match in e[1]]
-    assert entries, match
-    assert any(not run(arrays).ok for _, _, run in entries), f"{new!r} was not caught"
 
 
 # --------------------------------------------------------------------------- the book

@@ -1,0 +1,210 @@
+"""``funcnet check`` catches a slightly wrong backward in the transformer's layers and in
+the character GPT's token embedding and weight tying.
+
+Each mutation (``ast_mutation``: ``old`` as the code reads today, every name a wildcard)
+puts a factor 1.001, a wrong axis or a wrong update into one term of a backward; the cases
+whose label contains ``catch`` must then fail.
+"""
+
+from __future__ import annotations
+
+import pytest
+from ast_mutation import Mutation as M
+from catalogue import apply, failures
+
+TF = "funcnet.layers.transformer"
+GPT = "funcnet.gpt"
+
+ATTENTION_DPARAMS = """dparams = {
+    "W_qkv": x.reshape(-1, c).T @ d3,
+    "b_qkv": %s,
+    "W_o": dW_o,
+    "b_o": db_o,
+}"""
+LAYERNORM_DPARAMS = 'dparams = {"gamma": %s, "beta": %s}'
+GELU_TANH = "(%s - t * t) * (_SQRT_2_OVER_PI * (1 + 3 * _GELU_A * (xc * xc)))"
+
+# Every one must be caught on NumPy and on JAX arrays, each on its own.
+TRANSFORMER_MUTATIONS = [
+    M(
+        TF,
+        "return dparams, imul(dx, rstd)",
+        "return dparams, imul(1.001 * dx, rstd)",
+        "LayerNorm",
+        inside="LayerNorm",
+    ),
+    M(
+        TF,
+        LAYERNORM_DPARAMS % ("(d2 * x2).sum(axis=0)", "d2.sum(axis=0)"),
+        LAYERNORM_DPARAMS % ("1.001 * (d2 * x2).sum(axis=0)", "d2.sum(axis=0)"),
+        "LayerNorm",
+    ),
+    M(
+        TF,
+        LAYERNORM_DPARAMS % ("(d2 * x2).sum(axis=0)", "d2.sum(axis=0)"),
+        LAYERNORM_DPARAMS % ("(d2 * x2).sum(axis=0)", "1.001 * d2.sum(axis=0)"),
+        "LayerNorm",
+    ),
+    M(
+        TF,
+        "dx = dx - xn * (g * xn).mean(axis=-1, keepdims=True)",
+        "dx = dx - 1.001 * xn * (g * xn).mean(axis=-1, keepdims=True)",
+        "LayerNorm",
+    ),
+    M(TF, GELU_TANH % "1", GELU_TANH % "1.001", "Gelu"),
+    M(
+        TF,
+        "xp.exp(-0.5 * (xc * xc)) * (2 / math.sqrt(2 * math.pi))",
+        "xp.exp(-0.5 * (xc * xc)) * (2.002 / math.sqrt(2 * math.pi))",
+        "Gelu(erf)",
+    ),
+    M(
+        TF,
+        "return (), imul(iadd(xc * slope, 1 + t), dout * 0.5)",
+        "return (), imul(iadd(xc * slope, 1.001 + t), dout * 0.5)",
+        "Gelu",
+    ),
+    M(
+        TF,
+        "dW = dout.sum(axis=0)",
+        "dW = 1.001 * dout.sum(axis=0)",
+        "PositionalEmbedding",
+        inside="PositionalEmbedding",
+    ),
+    M(
+        TF,
+        'return {"W": dW}, (dout if need_dx else None)',
+        'return {"W": dW}, (1.001 * dout if need_dx else None)',
+        "PositionalEmbedding",
+    ),
+    M(
+        TF,
+        "dv = p.swapaxes(-1, -2) @ dy",
+        "dv = 1.001 * p.swapaxes(-1, -2) @ dy",
+        "one head",
+        inside="_attention_backward",
+    ),
+    M(
+        TF,
+        "dp = dy @ v.swapaxes(-1, -2)",
+        "dp = 1.001 * dy @ v.swapaxes(-1, -2)",
+        "CausalSelfAttention(2)",
+        inside="_attention_backward",
+    ),
+    M(
+        TF,
+        "ds = imul(dp - (dp * p).sum(axis=-1, keepdims=True), p)",
+        "ds = imul(dp - (dp * p).sum(axis=-2, keepdims=True), p)",
+        "CausalSelfAttention(2)",
+    ),
+    M(
+        TF,
+        "dq, dk = ds @ k, ds.swapaxes(-1, -2) @ q",
+        "dq, dk = 1.001 * ds @ k, ds.swapaxes(-1, -2) @ q",
+        "one head",
+    ),
+    M(
+        TF,
+        "dq, dk = ds @ k, ds.swapaxes(-1, -2) @ q",
+        "dq, dk = ds @ k, 1.001 * ds.swapaxes(-1, -2) @ q",
+        "CausalSelfAttention(2)",
+    ),
+    M(
+        TF,
+        "ds = imul(ds, xp.asarray(1 / math.sqrt(c // heads), dtype=ds.dtype))",
+        "ds = imul(ds, xp.asarray(1 / math.sqrt(c / heads + 0.01), dtype=ds.dtype))",
+        "CausalSelfAttention(2)",
+    ),
+    M(
+        TF,
+        ATTENTION_DPARAMS % "d3.sum(axis=0)",
+        ATTENTION_DPARAMS % "1.001 * d3.sum(axis=0)",
+        "one position",
+    ),
+    M(
+        TF,
+        "dW_o, db_o = y.reshape(-1, c).T @ d2, d2.sum(axis=0)",
+        "dW_o, db_o = 1.001 * y.reshape(-1, c).T @ d2, d2.sum(axis=0)",
+        "one position",
+    ),
+    M(
+        TF,
+        "return dparams, (dqkv @ W_qkv.T if need_dx else None)",
+        "return dparams, (1.001 * dqkv @ W_qkv.T if need_dx else None)",
+        "pre-norm block",
+    ),
+]
+
+TIED_RETURN = 'return {"wte": dW + %s, "body": d_body}, None'
+SCATTER_JAX = "return xp.zeros((vocab, d.shape[-1]), dtype=d.dtype).at[flat].%s"
+
+GPT_MUTATIONS = [
+    M(
+        GPT,
+        TIED_RETURN % "_scatter_add(ids, de, vocab)",
+        TIED_RETURN % "1.001 * _scatter_add(ids, de, vocab)",
+        "weight tying",
+    ),
+    M(
+        GPT,
+        "dW = d2.T @ h.reshape(-1, dim)",
+        "dW = 1.001 * d2.T @ h.reshape(-1, dim)",
+        "weight tying",
+        inside="tied",
+    ),
+    M(
+        GPT,
+        "d_body, de = body.backward(c_body, dout @ W, need_dx=True)",
+        "d_body, de = body.backward(c_body, 1.001 * dout @ W, need_dx=True)",
+        "weight tying",
+    ),
+    M(
+        GPT,
+        "np.add.at(dW, flat, rows)",
+        "np.add.at(dW, flat, 1.001 * rows)",
+        "token embedding",
+        "numpy",
+        inside="_scatter_add",
+    ),
+    # dW[flat] = rows as an expression: a repeated id keeps one row, not the sum.
+    M(
+        GPT,
+        "np.add.at(dW, flat, rows)",
+        "dW.__setitem__(flat, rows)",
+        "token embedding",
+        "numpy",
+        inside="_scatter_add",
+    ),
+    M(
+        GPT,
+        SCATTER_JAX % "add(rows)",
+        SCATTER_JAX % "add(1.001 * rows)",
+        "token embedding",
+        "jax",
+    ),
+    M(GPT, SCATTER_JAX % "add(rows)", SCATTER_JAX % "set(rows)", "token embedding", "jax"),
+]
+
+
+@pytest.mark.parametrize(
+    "mutation", TRANSFORMER_MUTATIONS, ids=[m.id for m in TRANSFORMER_MUTATIONS]
+)
+def test_a_slightly_wrong_transformer_backward_is_caught(monkeypatch, mutation):
+    where = apply(monkeypatch, mutation)
+    for arrays in mutation.arrays.split():
+        assert failures(mutation.catch, arrays), (
+            f"{mutation.catch!r} on {arrays} missed {mutation.new!r} in {where}"
+        )
+
+
+@pytest.mark.parametrize(("catch", "arrays"), sorted({(m.catch, m.arrays) for m in GPT_MUTATIONS}))
+def test_the_gpt_cases_pass(catch, arrays):
+    assert not failures(catch, arrays)
+
+
+@pytest.mark.parametrize("mutation", GPT_MUTATIONS, ids=[m.id for m in GPT_MUTATIONS])
+def test_a_wrong_embedding_or_tying_backward_is_caught(monkeypatch, mutation):
+    where = apply(monkeypatch, mutation)
+    assert failures(mutation.catch, mutation.arrays), (
+        f"{mutation.catch!r} missed {mutation.new!r} in {where}"
+    )
