@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from ast_mutation import Mutation as M
 from ast_mutation import mutant
-from test_check_catalogue import failures
+from catalogue import failures
 
 import funcnet as fn
 from funcnet import gradcheck
