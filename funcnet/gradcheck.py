@@ -281,12 +281,8 @@ def _check(
         g = draw(rng, jax.eval_shape(jax_fwd, as_jax).shape)
         g_jax = jax.device_put(g)
 
-        def reference_vjp(p, g):
-            out, pull = jax.vjp(jax_fwd, p)
-            return out, pull(g)[0]
-
         # One compiled program each: op-by-op dispatch would compile every op separately.
-        out_ref, ref = _jit_once(reference_vjp)(as_jax, g_jax)
+        out_ref, ref = _jit_once(_vjp_of(jax_fwd))(as_jax, g_jax)
         if arrays == "jax":
             hand, aux = jax.tree_util.tree_map(np.asarray, _jit_once(hand_grad)(as_jax, g_jax))
         out = np.asarray(fwd(primal))  # the NumPy forward: the forward row compares the two
@@ -304,11 +300,28 @@ def _check(
         rows += grad_rows
         if grad_rows and grad_rows[0].what != "structure":
             rows += _nodx_rows(aux.get("nodx", {}), ref, rtol) + _protocol_rows(aux)
-        p_leaves = jax.tree_util.tree_flatten_with_path(primal)[0]
-        for (path, p), q in zip(p_leaves, jax.tree_util.tree_leaves(before), strict=True):
-            if not np.array_equal(p, q, equal_nan=True):
-                rows.append(_protocol_row(_leaf_name(path), "input was mutated"))
+        rows += _mutated_input_rows(primal, before)
     return Report(name, in_shapes, rows)
+
+
+def _mutated_input_rows(primal, before) -> list[Row]:
+    """A protocol row for every leaf of ``primal`` that differs from its copy ``before``."""
+    p_leaves = jax.tree_util.tree_flatten_with_path(primal)[0]
+    return [
+        _protocol_row(_leaf_name(path), "input was mutated")
+        for (path, p), q in zip(p_leaves, jax.tree_util.tree_leaves(before), strict=True)
+        if not np.array_equal(p, q, equal_nan=True)
+    ]
+
+
+def _vjp_of(fwd: Callable) -> Callable:
+    """``(p, g) -> (fwd(p), the vjp of fwd at p applied to g)``: JAX's side of a check."""
+
+    def vjp(p, g):
+        out, pull = jax.vjp(fwd, p)
+        return out, pull(g)[0]
+
+    return vjp
 
 
 def _gradient_rows(fwd, primal, hand, ref, g, rng, *, rtol, num_rtol, num_atol, h, numerical,

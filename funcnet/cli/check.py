@@ -53,9 +53,13 @@ def _inf_cotangent(rng, shape):
 
 def layer_cases() -> list[Case]:
     """Every layer case; each is run on NumPy arrays and again on JAX arrays."""
-    lin, act, cv = linear, activations, conv
+    return _dense_cases() + _conv_cases() + _composite_cases() + _transformer_cases()
+
+
+def _dense_cases() -> list[Case]:
+    """Dense and friends, the activations, Dropout and BatchNorm."""
+    lin, act = linear, activations
     train = {"train": True}
-    eight = _conv_numpy.DX_AS_CONV_MIN_CHANNELS
     return [
         Case("linear", lambda: lin.Dense(7), (5, 4)),
         Case("linear", lambda: lin.Dense(3), (1, 2, 5)),
@@ -74,6 +78,14 @@ def layer_cases() -> list[Case]:
         Case("batchnorm", lambda: normalization.BatchNorm(), (3, 2, 4, 4), train),
         Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3), note="eval"),
         Case("batchnorm", lambda: normalization.BatchNorm(), (2, 3, 2, 2), note="eval"),
+    ]
+
+
+def _conv_cases() -> list[Case]:
+    """Conv on every kernel path, and the pools."""
+    cv = conv
+    eight = _conv_numpy.DX_AS_CONV_MIN_CHANNELS
+    return [
         Case("conv", lambda: cv.Conv(4, 3, padding=1), (2, 3, 6, 6)),
         Case("conv", lambda: cv.Conv(2, (3, 2), stride=2), (1, 2, 7, 6)),
         Case(
@@ -127,6 +139,14 @@ def layer_cases() -> list[Case]:
         Case("pool", lambda: cv.AvgPool(2), (2, 3, 6, 6)),
         Case("pool", lambda: cv.AvgPool(3, stride=1, padding=1), (2, 2, 5, 5)),
         Case("pool", lambda: cv.AvgPool((2, 3), stride=(2, 1)), (1, 2, 6, 6)),
+    ]
+
+
+def _composite_cases() -> list[Case]:
+    """Pipelines and the combinators around the layers above."""
+    lin, act, cv = linear, activations, conv
+    train = {"train": True}
+    return [
         Case(
             "pipeline",
             lambda: pipeline(lin.Flatten(), lin.Dense(8), act.Relu(), lin.Dense(3)),
@@ -168,8 +188,14 @@ def layer_cases() -> list[Case]:
             (2, 2, 4, 4),
             train,
         ),
-        # The transformer's layers: one head and one position included; a position
-        # embedding longer than the input (rows with no gradient); a whole pre-norm block.
+    ]
+
+
+def _transformer_cases() -> list[Case]:
+    """The transformer's layers: one head and one position included; a position
+    embedding longer than the input (rows with no gradient); a whole pre-norm block."""
+    lin = linear
+    return [
         Case("transformer", lambda: tf.LayerNorm(), (5, 4)),
         Case("transformer", lambda: tf.LayerNorm(), (2, 3, 6)),
         Case("transformer", lambda: tf.Gelu(), (3, 4, 5)),

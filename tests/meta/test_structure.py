@@ -232,3 +232,16 @@ def test_the_write_finder_passes_writes_to_own_objects(tmp_path):
         "conv.window(x, 0)[...] += 1\n"
     )
     assert not writes_to_modules(path, "funcnet")
+
+
+def test_no_function_in_funcnet_is_over_80_lines():
+    """A function reads on one screen; a longer one is split into named steps."""
+    long = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 80:
+                    long.append(f"{name}.{node.name} ({path.name}:{node.lineno}): {lines} lines")
+    assert not long, "over 80 lines:\n" + "\n".join(long)
