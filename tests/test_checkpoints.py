@@ -79,3 +79,197 @@ def test_a_file_that_is_not_a_checkpoint_is_named_and_never_unpickled(tmp_path, 
     np.save(tmp_path / "one.npy", np.ones(3))
     with pytest.raises(ValueError, match="a single array, not named params"):
         checkpoints.load_params(tmp_path / "one.npy", params)
+
+
+# ----------------------------------------------------------------- untrusted files
+# A checkpoint may come from anyone: every array's header is checked against the network
+# before its data is read, and no read is larger than the header it was checked by.
+
+
+def _npy_header(shape, dtype="<f4", fortran=False) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": fortran, "shape": tuple(shape)}
+    )
+    return buf.getvalue()  # magic, length, dict, padding
+
+
+def _zip(path, members: dict, method=None):
+    """``members``: name -> bytes, or (header bytes, zero bytes to stream after it)."""
+    import zipfile
+
+    method = zipfile.ZIP_DEFLATED if method is None else method
+    with zipfile.ZipFile(path, "w", compression=method) as z:
+        for name, body in members.items():
+            if isinstance(body, bytes):
+                z.writestr(name, body)
+                continue
+            head, zeros = body
+            with z.open(name, "w") as f:
+                f.write(head)
+                chunk = bytes(1 << 20)
+                for _ in range(zeros >> 20):
+                    f.write(chunk)
+
+
+def _lie_about_size(path, size: int) -> None:
+    """Set every uncompressed size the zip records (local header, directory) to ``size``."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    for sig, at in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):
+        i = data.find(sig)
+        while i >= 0:
+            data[i + at : i + at + 4] = struct.pack("<I", size)
+            i = data.find(sig, i + 4)
+    path.write_bytes(bytes(data))
+
+
+def _peak_mib(fn, *args):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn(*args)
+    except ValueError as e:
+        error = e
+    else:
+        error = None
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return error, peak
+
+
+def _one_entry_net():
+    net = fn.pipeline(fn.Dense(16))
+    return net, net.init(0, (-1, 8))[1]  # {"[0]['W']": f32[8, 16], "[0]['b']": f32[16]}
+
+
+def _members(params, **override):
+    flat = checkpoints._flat(params)
+    body = {f"{k}.npy": _npy_header(v.shape) + v.tobytes() for k, v in flat.items()}
+    return {**body, **override}
+
+
+def test_a_deflate_bomb_is_refused_without_its_memory(tmp_path):
+    _, params = _one_entry_net()
+    w = "[0]['W'].npy"
+    # The header claims the network's shape; 256 MiB of zeros follow in a 256 KB file.
+    honest = tmp_path / "honest.npz"
+    _zip(honest, _members(params, **{w: (_npy_header((8, 16)), 256 << 20)}))
+    assert honest.stat().st_size < 1 << 20
+    error, peak = _peak_mib(checkpoints.load_params, honest, params)
+    assert error is not None and "the zip says" in str(error) and "implies 640" in str(error)
+    assert peak < 16, f"{peak:.0f} MiB read for a refused file"
+    # The same, the zip's sizes forged to match the header: the read stops at the header's
+    # bytes, and the member's checksum (or the data past them) gives it away.
+    forged = tmp_path / "forged.npz"
+    _zip(forged, _members(params, **{w: (_npy_header((8, 16)), 256 << 20)}))
+    _lie_about_size(forged, 128 + 8 * 16 * 4)
+    error, peak = _peak_mib(checkpoints.load_params, forged, params)
+    assert error is not None and f"{forged} is not a checkpoint" in str(error)
+    assert peak < 16, f"{peak:.0f} MiB read for a refused file"
+
+
+def test_a_header_claiming_a_huge_array_is_refused_before_any_read(tmp_path):
+    _, params = _one_entry_net()
+    path = tmp_path / "huge.npz"
+    _zip(path, _members(params, **{"[0]['W'].npy": _npy_header((100000, 100000))}))
+    assert path.stat().st_size < 5000
+    error, peak = _peak_mib(checkpoints.load_params, path, params)
+    assert "[0]['W'] is float32[100000, 100000], the network expects float32[8, 16]" in str(error)
+    assert peak < 4
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("bzip2", "compression method 12; only stored and deflated"),
+        ("lzma", "compression method 14; only stored and deflated"),
+        ("encrypted", "is encrypted"),
+        ("pickled", r"Python objects \(pickled data\), which are never loaded"),
+        ("crc", "Bad CRC-32"),
+        ("not npy", "entry 'notes.txt' is not one .npy array"),
+        ("bad header", r"\[0\]\['b'\]: "),
+        ("version 3", r"format version \(3, 0\) is not read"),
+        ("fortran", None),
+    ],
+)
+def test_every_corruption_is_one_value_error(tmp_path, case, reason):
+    import zipfile
+
+    _, params = _one_entry_net()
+    path = tmp_path / "bad.npz"
+    members, method = _members(params), None
+    b = "[0]['b'].npy"
+    if case in ("bzip2", "lzma"):
+        method = zipfile.ZIP_BZIP2 if case == "bzip2" else zipfile.ZIP_LZMA
+    elif case == "pickled":
+        members[b] = _npy_header((16,), "|O") + b"\x80\x04N."
+    elif case == "not npy":
+        members["notes.txt"] = b"hello"
+    elif case == "bad header":
+        members[b] = np.lib.format.magic(1, 0) + b"\x10\x00{'descr': nonsense}\n"
+    elif case == "version 3":
+        members[b] = np.lib.format.magic(3, 0) + members[b][8:]
+    elif case == "fortran":  # a legal layout: read as such
+        w = np.arange(128, dtype=np.float32).reshape(8, 16)
+        members["[0]['W'].npy"] = _npy_header((8, 16), fortran=True) + w.tobytes(order="F")
+    _zip(path, members, method)
+    data = bytearray(path.read_bytes())
+    if case == "encrypted":  # the flag bit in the local header and the directory
+        for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            i = data.find(sig)
+            while i >= 0:
+                data[i + at] |= 1
+                i = data.find(sig, i + 4)
+    elif case == "crc":  # one byte of stored data flipped
+        _zip(path, members, zipfile.ZIP_STORED)
+        data = bytearray(path.read_bytes())
+        data[data.find(b"\x93NUMPY") + 200] ^= 0xFF
+    path.write_bytes(bytes(data))
+    if reason is None:
+        loaded = checkpoints.load_params(path, params)
+        np.testing.assert_array_equal(loaded[0]["W"], w)
+        return
+    with pytest.raises(
+        ValueError, match=rf"{path} is not a checkpoint save_params wrote .*{reason}"
+    ):
+        checkpoints.load_params(path, params)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "meta", "message"),
+    [
+        (np.float64(1.5), '{"seed": 0}', r"epoch is float64\[\], not a scalar of kind 'iu'"),
+        (np.arange(3), '{"seed": 0}', r"epoch is int64\[3\], not a scalar"),
+        (np.int64(-2), '{"seed": 0}', "epoch is -2, a run checkpoint has >= 0"),
+        (np.int64(1), "{not json", "meta is not the JSON settings save_run writes"),
+        (np.int64(1), "[1, 2]", "meta is not the JSON settings save_run writes"),
+        (np.int64(1), np.ones(2), r"meta is float64\[2\], not a scalar of kind 'U'"),
+        (np.int64(1), None, "no 'meta' entry: not a run checkpoint"),
+    ],
+)
+def test_a_run_checkpoint_with_a_bad_epoch_or_meta_is_one_error(tmp_path, epoch, meta, message):
+    _, params = mlp()
+    opt = fn.optim.sgd(0.1)
+    state = opt.init(fn.core.trainable(params))
+    path = tmp_path / "run.npz"
+    checkpoints.save_run(path, params, state, 1, {"seed": 0})
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["epoch"] = np.asarray(epoch)
+    if meta is None:
+        del arrays["meta"]
+    else:
+        arrays["meta"] = np.asarray(meta)
+    np.savez(path, **arrays)
+    for read in (
+        lambda: checkpoints.run_info(path),
+        lambda: checkpoints.load_run(path, params, state),
+    ):
+        with pytest.raises(ValueError, match=message):
+            read()
