@@ -8,7 +8,10 @@ import json
 import math
 import os
 import secrets
+import sys
+import tempfile
 import zipfile
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -33,16 +36,42 @@ def save_params(path, params) -> None:
 
 def _write(path, arrays: dict[str, np.ndarray]) -> None:
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.part")
+    folder, name = os.path.split(os.path.abspath(path))
+    _remove_stale_parts(folder, name)
+    # The pid in the name tells a later write whether the writer is still alive.
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
         with open(tmp, "xb") as f:
             np.savez(f, **arrays)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def _remove_stale_parts(folder: str, name: str) -> None:
+    """Temp files that an earlier write of ``name`` left when it was killed (SIGKILL, a
+    power cut): those whose writer (the pid in their name) is no longer running."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            parts = entry.name[len(name) + 2 :].split(".")
+            if not (entry.name.startswith(f".{name}.") and len(parts) == 3
+                    and parts[2] == "part" and parts[0].isdigit()):  # fmt: skip
+                continue
+            if not _alive(int(parts[0])):
+                with contextlib.suppress(OSError):
+                    os.remove(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; a bogus number
+        return pid < 2**22
+    return True
 
 
 def load_params(path, like):
@@ -280,4 +309,90 @@ def load_run(path, params_like, opt_state_like) -> Run:
     return Run(params, _unflatten(opt_state_like, got, want_s), epoch, meta)
 
 
-__all__ = ["Run", "load_params", "load_run", "run_info", "save_params", "save_run"]
+# ------------------------------------------------------------------ failed writes
+
+
+def fallback_paths(path) -> list[str]:
+    """Where a file that cannot be written to ``path`` goes instead, in order: the temp
+    folder, then the home folder; the name keeps ``path``'s and adds the pid, so that two
+    runs never share one."""
+    name = f"funcnet-{os.getpid()}-{os.path.basename(os.fspath(path))}"
+    return [os.path.join(tempfile.gettempdir(), name), os.path.join(os.path.expanduser("~"), name)]
+
+
+def save_or_fallback(save: Callable[[str], None], path, what: str, who: str) -> str | None:
+    """Call ``save(path)``; when it fails (a full disk, a folder turned read-only) call it
+    on each of :func:`fallback_paths` until one works, and say where ``what`` went in one
+    line on stderr.  Returns where the file is, or None (and a line saying so) when it
+    could be written nowhere.  Never raises for a failed write: a finished run must not be
+    lost to its last step."""
+    path = os.fspath(path)
+    try:
+        save(path)
+        return path
+    except OSError as e:
+        first = f"cannot write {path} ({e.strerror or e})"
+    errors = []
+    for other in fallback_paths(path):
+        try:
+            save(other)
+        except OSError as e:
+            errors.append(f"{other}: {e.strerror or e}")
+            continue
+        print(f"{who}: {first}; {what} are in {other} instead", file=sys.stderr, flush=True)
+        return other
+    print(f"{who}: {first}, nor anywhere else ({'; '.join(errors)}): {what} are lost",
+          file=sys.stderr, flush=True)  # fmt: skip
+    return None
+
+
+def save_params_or_fallback(path, params, who: str = "funcnet") -> str | None:
+    """:func:`save_params` through :func:`save_or_fallback`: where the params went."""
+    return save_or_fallback(lambda p: save_params(p, params), path, "the params", who)
+
+
+def save_run_or_fallback(
+    path, params, opt_state, epoch: int, meta: dict | None = None, who: str = "funcnet"
+) -> str | None:
+    """:func:`save_run` through :func:`save_or_fallback`: where the run checkpoint went.  A
+    run goes on after a failed checkpoint; the next epoch tries ``path`` again."""
+    return save_or_fallback(
+        lambda p: save_run(p, params, opt_state, epoch, meta), path,
+        f"the run checkpoint of epoch {epoch}", who,
+    )  # fmt: skip
+
+
+def conflicting_outputs(save=None, checkpoint=None, resume=None) -> str | None:
+    """Why the files of ``--save``, ``--checkpoint`` and ``--resume`` cannot go together (None
+    when they can): the params written over the run checkpoint a resume needs.  (The run
+    checkpoint resumed and the one written may be one file: that is how a run goes on.)"""
+
+    def same(a, b) -> bool:
+        if a is None or b is None:
+            return False
+        with contextlib.suppress(OSError):
+            return os.path.samefile(a, b)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+    if same(save, checkpoint):
+        return (f"--save and --checkpoint are the same file {save}: the params would "
+                "overwrite the run checkpoint that --resume needs; give two files")  # fmt: skip
+    if same(save, resume):
+        return (f"--save {save} is the run checkpoint being resumed: the params would "
+                "overwrite it; give another file")  # fmt: skip
+    return None
+
+
+__all__ = [
+    "Run",
+    "conflicting_outputs",
+    "fallback_paths",
+    "load_params",
+    "load_run",
+    "run_info",
+    "save_or_fallback",
+    "save_params",
+    "save_params_or_fallback",
+    "save_run",
+    "save_run_or_fallback",
+]

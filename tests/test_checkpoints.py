@@ -157,17 +157,17 @@ def _members(params, **override):
 def test_a_deflate_bomb_is_refused_without_its_memory(tmp_path):
     _, params = _one_entry_net()
     w = "[0]['W'].npy"
-    # The header claims the network's shape; 256 MiB of zeros follow in a 256 KB file.
+    # The header claims the network's shape; 64 MiB of zeros follow in a 64 KB file.
     honest = tmp_path / "honest.npz"
-    _zip(honest, _members(params, **{w: (_npy_header((8, 16)), 256 << 20)}))
-    assert honest.stat().st_size < 1 << 20
+    _zip(honest, _members(params, **{w: (_npy_header((8, 16)), 64 << 20)}))
+    assert honest.stat().st_size < 1 << 18
     error, peak = _peak_mib(checkpoints.load_params, honest, params)
     assert error is not None and "the zip says" in str(error) and "implies 640" in str(error)
     assert peak < 16, f"{peak:.0f} MiB read for a refused file"
     # The same, the zip's sizes forged to match the header: the read stops at the header's
     # bytes, and the member's checksum (or the data past them) gives it away.
     forged = tmp_path / "forged.npz"
-    _zip(forged, _members(params, **{w: (_npy_header((8, 16)), 256 << 20)}))
+    forged.write_bytes(honest.read_bytes())
     _lie_about_size(forged, 128 + 8 * 16 * 4)
     error, peak = _peak_mib(checkpoints.load_params, forged, params)
     assert error is not None and f"{forged} is not a checkpoint" in str(error)
@@ -273,3 +273,116 @@ def test_a_run_checkpoint_with_a_bad_epoch_or_meta_is_one_error(tmp_path, epoch,
     ):
         with pytest.raises(ValueError, match=message):
             read()
+
+
+# ------------------------------------------------------------------ failed writes
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 64 KiB tmpfs at tmp_path/fs where this process may mount one (root), else None."""
+    import shutil
+    import subprocess
+
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    mount = shutil.which("mount")
+    if os.geteuid() != 0 or mount is None:
+        yield None
+        return
+    ok = subprocess.run([mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(fs)],
+                        capture_output=True).returncode == 0  # fmt: skip
+    try:
+        yield fs if ok else None
+    finally:
+        if ok:
+            subprocess.run(["umount", "-l", str(fs)], capture_output=True)
+
+
+def _fail_writes_in(monkeypatch, folder, code):
+    """Simulated: a write into ``folder`` stops after 100 bytes with OSError ``code``."""
+    real = np.savez
+
+    def savez(f, **arrays):
+        if os.path.dirname(f.name) == str(folder):
+            f.write(b"x" * 100)
+            raise OSError(code, os.strerror(code))
+        return real(f, **arrays)
+
+    monkeypatch.setattr(np, "savez", savez)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
+def test_a_failed_write_leaves_no_part_and_says_where_the_params_went(
+    tmp_path, small_fs, monkeypatch, capsys, code
+):
+    import errno
+    import subprocess
+
+    net = fn.pipeline(fn.Dense(100), fn.Relu(), fn.Dense(10))
+    _, params = net.init(0, (-1, 784))  # 318 KB: more than the 64 KiB file system holds
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    folder = small_fs or tmp_path / "fs"
+    if small_fs is None:
+        _fail_writes_in(monkeypatch, folder, getattr(errno, code))
+    elif code == "EROFS":
+        subprocess.run(["mount", "-o", "remount,ro", str(small_fs)], check=True)
+    target = folder / "m.npz"
+    with pytest.raises(OSError, match=os.strerror(getattr(errno, code))):
+        checkpoints.save_params(target, params)
+    assert list(folder.iterdir()) == []  # no partial file left
+    where = checkpoints.save_params_or_fallback(target, params, "funcnet train")
+    assert where == str(tmp_path / "tmp" / f"funcnet-{os.getpid()}-m.npz")
+    err = capsys.readouterr().err
+    assert err == (f"funcnet train: cannot write {target} ({os.strerror(getattr(errno, code))}); "
+                   f"the params are in {where} instead\n")  # fmt: skip
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, checkpoints.load_params(where, params), params
+    )
+    assert list(folder.iterdir()) == []
+    # A run checkpoint that fails goes the same way, and says which epoch it holds.
+    state = fn.optim.sgd(0.1).init(fn.core.trainable(params))
+    where = checkpoints.save_run_or_fallback(folder / "run.npz", params, state, 3, {"seed": 0})
+    assert "the run checkpoint of epoch 3 are in" in capsys.readouterr().err
+    assert checkpoints.run_info(where) == (3, {"seed": 0})
+
+
+def test_a_write_that_fails_everywhere_says_the_params_are_lost(tmp_path, capsys):
+    def save(path):
+        raise OSError(28, "No space left on device")
+
+    where = checkpoints.save_or_fallback(save, tmp_path / "m.npz", "the params", "funcnet train")
+    assert where is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"cannot write {tmp_path / 'm.npz'} (No space left on device), nor anywhere else" in err
+    assert err.rstrip().endswith("the params are lost")
+
+
+def test_parts_of_a_killed_write_are_removed_those_of_a_live_one_kept(tmp_path):
+    import subprocess
+    import sys
+
+    _, params = mlp()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".net.npz.{int(dead.stdout)}.0badf00d.part"
+    live = tmp_path / f".net.npz.{os.getppid()}.0badf00d.part"  # a writer still running
+    other = tmp_path / f".other.npz.{int(dead.stdout)}.0badf00d.part"  # another file's
+    for p in (stale, live, other):
+        p.write_bytes(b"half a file")
+    checkpoints.save_params(tmp_path / "net.npz", params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["net.npz", live.name, other.name])
+
+
+def test_conflicting_output_paths_are_named(tmp_path):
+    f, run = tmp_path / "m.npz", tmp_path / "run.npz"
+    assert checkpoints.conflicting_outputs(str(f), str(run), str(run)) is None
+    assert checkpoints.conflicting_outputs(None, str(run), None) is None
+    msg = checkpoints.conflicting_outputs(str(f), str(tmp_path / "." / "m.npz"), None)
+    assert msg.startswith(f"--save and --checkpoint are the same file {f}: the params would")
+    run.write_bytes(b"")
+    (tmp_path / "link.npz").symlink_to(run)
+    msg = checkpoints.conflicting_outputs(str(tmp_path / "link.npz"), None, str(run))
+    assert "is the run checkpoint being resumed" in msg
