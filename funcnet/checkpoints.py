@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from . import _signals
+
 
 def _flat(params, prefix: str = "") -> dict[str, np.ndarray]:
     import jax
@@ -41,9 +43,10 @@ def _write(path, arrays: dict[str, np.ndarray]) -> None:
     # The pid in the name tells a later write whether the writer is still alive.
     tmp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}.part")
     try:
-        with open(tmp, "xb") as f:
+        with _signals.deferred(), open(tmp, "xb") as f:  # a signal waits for the rename
             np.savez(f, **arrays)
-        os.replace(tmp, path)
+            f.close()
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
