@@ -12,6 +12,13 @@ Two places where a signal must not land:
   the signal delivered again a moment later, outside it.
 - A checkpoint write: :func:`deferred` holds any signal until the file is in place, so
   that the interrupt that asks for the params to be saved cannot cut their file short.
+
+And one place where Python cannot run the handler at all: a main thread blocked in C++ (a
+collective waiting for a peer that died or hangs, an XLA deadlock) never reaches its next
+bytecode, so the signal would be ignored for as long as the wait lasts.  A watchdog thread
+sees every signal through ``signal.set_wakeup_fd``; when the handler has not run
+:data:`GRACE` seconds later, it says so in one line and ends the process with 128 + the
+signal's number (what finished epochs' checkpoints hold is on disk already).
 """
 
 from __future__ import annotations
@@ -19,8 +26,11 @@ from __future__ import annotations
 import _thread
 import contextlib
 import gc
+import os
 import signal
+import sys
 import threading
+import time
 
 SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -35,12 +45,17 @@ class Interrupt(KeyboardInterrupt):
         self.signum = signum
 
 
+GRACE = 5.0  # seconds the main thread has to run a signal's handler before the watchdog acts
+
+
 class _State:
     """The handler's state, kept in one object: what arrived, what waits for a write."""
 
     received: int | None = None  # the first ending signal of the run
     depth = 0  # nested deferred() blocks
     pending: int | None = None  # a signal that arrived inside them
+    runs = 0  # times the handler ran: the watchdog's proof that the main thread is alive
+    name = "funcnet"
 
 
 _state = _State()
@@ -65,6 +80,7 @@ def _redeliver(signum: int) -> None:
 
 
 def _handler(signum, frame) -> None:
+    _state.runs += 1
     if _state.received is None:
         _state.received = signum
     if _state.depth:
@@ -77,16 +93,22 @@ def _handler(signum, frame) -> None:
 
 
 @contextlib.contextmanager
-def handled():
+def handled(name: str = "funcnet"):
     """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupt` (a ``KeyboardInterrupt``) in
-    the main thread while the block runs; the handlers before it come back after.  A signal
-    that the process was started ignoring (``nohup``, a shell's background job) stays
-    ignored.  Outside the main thread it does nothing."""
+    the main thread while the block runs, and end the process from a watchdog thread when
+    the main thread is stuck in C++ (``name`` starts its line); the handlers before it come
+    back after.  A signal that the process was started ignoring (``nohup``, a shell's
+    background job) stays ignored.  Outside the main thread it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield _state
         return
     saved = {s: signal.getsignal(s) for s in SIGNALS}
     _state.received = _state.pending = None
+    _state.name = name
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    old_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    threading.Thread(target=_watchdog, args=(read,), daemon=True, name="signals").start()
     try:
         for s, old in saved.items():
             if old is not signal.SIG_IGN:
@@ -96,6 +118,27 @@ def handled():
         for s, old in saved.items():
             if old is not None:
                 signal.signal(s, old)
+        signal.set_wakeup_fd(old_fd)
+        os.close(write)  # the watchdog reads end-of-file and stops
+
+
+def _watchdog(read: int) -> None:
+    """Every signal's number arrives here as one byte; one of ours that the main thread has
+    not handled within :data:`GRACE` seconds ends the process."""
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+        while byte := pipe.read(1):
+            signum = byte[0]
+            if signum not in SIGNALS:
+                continue
+            runs, deadline = _state.runs, time.monotonic() + GRACE
+            while time.monotonic() < deadline and _state.runs == runs:
+                time.sleep(0.05)
+            if _state.runs == runs:
+                name = signal.Signals(signum).name
+                print(f"{_state.name}: {name} while stuck in a computation that does not return "
+                      "(a peer gone or hung?); ending the process; finished checkpoints are "
+                      "on disk", file=sys.stderr, flush=True)  # fmt: skip
+                os._exit(128 + signum)
 
 
 @contextlib.contextmanager

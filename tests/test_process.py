@@ -145,3 +145,37 @@ def test_a_run_with_a_closed_stdout_still_writes_its_files(tmp_path, mnist_env):
     assert r.stdout.startswith("pipeline(Dense(100)") and r.stdout.count("\n") == 1
     assert r.stderr == "status 0\n"
     assert checkpoints.run_info(run)[0] == 2 and save.is_file()
+
+
+STUCK = """
+import ctypes, sys
+from funcnet import _signals
+mutex = ctypes.create_string_buffer(64)  # a zeroed glibc mutex: unlocked, not recursive
+libc = ctypes.CDLL(None)
+with _signals.handled("stuck"):
+    print("ready", flush=True)
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)  # blocks in C for ever: no bytecode, no Python handler
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_ends_a_process_stuck_in_c_code(sig, status):
+    # A collective waiting for a dead or hung peer blocks the main thread in C++ like this.
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=pipe, stderr=pipe, text=True,
+                            preexec_fn=_interruptible)  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.2)
+        start = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+    assert proc.returncode == status and took < 10, (took, err)
+    assert err == (
+        f"stuck: {sig} while stuck in a computation that does not return (a peer gone or "
+        "hung?); ending the process; finished checkpoints are on disk\n"
+    )

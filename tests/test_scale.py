@@ -299,3 +299,77 @@ def test_the_two_process_command_of_the_docs(tmp_path, mnist_dir):
     want = np.load(four / "four.npz")
     for k in want.files:
         np.testing.assert_allclose(got[k], want[k], rtol=TOL, atol=1e-7)
+
+
+# --------------------------------------------------------------- processes: bad starts
+
+FUNCNET = [sys.executable, "-m", "funcnet", "train"]
+
+
+def _cli(port, pid, *more, timeout=20):
+    return [*FUNCNET, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+            "--process-id", str(pid), "--devices", "1", "--peer-timeout", str(timeout),
+            "--subset", "200", "--test-subset", "100", "--epochs", "1", "--no-plot",
+            *more]  # fmt: skip
+
+
+def _listening(port: int) -> list[str]:
+    """The local addresses listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.readlines()[1:]:
+                local, _, state = line.split()[1:4]
+                address, p = local.rsplit(":", 1)
+                if int(p, 16) == port and state == "0A":  # LISTEN
+                    found.append(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
+def test_the_coordinator_listens_only_on_the_address_given(tmp_path, mnist_dir):
+    port = free_port()
+    with started([_cli(port, 0, "--data-dir", str(mnist_dir))], tmp_path, devices=1) as procs:
+        deadline = time.monotonic() + 60
+        while not _listening(port) and time.monotonic() < deadline and procs[0].poll() is None:
+            time.sleep(0.2)
+        where = _listening(port)
+    # 127.0.0.1 in /proc's byte order (or as ::ffff:127.0.0.1 in tcp6); not 0.0.0.0 nor ::,
+    # every interface, which is what JAX binds by default.
+    loopback = {"0100007F", "0000000000000000FFFF00000100007F"}
+    assert where and set(where) <= loopback, (where, (tmp_path / "0.err").read_text()[-2000:])
+
+
+def test_a_taken_coordinator_port_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run(_cli(port, 0), capture_output=True, text=True, timeout=60,
+                           env=env(1))  # fmt: skip
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stderr == (
+        f"funcnet train: cannot start the processes: coordinator 127.0.0.1:{port}: process 0 "
+        "cannot listen there: in use (another run?); pick another port or host\n"
+    )
+
+
+@pytest.mark.parametrize(("flag", "values"), [("--seed", ("0", "1")), ("--lr", ("0.1", "0.2")),
+                                              ("--epochs", ("1", "2"))])  # fmt: skip
+def test_processes_started_with_different_settings_all_stop_in_one_line(
+    tmp_path, mnist_dir, flag, values
+):
+    port = free_port()
+    argvs = [_cli(port, i, "--data-dir", str(mnist_dir), flag, v) for i, v in enumerate(values)]
+    with started(argvs, tmp_path, devices=1) as procs:
+        wait_all(procs, 90)
+    name = flag.removeprefix("--")
+    for i, p in enumerate(procs):
+        err = (tmp_path / f"{i}.err").read_text()
+        assert p.returncode == 1, err[-2000:]
+        line = [x for x in err.splitlines() if x.startswith("funcnet train:")]
+        assert len(line) == 1 and "Traceback" not in err, err[-2000:]
+        assert line[0].startswith(
+            "funcnet train: cannot start the processes: the processes were started with "
+            f"different settings: {name} "
+        ), line[0]

@@ -82,7 +82,7 @@ def run_command(command: Callable[[object], int], args, name: str) -> int:
     SIGTERM and SIGHUP at any moment end it in one line on stderr (the command may say more
     first, e.g. what it saved) with 128 + the signal's number; a closed stdout drops the
     rest of the output and lets the command finish."""
-    with stdout_may_close(), _signals.handled():
+    with stdout_may_close(), _signals.handled(name):
         try:
             status = command(args)
         except KeyboardInterrupt:  # outside training (which says more): one line, no traceback

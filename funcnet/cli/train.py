@@ -50,6 +50,10 @@ def run(args) -> int:
                     args.coordinator, args.num_processes, args.process_id,
                     timeout=args.peer_timeout,
                 )  # fmt: skip
+                same = ("epochs", "devices", "scan", "weight_std", "num_processes")
+                scale.check_same_settings(
+                    {**settings(args), **{k: getattr(args, k) for k in same}}, args.peer_timeout
+                )
             except (ValueError, RuntimeError) as e:  # no cluster found, no peer in time
                 hint = (
                     f" ({flag.CLUSTER}: is this a SLURM or Open MPI job?)" if args.cluster else ""
