@@ -61,12 +61,19 @@ class _State:
 _state = _State()
 
 
+# Methods whose exceptions their C callers drop or replace: a ``__del__``'s are printed
+# and dropped; NumPy turns a KeyboardInterrupt raised in a JAX scalar's ``__float__`` (as
+# ``np.asarray`` of a list of losses calls it) into "ValueError: setting an array element
+# with a sequence".
+_SWALLOWED = ("__del__", "__array__", "__float__", "__int__", "__index__", "__complex__")
+
+
 def _unraisable_context(frame) -> bool:
-    """Whether ``frame`` or a caller is a gc callback or a ``__del__``: code whose
-    exceptions Python prints and drops."""
+    """Whether ``frame`` or a caller is a gc callback or one of :data:`_SWALLOWED`: code
+    whose exceptions are dropped or replaced on their way out."""
     callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None:
-        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+        if frame.f_code in callbacks or frame.f_code.co_name in _SWALLOWED:
             return True
         frame = frame.f_back
     return False

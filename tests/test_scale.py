@@ -373,3 +373,28 @@ def test_processes_started_with_different_settings_all_stop_in_one_line(
             "funcnet train: cannot start the processes: the processes were started with "
             f"different settings: {name} "
         ), line[0]
+
+
+def test_sigterm_ends_every_process_of_a_run_in_one_line_each(tmp_path, mnist_dir):
+    # What SLURM and Kubernetes do at the end of a job: SIGTERM to every process.
+    port = free_port()
+    save = tmp_path / "m.npz"
+    more = ["--data-dir", str(mnist_dir), "--subset", "2000", "--epochs", "100000",
+            "--save", str(save)]  # fmt: skip
+    argvs = [_cli(port, i, *more, timeout=30) for i in (0, 1)]  # the last of a flag counts
+    with started(argvs, tmp_path, devices=1) as procs:
+        deadline = time.monotonic() + 120
+        while "epoch   2/" not in (tmp_path / "0.out").read_text():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
+                tmp_path / "0.err"
+            ).read_text()[-2000:]
+            time.sleep(0.2)
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        wait_all(procs, 30)
+    for i, p in enumerate(procs):
+        err = (tmp_path / f"{i}.err").read_text()
+        lines = [x for x in err.splitlines() if x.startswith("funcnet")]
+        assert p.returncode == 143, err[-2000:]
+        assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert "are saved to" in (tmp_path / "0.err").read_text() and save.is_file()
