@@ -203,9 +203,9 @@ def _read(path: str, who: str, writer: str, want: dict, small: dict | None = Non
         small = small or {}
         got = {k: v for k, v in npz.entries.items() if k not in small and k not in skip}
         _match_names(path, who, got, want)
-        for k in small:
-            if k not in npz.entries:
-                npz.fail(f"no {k!r} entry: not a run checkpoint")
+        if any(k not in npz.entries for k in small):
+            what = f"is not a run checkpoint {writer} wrote (no epoch/meta)"
+            raise ValueError(f"{who}: {path} {what}")
         out = {}
         for k, ref in want.items():
             shape, dtype = npz.header(k)

@@ -12,6 +12,7 @@ processes (hosts) run the same program; each one places only its own rows of eve
 
 from __future__ import annotations
 
+import atexit
 import errno
 import json
 import math
@@ -19,6 +20,8 @@ import os
 import re
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -53,6 +56,7 @@ def initialize(
     process_id: int | None = None,
     *,
     timeout: int = 120,
+    name: str = "funcnet",
 ) -> None:
     """Join this process to a multi-process JAX run (``jax.distributed.initialize``).
 
@@ -63,7 +67,9 @@ def initialize(
     ``timeout`` (seconds) bounds the wait for peers to join, for a silent peer's heartbeat,
     and at shutdown.  JAX's preemption service is left off: it takes SIGTERM for itself, and
     a run must end on SIGTERM as on Ctrl-C.  A port already in use on process 0's machine is
-    a ValueError before JAX starts.  Call it before any computation.
+    a ValueError before JAX starts.  A peer that dies, is stopped or hangs ends this process
+    within about half the timeout, with one line on stderr that ``name`` starts
+    (:func:`_watch_peers`).  Call it before any computation.
     """
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"initialize: timeout must be an int >= 1 second, got {timeout!r}")
@@ -81,6 +87,53 @@ def initialize(
         coordinator_bind_address=coordinator,
     )
     _connect(data_mesh())
+    if jax.process_count() > 1:
+        # atexit runs last-registered first: this before JAX's shutdown, whose barrier
+        # waits for the peers still finishing their own last work.
+        atexit.register(_exiting.set)
+        watch = threading.Thread(target=_watch_peers, args=(timeout, name), daemon=True)
+        watch.start()
+
+
+_exiting = threading.Event()  # this process is past its work: peers are no longer judged
+
+
+def _watch_peers(timeout: int, name: str) -> None:
+    """Every process counts up a key of its own in the coordination service, from this
+    thread (which runs while the main thread waits in C++), and watches the others' keys.
+    A peer whose count has not moved for half of ``timeout`` is dead, stopped (SIGSTOP) or
+    hung: one line on stderr and exit status 1, before JAX's own heartbeat timeout ends
+    the process with a C++ abort and its stack.  A coordinator that is gone is the same."""
+    from jax._src import distributed
+
+    client, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
+    seen = {p: (None, time.monotonic()) for p in range(n) if p != me}
+    while True:
+        try:
+            client.key_value_increment(f"funcnet/alive/{me}", 1)
+            for p, (last, since) in seen.items():
+                if _exiting.is_set():  # still counting, for the peers' sake; judging none
+                    break
+                try:
+                    value = client.key_value_try_get(f"funcnet/alive/{p}")
+                except Exception:  # not there yet: it has not counted once
+                    value = None
+                now = time.monotonic()
+                if value != last:
+                    seen[p] = (value, now)
+                elif now - since > timeout / 2:
+                    _lost(name, f"process {p} has not answered for {now - since:.0f} s (dead, "
+                          "stopped or hung)")  # fmt: skip
+        except Exception as e:  # the coordination service itself is gone
+            if not _exiting.is_set():
+                _lost(name, f"the coordinator (process 0) does not answer ({one_line(e)})")
+        time.sleep(max(0.2, timeout / 20))
+
+
+def _lost(name: str, why: str) -> None:
+    print(f"{name}: {why}; this process stops too; finished checkpoints are on disk",
+          file=sys.stderr, flush=True)  # fmt: skip
+    os._exit(1)
 
 
 def _check_port_free(coordinator: str) -> None:

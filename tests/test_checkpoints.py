@@ -250,7 +250,7 @@ def test_every_corruption_is_one_value_error(tmp_path, case, reason):
         (np.int64(1), "{not json", "meta is not the JSON settings save_run writes"),
         (np.int64(1), "[1, 2]", "meta is not the JSON settings save_run writes"),
         (np.int64(1), np.ones(2), r"meta is float64\[2\], not a scalar of kind 'U'"),
-        (np.int64(1), None, "no 'meta' entry: not a run checkpoint"),
+        (np.int64(1), None, r"is not a run checkpoint save_run wrote \(no epoch/meta\)"),
     ],
 )
 def test_a_run_checkpoint_with_a_bad_epoch_or_meta_is_one_error(tmp_path, epoch, meta, message):

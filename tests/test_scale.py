@@ -303,11 +303,11 @@ def test_the_two_process_command_of_the_docs(tmp_path, mnist_dir):
 
 # --------------------------------------------------------------- processes: bad starts
 
-FUNCNET = [sys.executable, "-m", "funcnet", "train"]
+TRAIN = [sys.executable, "-m", "funcnet", "train"]
 
 
 def _cli(port, pid, *more, timeout=20):
-    return [*FUNCNET, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+    return [*TRAIN, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
             "--process-id", str(pid), "--devices", "1", "--peer-timeout", str(timeout),
             "--subset", "200", "--test-subset", "100", "--epochs", "1", "--no-plot",
             *more]  # fmt: skip
@@ -398,3 +398,36 @@ def test_sigterm_ends_every_process_of_a_run_in_one_line_each(tmp_path, mnist_di
         assert p.returncode == 143, err[-2000:]
         assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
     assert "are saved to" in (tmp_path / "0.err").read_text() and save.is_file()
+
+
+@pytest.mark.parametrize(("who", "how"), [(1, "SIGSTOP"), (1, "SIGKILL"), (0, "SIGKILL")])
+def test_a_stopped_or_dead_peer_ends_the_survivor_in_one_line(tmp_path, mnist_dir, who, how):
+    port = free_port()
+    run = tmp_path / "run.npz"
+    more = ["--data-dir", str(mnist_dir), "--subset", "2000", "--epochs", "100000",
+            "--checkpoint", str(run)]  # fmt: skip
+    argvs = [_cli(port, i, *more, timeout=10) for i in (0, 1)]
+    survivor = 1 - who
+    with started(argvs, tmp_path, devices=1) as procs:
+        deadline = time.monotonic() + 120
+        while "epoch   2/" not in (tmp_path / "0.out").read_text():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
+                tmp_path / "0.err"
+            ).read_text()[-2000:]
+            time.sleep(0.2)
+        procs[who].send_signal(getattr(signal, how))
+        start = time.monotonic()
+        procs[survivor].wait(timeout=60)
+        took = time.monotonic() - start
+    err = (tmp_path / f"{survivor}.err").read_text()
+    lines = [x for x in err.splitlines() if not x.startswith("[Gloo]")]
+    assert procs[survivor].returncode != 0 and took < 15, (took, err[-2000:])
+    assert checkpoints.run_info(run)[0] >= 2
+    if who == 0:
+        # The coordinator's death reaches JAX's error poller at once, whose C++ abort (one
+        # FATAL line, then its stack) funcnet cannot replace: the jaxlib callback for it
+        # fails with std::bad_cast.  Bounded and non-zero, not one line.
+        return
+    assert procs[survivor].returncode == 1
+    assert len(lines) == 1 and lines[0].startswith("funcnet train: "), err[-2000:]
+    assert lines[0].endswith("finished checkpoints are on disk")

@@ -88,7 +88,27 @@ def run_command(command: Callable[[object], int], args, name: str) -> int:
         except KeyboardInterrupt:  # outside training (which says more): one line, no traceback
             print(f"{name}: interrupted", file=sys.stderr, flush=True)
             status = 130
+        except Exception as e:
+            if type(e).__name__ not in ("XlaRuntimeError", "JaxRuntimeError"):
+                raise
+            status = _xla_failed(name, e)
         return _signals.exit_status(status)
+
+
+def _xla_failed(name: str, error: Exception) -> int:
+    """A computation that XLA could not finish, in one line.  In a run of several processes
+    it is a collective whose peer is gone (its socket closed): the process then ends at
+    once, as a normal exit would wait in JAX's shutdown barrier for that peer and abort."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    jax = sys.modules.get("jax")
+    distributed = jax is not None and jax.process_count() > 1
+    hint = " (a peer process gone?); finished checkpoints are on disk" if distributed else ""
+    print(f"{name}: a computation failed: {first}{hint}", file=sys.stderr, flush=True)
+    if distributed:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(1)
+    return 1
 
 
 __all__ = ["run_command", "stdout_may_close"]

@@ -48,7 +48,7 @@ def run(args) -> int:
             try:
                 scale.initialize(
                     args.coordinator, args.num_processes, args.process_id,
-                    timeout=args.peer_timeout,
+                    timeout=args.peer_timeout, name="funcnet train",
                 )  # fmt: skip
                 same = ("epochs", "devices", "scan", "weight_std", "num_processes")
                 scale.check_same_settings(
