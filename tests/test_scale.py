@@ -151,7 +151,10 @@ def test_a_dead_process_stops_the_other_in_bounded_time(tmp_path):
     err = (tmp_path / "0.err").read_text()
     assert procs[0].returncode != 0
     assert took < 30, took  # the peer timeout is 3 s
-    assert "another task died" in err or "unhealthy" in err, err[-2000:]
+    # funcnet's peer watch (half the timeout) says it in one line before JAX's heartbeat
+    # abort ("another task died"), which remains the fallback.
+    said = ("has not answered for", "another task died", "unhealthy")
+    assert any(s in err for s in said), err[-2000:]
 
 
 # --------------------------------------------------------------------------- in-process
