@@ -126,7 +126,7 @@ def _watch_peers(timeout: int, name: str) -> None:
                           "stopped or hung)")  # fmt: skip
         except Exception as e:  # the coordination service itself is gone
             if not _exiting.is_set():
-                _lost(name, f"the coordinator (process 0) does not answer ({one_line(e)})")
+                _lost(name, f"the coordinator (process 0) does not answer ({_one_line(e)})")
         time.sleep(max(0.2, timeout / 20))
 
 
@@ -178,7 +178,7 @@ def check_same_settings(settings: dict, timeout: int = 120) -> None:
             theirs = client.blocking_key_value_get(f"funcnet/settings/{other}", timeout * 1000)
         except Exception as e:  # XlaRuntimeError: the peer never said
             raise ValueError(
-                f"process {other} did not send its settings within {timeout} s ({one_line(e)})"
+                f"process {other} did not send its settings within {timeout} s ({_one_line(e)})"
             ) from None
         diff = _differences(settings, json.loads(theirs))
         if diff:
@@ -197,7 +197,7 @@ def _differences(mine: dict, theirs: dict) -> str:
     )
 
 
-def one_line(error: BaseException) -> str:
+def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
 
