@@ -92,7 +92,21 @@ def run_command(command: Callable[[object], int], args, name: str) -> int:
             if type(e).__name__ not in ("XlaRuntimeError", "JaxRuntimeError"):
                 raise
             status = _xla_failed(name, e)
-        return _signals.exit_status(status)
+        status = _signals.exit_status(status)
+    if status > 128 and _distributed():
+        # An interrupted run of several processes: JAX's shutdown barrier at exit would wait
+        # for peers that may be gone or stuck, then abort with a C++ stack.  The files are
+        # written; end here.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(status)
+    return status
+
+
+def _distributed() -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.process_count() > 1
 
 
 def _xla_failed(name: str, error: Exception) -> int:
@@ -100,8 +114,7 @@ def _xla_failed(name: str, error: Exception) -> int:
     it is a collective whose peer is gone (its socket closed): the process then ends at
     once, as a normal exit would wait in JAX's shutdown barrier for that peer and abort."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    jax = sys.modules.get("jax")
-    distributed = jax is not None and jax.process_count() > 1
+    distributed = _distributed()
     hint = " (a peer process gone?); finished checkpoints are on disk" if distributed else ""
     print(f"{name}: a computation failed: {first}{hint}", file=sys.stderr, flush=True)
     if distributed:
