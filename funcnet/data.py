@@ -9,7 +9,6 @@ files are downloaded into ``data_dir`` if given, else into the cache. Every prob
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import math
 import os
@@ -31,6 +30,7 @@ __all__ = [
     "ENV_VAR",
     "MD5",
     "MIRRORS",
+    "SIZES",
     "MNISTError",
     "cache_dir",
     "find_or_download",
@@ -51,6 +51,14 @@ MD5 = {
     "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+# The decompressed size of each file: its IDX header and 60000 (train) or 10000 (t10k)
+# 28x28 images or labels.  Every read and download is capped by it.
+SIZES = {
+    "train-images-idx3-ubyte": 16 + 60000 * 784,
+    "train-labels-idx1-ubyte": 8 + 60000,
+    "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+    "t10k-labels-idx1-ubyte": 8 + 10000,
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 _MAGIC = {name: IMAGES_MAGIC if "images" in name else LABELS_MAGIC for name in MD5}
@@ -84,19 +92,52 @@ def search_dirs(data_dir: str | os.PathLike | None = None) -> list[tuple[Path, s
     return list(unique.items())
 
 
-def _decompressed(path: Path, label: str | None = None) -> bytes:
-    """The file's bytes, gunzipped if they start with the gzip magic (whatever the name)."""
+def _gz_cap(size: int) -> int:
+    """The most bytes a gzip file of ``size`` decompressed bytes can take: deflate's stored
+    blocks add 5 bytes per 64 KiB, the gzip header and trailer a few dozen more."""
+    return size + size // 1000 + 4096
+
+
+def _decompressed(path: Path, label: str | None = None, size: int | None = None) -> bytes:
+    """The file's bytes, gunzipped if they start with the gzip magic (whatever the name).
+    ``size``: what they should decompress to; a file that cannot is refused before it is
+    read, and decompression stops one byte past it."""
     label = label or str(path)
     try:
+        if size is not None and path.stat().st_size > _gz_cap(size):
+            raise MNISTError(
+                f"{label}: {path.stat().st_size} bytes, more than the file it should be "
+                f"({size} bytes, at most {_gz_cap(size)} gzipped)"
+            )
         raw = path.read_bytes()
     except OSError as e:  # unreadable (permissions), a folder, a vanished file
         raise MNISTError(f"{label}: cannot be read ({e.strerror or e})") from None
     if raw[:2] != _GZIP_MAGIC:
         return raw
     try:
-        return gzip.decompress(raw)
+        return _gunzip(raw, label, size)
     except (OSError, EOFError, zlib.error) as e:
         raise MNISTError(f"{label}: corrupt gzip stream ({type(e).__name__}: {e})") from e
+
+
+def _gunzip(raw: bytes, label: str, size: int | None) -> bytes:
+    """``gzip.decompress`` (members one after another), with the output capped at ``size``
+    bytes: a gzip bomb is refused after ``size + 1`` bytes, not after all of them."""
+    out: list[bytes] = []
+    done, data = 0, raw
+    while data:
+        if data[:2] != _GZIP_MAGIC:
+            raise OSError("trailing bytes after the last gzip member")
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        chunk = d.decompress(data, 0 if size is None else size - done + 1)
+        done += len(chunk)
+        if size is not None and done > size:
+            raise MNISTError(f"{label}: decompresses to more than the {size} bytes it should")
+        if not d.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        out.append(chunk)
+        data = d.unused_data
+    return b"".join(out)
 
 
 def _parse_idx(data: bytes, label: str, expected_magic: int | None) -> np.ndarray:
@@ -133,15 +174,20 @@ def _check_md5(data: bytes, label: str, expected: str | None) -> None:
 
 
 def read_idx(
-    path: str | os.PathLike, expected_magic: int | None = None, *, md5: str | None = None
+    path: str | os.PathLike,
+    expected_magic: int | None = None,
+    *,
+    md5: str | None = None,
+    max_bytes: int | None = None,
 ) -> np.ndarray:
     """Read one IDX file, gzipped or raw, into an array of the header's shape and type.
 
     The payload must match the header dims exactly; ``md5`` (if given) is checked against
-    the decompressed bytes.
+    the decompressed bytes.  ``max_bytes`` caps the decompressed size: a larger file (a gzip
+    bomb) is refused without reading more than that.
     """
     path = Path(path)
-    data = _decompressed(path)
+    data = _decompressed(path, size=max_bytes)
     arr = _parse_idx(data, str(path), expected_magic)
     _check_md5(data, str(path), md5)
     return arr
@@ -176,8 +222,10 @@ def _fetch(
     """Download ``url`` to ``dest`` atomically, verifying it first; no file is left on failure.
 
     ``timeout`` bounds each wait for the server; ``deadline`` (seconds) the whole transfer,
-    so that a server trickling a byte at a time cannot hold the download forever."""
+    so that a server trickling a byte at a time cannot hold the download forever.  The bytes
+    read are capped by the file's known size (:data:`SIZES`), and so is decompression."""
     start = time.monotonic()
+    cap = _gz_cap(SIZES[base])  # what the server may send: the file gzipped, or not
     # Same directory as dest so os.replace is atomic; open() rather than mkstemp so the file
     # gets the usual umask permissions instead of 0600.
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
@@ -188,6 +236,9 @@ def _fetch(
         with open(tmp, "xb") as f, urllib.request.urlopen(url, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if total is not None and total > cap:
+                raise MNISTError(f"{url}: the server announces {total} bytes; {dest.name} is "
+                                 f"at most {cap}")  # fmt: skip
             # read1: whatever has arrived, so the deadline is checked however slow the server
             while chunk := resp.read1(_CHUNK):
                 if deadline is not None and time.monotonic() - start > deadline:
@@ -195,6 +246,9 @@ def _fetch(
                         f"deadline of {deadline:g} s passed with {done} of "
                         f"{total if total is not None else '?'} bytes"
                     )
+                if done + len(chunk) > cap:
+                    raise MNISTError(f"{url}: more than {cap} bytes sent; {dest.name} is at "
+                                     "most that")  # fmt: skip
                 f.write(chunk)
                 done += len(chunk)
                 if bar.enabled:
@@ -204,7 +258,7 @@ def _fetch(
         # http.client returns a short body without complaint when the server hangs up early.
         if total is not None and done != total:
             raise MNISTError(f"{url}: transfer cut short, {done} of {total} bytes")
-        data = _decompressed(tmp, label=url)
+        data = _decompressed(tmp, label=url, size=SIZES[base])
         _parse_idx(data, url, _MAGIC[base])
         _check_md5(data, url, md5)
         os.replace(tmp, dest)
@@ -336,8 +390,8 @@ def load_mnist(
     for prefix in ("train", "t10k"):
         img, lbl = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
         img_path, lbl_path = paths[img], paths[lbl]
-        x = read_idx(img_path, IMAGES_MAGIC, md5=table[img])
-        t = read_idx(lbl_path, LABELS_MAGIC, md5=table[lbl])
+        x = read_idx(img_path, IMAGES_MAGIC, md5=table[img], max_bytes=SIZES[img])
+        t = read_idx(lbl_path, LABELS_MAGIC, md5=table[lbl], max_bytes=SIZES[lbl])
         if x.shape[1:] != (28, 28):
             raise MNISTError(f"{img_path}: images are {x.shape[1:]}, expected (28, 28)")
         if len(x) != len(t):

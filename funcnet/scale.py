@@ -12,10 +12,16 @@ processes (hosts) run the same program; each one places only its own rows of eve
 
 from __future__ import annotations
 
+import atexit
+import errno
+import json
 import math
 import os
 import re
+import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -50,19 +56,27 @@ def initialize(
     process_id: int | None = None,
     *,
     timeout: int = 120,
+    name: str = "funcnet",
 ) -> None:
     """Join this process to a multi-process JAX run (``jax.distributed.initialize``).
 
-    ``coordinator`` is ``"host:port"`` of process 0, which serves it; with all three left
-    ``None`` JAX reads the cluster's environment (SLURM, Open MPI, ...).  CPU collectives go
-    through gloo, so CPU-only hosts can run it.  ``timeout`` (seconds) bounds the wait for
-    peers to join, for a silent peer's heartbeat, and at shutdown: when a process dies,
-    JAX's coordination service aborts the others within about that time (their exit status
-    is 134 and the message says that another task died).  Call it before any computation.
+    ``coordinator`` is ``"host:port"`` of process 0, which serves it there and only there
+    (``127.0.0.1:P`` listens on the loopback alone, not on every interface as JAX's default
+    ``[::]:P`` would); with all three left ``None`` JAX reads the cluster's environment
+    (SLURM, Open MPI, ...).  CPU collectives go through gloo, so CPU-only hosts can run it.
+    ``timeout`` (seconds) bounds the wait for peers to join, for a silent peer's heartbeat,
+    and at shutdown.  JAX's preemption service is left off: it takes SIGTERM for itself, and
+    a run must end on SIGTERM as on Ctrl-C.  A port already in use on process 0's machine is
+    a ValueError before JAX starts.  A peer that dies, is stopped or hangs ends this process
+    within about half the timeout, with one line on stderr that ``name`` starts
+    (:func:`_watch_peers`).  Call it before any computation.
     """
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"initialize: timeout must be an int >= 1 second, got {timeout!r}")
+    if coordinator is not None and process_id == 0:
+        _check_port_free(coordinator)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(
         coordinator_address=coordinator,
         num_processes=num_processes,
@@ -70,8 +84,122 @@ def initialize(
         initialization_timeout=timeout,
         heartbeat_timeout_seconds=timeout,
         shutdown_timeout_seconds=timeout,
+        coordinator_bind_address=coordinator,
     )
     _connect(data_mesh())
+    if jax.process_count() > 1:
+        # atexit runs last-registered first: this before JAX's shutdown, whose barrier
+        # waits for the peers still finishing their own last work.
+        atexit.register(_exiting.set)
+        watch = threading.Thread(target=_watch_peers, args=(timeout, name), daemon=True)
+        watch.start()
+
+
+_exiting = threading.Event()  # this process is past its work: peers are no longer judged
+
+
+def _watch_peers(timeout: int, name: str) -> None:
+    """Every process counts up a key of its own in the coordination service, from this
+    thread (which runs while the main thread waits in C++), and watches the others' keys.
+    A peer whose count has not moved for half of ``timeout`` is dead, stopped (SIGSTOP) or
+    hung: one line on stderr and exit status 1, before JAX's own heartbeat timeout ends
+    the process with a C++ abort and its stack.  A coordinator that is gone is the same."""
+    from jax._src import distributed
+
+    client, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
+    seen = {p: (None, time.monotonic()) for p in range(n) if p != me}
+    while True:
+        try:
+            client.key_value_increment(f"funcnet/alive/{me}", 1)
+            for p, (last, since) in seen.items():
+                if _exiting.is_set():  # still counting, for the peers' sake; judging none
+                    break
+                try:
+                    value = client.key_value_try_get(f"funcnet/alive/{p}")
+                except Exception:  # not there yet: it has not counted once
+                    value = None
+                now = time.monotonic()
+                if value != last:
+                    seen[p] = (value, now)
+                elif now - since > timeout / 2:
+                    _lost(name, f"process {p} has not answered for {now - since:.0f} s (dead, "
+                          "stopped or hung)")  # fmt: skip
+        except Exception as e:  # the coordination service itself is gone
+            if not _exiting.is_set():
+                _lost(name, f"the coordinator (process 0) does not answer ({_one_line(e)})")
+        time.sleep(max(0.2, timeout / 20))
+
+
+def _lost(name: str, why: str) -> None:
+    print(f"{name}: {why}; this process stops too; finished checkpoints are on disk",
+          file=sys.stderr, flush=True)  # fmt: skip
+    os._exit(1)
+
+
+def _check_port_free(coordinator: str) -> None:
+    """A ValueError naming the address when process 0 cannot serve on it: JAX's own bind
+    failure is a crash of the whole process."""
+    host, _, port = coordinator.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"coordinator {coordinator}: cannot resolve {host} ({e})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(address)
+        except OSError as e:
+            why = "in use (another run?)" if e.errno == errno.EADDRINUSE else e.strerror
+            raise ValueError(
+                f"coordinator {coordinator}: process 0 cannot listen there: {why}; "
+                "pick another port or host"
+            ) from None
+
+
+def check_same_settings(settings: dict, timeout: int = 120) -> None:
+    """Every process of the run compares its ``settings`` (a JSON-able dict: seed, learning
+    rate, model, ...) with every other's, through the coordination service; a difference
+    is a ValueError in every process, naming the setting and the processes, before any
+    work.  Without it a run whose processes differ in ``--seed`` or ``--lr`` would train,
+    silently, a model none of them asked for (and other differences abort in XLA)."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    client, me = distributed.global_state.client, jax.process_index()
+    mine = json.dumps(settings, sort_keys=True)
+    client.key_value_set(f"funcnet/settings/{me}", mine)
+    for other in range(jax.process_count()):
+        if other == me:
+            continue
+        try:
+            theirs = client.blocking_key_value_get(f"funcnet/settings/{other}", timeout * 1000)
+        except Exception as e:  # XlaRuntimeError: the peer never said
+            raise ValueError(
+                f"process {other} did not send its settings within {timeout} s ({_one_line(e)})"
+            ) from None
+        diff = _differences(settings, json.loads(theirs))
+        if diff:
+            raise ValueError(
+                f"the processes were started with different settings: {diff} "
+                f"(process {me} against process {other}); start every process with the same"
+            )
+
+
+def _differences(mine: dict, theirs: dict) -> str:
+    keys = sorted(set(mine) | set(theirs))
+    return ", ".join(
+        f"{k} {mine.get(k)!r} here, {theirs.get(k)!r} there"
+        for k in keys
+        if mine.get(k) != theirs.get(k)
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def _connect(mesh: Mesh) -> None:
@@ -230,6 +358,7 @@ __all__ = [
     "all_reduces",
     "batch_sharding",
     "check_mesh",
+    "check_same_settings",
     "data_mesh",
     "initialize",
     "is_main",

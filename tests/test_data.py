@@ -541,3 +541,127 @@ def test_a_part_file_left_by_a_killed_download_is_removed(tmp_path, server, file
         checksums=md5s(files), deadline=600, progress=False,
     )  # fmt: skip
     assert not stale.exists() and fresh.exists()
+
+
+# --- sizes capped: a hostile or broken server --------------------------------------------
+
+
+def _bomb(size: int) -> bytes:
+    """A gzip file that decompresses to ``size`` zero bytes: 16 MiB members, repeated."""
+    member = gzip.compress(bytes(min(size, 16 << 20)), compresslevel=9, mtime=0)
+    return member * max(1, size // (16 << 20))
+
+
+class HostileServer:
+    """``/huge/`` announces 10¹³ bytes and sends zeros until the client hangs up;
+    ``/endless/`` sends zeros with no length at all; ``/bomb/`` serves (with its true length)
+    a gzip bomb: 12 MB of zeros for the labels files, 1 GiB for the training images."""
+
+    def __init__(self):
+        self.sent: dict[str, int] = {}
+        outer = self
+        small, large = _bomb(12 << 20), _bomb(1 << 30)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def do_GET(self):
+                _, mirror, name = [*self.path.split("/", 2), "", ""][:3]
+                self.send_response(200)
+                if mirror == "bomb":
+                    blob = large if name.startswith("train-images") else small
+                    self.send_header("Content-Length", str(len(blob)))
+                    self.end_headers()
+                    self.wfile.write(blob)
+                    return
+                if mirror == "huge":
+                    self.send_header("Content-Length", str(10**13))
+                self.end_headers()
+                chunk, sent = bytes(1 << 16), 0
+                try:
+                    while sent < 1 << 30:
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+                        outer.sent[self.path] = sent
+                except OSError:  # the client hung up
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def hostile():
+    s = HostileServer()
+    yield s
+    s.close()
+
+
+def _peak_mib(fn):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(MNISTError) as e:
+            fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    return str(e.value), peak
+
+
+def test_a_server_announcing_a_huge_file_is_refused_before_the_body(tmp_path, hostile):
+    name = "t10k-labels-idx1-ubyte"
+    msg, _ = _peak_mib(
+        lambda: find_or_download(name, tmp_path, mirrors=[hostile.url + "/huge/"], progress=False)
+    )
+    assert "the server announces 10000000000000 bytes; t10k-labels-idx1-ubyte.gz is at most" in msg
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_server_sending_without_end_is_cut_at_the_files_size(tmp_path, hostile):
+    name = "train-labels-idx1-ubyte"
+    msg, peak = _peak_mib(
+        lambda: find_or_download(
+            name, tmp_path, mirrors=[hostile.url + "/endless/"], progress=False
+        )
+    )
+    cap = 60008 + 60 + 4096
+    assert f"more than {cap} bytes sent" in msg
+    assert not list(tmp_path.iterdir()) and peak < 4
+
+
+@pytest.mark.parametrize(("name", "budget"), [("t10k-labels-idx1-ubyte", 4),
+                                              ("train-images-idx3-ubyte", 160)])  # fmt: skip
+def test_a_gzip_bomb_download_is_refused_at_the_files_size(tmp_path, hostile, name, budget):
+    msg, peak = _peak_mib(
+        lambda: find_or_download(name, tmp_path, mirrors=[hostile.url + "/bomb/"], progress=False)
+    )
+    from funcnet.data import SIZES
+
+    assert f"decompresses to more than the {SIZES[name]} bytes it should" in msg
+    # 12 MB or 1 GiB of zeros: only what the file may hold is ever decompressed (the
+    # training images' 47 MB, plus the 1 MB bomb itself).
+    assert peak < budget, f"{peak:.0f} MiB"
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_local_gzip_bomb_or_oversized_file_is_refused(tmp_path, files):
+    d = write(tmp_path / "m", files)
+    (d / "t10k-labels-idx1-ubyte.gz").write_bytes(_bomb(12 << 20))
+    msg, peak = _peak_mib(lambda: load_mnist(d, checksums=False))
+    assert "t10k-labels-idx1-ubyte.gz: decompresses to more than the 10008 bytes" in msg
+    assert peak < 4
+    (d / "t10k-labels-idx1-ubyte.gz").write_bytes(bytes(1 << 20))
+    msg, _ = _peak_mib(lambda: load_mnist(d, checksums=False))
+    assert f"t10k-labels-idx1-ubyte.gz: {1 << 20} bytes, more than the file it should be" in msg

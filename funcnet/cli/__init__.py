@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             sub.add_parser(name, help=what)
     args = parser.parse_args(argv)
+    from ._process import run_command  # signals, a closed stdout
+
     try:
-        return args.run(args)
+        return run_command(args.run, args, f"funcnet {args.command}")
     except UsageError as e:  # flags that do not go together, found before any work
         sub.choices[args.command].error(str(e))
     except KeyboardInterrupt:  # outside training (which says more): one line, no traceback

@@ -128,6 +128,10 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
     if args.subset and args.batch > args.subset:
         raise UsageError(f"{flag.BATCH} {args.batch} is larger than {flag.SUBSET} {args.subset}")
     _check_processes(args)
+    from ..checkpoints import conflicting_outputs
+
+    if problem := conflicting_outputs(args.save, args.checkpoint, args.resume):
+        raise UsageError(problem)
     if args.resume:
         problem = resume_problem(args)
         if problem:

@@ -48,8 +48,13 @@ def run(args) -> int:
             try:
                 scale.initialize(
                     args.coordinator, args.num_processes, args.process_id,
-                    timeout=args.peer_timeout,
+                    timeout=args.peer_timeout, name="funcnet train",
                 )  # fmt: skip
+                same = ("epochs", "devices", "scan", "weight_std", "num_processes")
+                scale.check_same_settings(
+                    {**_settings.settings(args), **{k: getattr(args, k) for k in same}},
+                    args.peer_timeout,
+                )
             except (ValueError, RuntimeError) as e:  # no cluster found, no peer in time
                 hint = (
                     f" ({flag.CLUSTER}: is this a SLURM or Open MPI job?)" if args.cluster else ""
@@ -80,7 +85,7 @@ def run(args) -> int:
 
 def _train(args, mesh, main: bool) -> int:
     from ..augment import random_shift
-    from ..checkpoints import save_params, save_run
+    from ..checkpoints import save_params_or_fallback, save_run_or_fallback
     from ..tasks import TASKS
     from ..train import Interrupted, Resume, fit, scored_params, to_backend
 
@@ -97,11 +102,20 @@ def _train(args, mesh, main: bool) -> int:
     if drawn:
         print(drawn)
     report = _report.epoch_line(args.epochs)
+    if args.backend == "numpy":  # BLAS threads for these products on this machine's load
+        from .._threads import fitted_blas
+
+        blas, line = fitted_blas(params, x_train, args.batch), report
+
+        def report(epoch, hist):
+            blas.refit()
+            line(epoch, hist)
+
     config = _settings.settings(args)
 
     def checkpoint(epoch, params, opt_state):
         if main and args.checkpoint:
-            save_run(args.checkpoint, params, opt_state, epoch, config)
+            save_run_or_fallback(args.checkpoint, params, opt_state, epoch, config, "funcnet train")
 
     try:
         # A diverging run is reported below in one line; NumPy's overflow warnings would
@@ -118,9 +132,11 @@ def _train(args, mesh, main: bool) -> int:
     except Interrupted as stop:
         kept = ""
         if args.save and stop.epochs_done > done:
+            where = args.save
             if main:  # process 0 writes for all
-                save_params(args.save, scored_params(*local(mesh, (stop.params, stop.opt_state))))
-            kept = f"; the params of epoch {stop.epochs_done} are saved to {args.save}"
+                p = scored_params(*local(mesh, (stop.params, stop.opt_state)))
+                where = save_params_or_fallback(args.save, p, "funcnet train") or "nowhere"
+            kept = f"; the params of epoch {stop.epochs_done} are saved to {where}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
         raise Stop(130, f"interrupted after {stop.epochs_done} epoch(s){kept}") from None
@@ -132,9 +148,11 @@ def _train(args, mesh, main: bool) -> int:
         return 0  # the rest is printing and saving: process 0's
     last, opt_state = local(mesh, (last, opt_state))
     params = scored_params(last, opt_state)  # what fit scored
-    if args.save:
-        save_params(args.save, params)
+    # A --save that went elsewhere (full disk, read-only folder) says where, and exits 1.
+    saved = (
+        not args.save or save_params_or_fallback(args.save, params, "funcnet train") == args.save
+    )
     print(_report.summary(args, net, last, hist, data, task.unit))
     if not args.no_plot:
         print(_report.plots(args, net, params, hist, data, task))
-    return 0
+    return 0 if saved else 1

@@ -1,0 +1,178 @@
+"""SIGINT, SIGTERM and SIGHUP as one thing: a ``KeyboardInterrupt`` in the main thread, so
+that whatever ends a run on Ctrl-C (``train.fit`` keeps the finished epochs) ends it on the
+signals that SLURM, Kubernetes, ``timeout`` and a closed terminal send too.
+
+Two places where a signal must not land:
+
+- Python runs a signal's handler at the next bytecode of the main thread, which may be
+  inside a ``gc.callbacks`` function (JAX registers ``_xla_gc_callback``; the collector runs
+  it whenever allocations pile up, often during imports and compilation) or a ``__del__``.
+  An exception raised there is printed as "Exception ignored in ..." and dropped: the
+  Ctrl-C is lost and the run goes on.  The handler sees that context on the stack and has
+  the signal delivered again a moment later, outside it.
+- A checkpoint write: :func:`deferred` holds any signal until the file is in place, so
+  that the interrupt that asks for the params to be saved cannot cut their file short.
+
+And one place where Python cannot run the handler at all: a main thread blocked in C++ (a
+collective waiting for a peer that died or hangs, an XLA deadlock) never reaches its next
+bytecode, so the signal would be ignored for as long as the wait lasts.  A watchdog thread
+sees every signal through ``signal.set_wakeup_fd``; when the handler has not run
+:data:`GRACE` seconds later, it says so in one line and ends the process with 128 + the
+signal's number (what finished epochs' checkpoints hold is on disk already).
+"""
+
+from __future__ import annotations
+
+import _thread
+import contextlib
+import gc
+import os
+import signal
+import sys
+import threading
+import time
+
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class Interrupt(KeyboardInterrupt):
+    """A signal that ends the run; ``signum`` says which."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+GRACE = 5.0  # seconds the main thread has to run a signal's handler before the watchdog acts
+
+
+class _State:
+    """The handler's state, kept in one object: what arrived, what waits for a write."""
+
+    received: int | None = None  # the first ending signal of the run
+    depth = 0  # nested deferred() blocks
+    pending: int | None = None  # a signal that arrived inside them
+    runs = 0  # times the handler ran: the watchdog's proof that the main thread is alive
+    name = "funcnet"
+
+
+_state = _State()
+
+
+# Methods whose exceptions their C callers drop or replace: a ``__del__``'s are printed
+# and dropped; NumPy turns a KeyboardInterrupt raised in a JAX scalar's ``__float__`` (as
+# ``np.asarray`` of a list of losses calls it) into "ValueError: setting an array element
+# with a sequence".
+_SWALLOWED = ("__del__", "__array__", "__float__", "__int__", "__index__", "__complex__")
+
+
+def _unraisable_context(frame) -> bool:
+    """Whether ``frame`` or a caller is a gc callback or one of :data:`_SWALLOWED`: code
+    whose exceptions are dropped or replaced on their way out."""
+    callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name in _SWALLOWED:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _redeliver(signum: int) -> None:
+    """The signal again, in 10 ms: Python runs the handler on the main thread then."""
+    timer = threading.Timer(0.01, _thread.interrupt_main, (signum,))
+    timer.daemon = True
+    timer.start()
+
+
+def _handler(signum, frame) -> None:
+    _state.runs += 1
+    if _state.received is None:
+        _state.received = signum
+    if _state.depth:
+        _state.pending = _state.pending or signum
+        return
+    if _unraisable_context(frame):
+        _redeliver(signum)
+        return
+    raise Interrupt(signum)
+
+
+@contextlib.contextmanager
+def handled(name: str = "funcnet"):
+    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupt` (a ``KeyboardInterrupt``) in
+    the main thread while the block runs, and end the process from a watchdog thread when
+    the main thread is stuck in C++ (``name`` starts its line); the handlers before it come
+    back after.  A signal that the process was started ignoring (``nohup``, a shell's
+    background job) stays ignored.  Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield _state
+        return
+    saved = {s: signal.getsignal(s) for s in SIGNALS}
+    _state.received = _state.pending = None
+    _state.name = name
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    old_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    threading.Thread(target=_watchdog, args=(read,), daemon=True, name="signals").start()
+    try:
+        for s, old in saved.items():
+            if old is not signal.SIG_IGN:
+                signal.signal(s, _handler)
+        yield _state
+    finally:
+        for s, old in saved.items():
+            if old is not None:
+                signal.signal(s, old)
+        signal.set_wakeup_fd(old_fd)
+        os.close(write)  # the watchdog reads end-of-file and stops
+
+
+def _watchdog(read: int) -> None:
+    """Every signal's number arrives here as one byte; one of ours that the main thread has
+    not handled within :data:`GRACE` seconds ends the process."""
+    with os.fdopen(read, "rb", buffering=0) as pipe:
+        while byte := pipe.read(1):
+            signum = byte[0]
+            if signum not in SIGNALS:
+                continue
+            runs, deadline = _state.runs, time.monotonic() + GRACE
+            while time.monotonic() < deadline and _state.runs == runs:
+                time.sleep(0.05)
+            if _state.runs == runs:
+                name = signal.Signals(signum).name
+                print(f"{_state.name}: {name} while stuck in a computation that does not return "
+                      "(a peer gone or hung?); ending the process; finished checkpoints are "
+                      "on disk", file=sys.stderr, flush=True)  # fmt: skip
+                os._exit(128 + signum)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Hold the signals of :func:`handled` until the block ends, then raise the first one
+    that came: for writes that must finish once begun (a few milliseconds)."""
+    _state.depth += 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+    if not _state.depth and _state.pending is not None:
+        signum, _state.pending = _state.pending, None
+        raise Interrupt(signum)
+
+
+def received() -> int | None:
+    """The first ending signal since :func:`handled` began, or None."""
+    return _state.received
+
+
+def exit_status(status: int) -> int:
+    """A run's exit status, with an interrupt told apart by its signal: 128 + the signal's
+    number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP), the shell's convention."""
+    if status == 130 and _state.received is not None:
+        return 128 + _state.received
+    return status
+
+
+__all__ = ["SIGNALS", "Interrupt", "deferred", "exit_status", "handled", "received"]

@@ -1,0 +1,184 @@
+"""`funcnet` as the system treats it: a full or read-only disk at the end of a run, output
+paths that conflict, SIGTERM and SIGHUP as SLURM, Kubernetes and `timeout` send them, an
+early Ctrl-C, and a stdout closed by `| head -1`.  Real processes throughout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from funcnet import checkpoints, models
+
+FUNCNET = [sys.executable, "-m", "funcnet"]
+
+
+@pytest.fixture
+def mnist_env(mnist_dir, tmp_path):
+    # The fallback of a failed write goes to the temp folder: this test's own.
+    (tmp_path / "tmp").mkdir()
+    return {**os.environ, "FUNCNET_DATA": str(mnist_dir), "TMPDIR": str(tmp_path / "tmp")}
+
+
+def _mount_tmpfs(folder, size="64k") -> bool:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    cmd = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)]
+    return subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def test_save_and_checkpoint_to_one_file_are_refused_before_any_work(tmp_path):
+    f = tmp_path / "m.npz"
+    r = subprocess.run([*FUNCNET, "train", "--save", str(f), "--checkpoint", str(f)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.startswith(
+        f"funcnet train: error: --save and --checkpoint are the same file {f}"
+    )
+    assert r.stderr.count("\n") == 1 and not f.exists()
+
+
+def test_a_full_disk_at_the_end_keeps_the_params_and_says_where(tmp_path, mnist_env):
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    if not _mount_tmpfs(fs):
+        pytest.skip("cannot mount a tmpfs here (needs root); tests/test_checkpoints.py "
+                    "simulates ENOSPC instead")  # fmt: skip
+    try:
+        save, run = fs / "m.npz", fs / "run.npz"
+        argv = ["train", "--subset", "500", "--test-subset", "100", "--epochs", "2",
+                "--no-plot", "--save", str(save), "--checkpoint", str(run)]  # fmt: skip
+        r = subprocess.run([*FUNCNET, *argv], capture_output=True, text=True, timeout=300,
+                           env=mnist_env)  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", str(fs)], capture_output=True)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    tmp = tmp_path / "tmp"
+    lines = r.stderr.strip().splitlines()
+    # The run went on past both failed checkpoints, and says where each thing went.
+    assert [line.split(";")[0] for line in lines] == [
+        f"funcnet train: cannot write {run} (No space left on device)",
+        f"funcnet train: cannot write {run} (No space left on device)",
+        f"funcnet train: cannot write {save} (No space left on device)",
+    ]
+    fallback = tmp / f"funcnet-{r.stderr.split('funcnet-')[-1].split()[0]}"
+    assert lines[-1].endswith(f"the params are in {fallback} instead")
+    net = models.two_layer_net(100)
+    checkpoints.load_params(fallback, net.init(0, (-1, 784))[1])
+    assert "the run checkpoint of epoch 2 are in" in lines[1]
+    assert not list(tmp.glob(".*.part"))
+
+
+def _interruptible():
+    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored
+    # (no KeyboardInterrupt): give the child the terminal's default, as a person's run has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _train(env, *argv):
+    argv = ["train", "--subset", "1000", "--test-subset", "200", "--epochs", "1000",
+            "--no-plot", *argv]  # fmt: skip
+    return subprocess.Popen([*FUNCNET, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, preexec_fn=_interruptible)  # fmt: skip
+
+
+@pytest.mark.parametrize(("sig", "status"), [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_and_sighup_end_a_run_as_ctrl_c_does(tmp_path, mnist_env, sig, status):
+    save, run = tmp_path / "m.npz", tmp_path / "run.npz"
+    proc = _train(mnist_env, "--save", str(save), "--checkpoint", str(run))
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not proc.stdout.readline().startswith("epoch   2/"):
+            pass
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("funcnet train: interrupted after "), err
+    epoch = int(lines[0].split("the params of epoch ")[1].split()[0])
+    assert epoch >= 2 and lines[0].endswith(f"are saved to {save}")
+    net = models.two_layer_net(100)
+    checkpoints.load_params(save, net.init(0, (-1, 784))[1])
+    assert checkpoints.run_info(run)[0] >= epoch
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "run.npz", "tmp"]
+
+
+@pytest.mark.parametrize("delay", [0.8, 1.2, 1.6, 2.0])
+def test_an_early_ctrl_c_is_never_swallowed(mnist_env, delay):
+    # JAX's gc callback (_xla_gc_callback) runs often while it starts and compiles; a
+    # KeyboardInterrupt raised inside it used to be printed as "Exception ignored" and lost.
+    proc = _train(mnist_env)
+    try:
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert "Exception ignored" not in err, err
+    if proc.returncode == -signal.SIGINT:
+        # Still importing the funcnet package, before main() began: Python's own handler
+        # (a KeyboardInterrupt traceback, then death by SIGINT). Ended, not swallowed.
+        return
+    assert "Traceback" not in err, err
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("funcnet train: interrupted")
+
+
+@pytest.mark.parametrize("command", [["demo"], ["demo", "--no-plot"], ["--help"]])
+def test_a_closed_stdout_ends_quietly(command):
+    r = subprocess.run(f"{sys.executable} -m funcnet {' '.join(command)} | head -1",
+                       shell=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.stdout.count("\n") == 1 and r.stderr == ""
+
+
+def test_a_run_with_a_closed_stdout_still_writes_its_files(tmp_path, mnist_env):
+    save, run = tmp_path / "m.npz", tmp_path / "run.npz"
+    cmd = (f"{sys.executable} -m funcnet train --subset 500 --test-subset 100 --epochs 2 "
+           f"--save {save} --checkpoint {run}; echo status $? >&2")  # fmt: skip
+    r = subprocess.run(f"({cmd}) | head -1", shell=True, capture_output=True, text=True,
+                       timeout=300, env=mnist_env)  # fmt: skip
+    assert r.stdout.startswith("pipeline(Dense(100)") and r.stdout.count("\n") == 1
+    assert r.stderr == "status 0\n"
+    assert checkpoints.run_info(run)[0] == 2 and save.is_file()
+
+
+STUCK = """
+import ctypes, sys
+from funcnet import _signals
+mutex = ctypes.create_string_buffer(64)  # a zeroed glibc mutex: unlocked, not recursive
+libc = ctypes.CDLL(None)
+with _signals.handled("stuck"):
+    print("ready", flush=True)
+    libc.pthread_mutex_lock(mutex)
+    libc.pthread_mutex_lock(mutex)  # blocks in C for ever: no bytecode, no Python handler
+"""
+
+
+@pytest.mark.parametrize(("sig", "status"), [("SIGTERM", 143), ("SIGINT", 130)])
+def test_a_signal_ends_a_process_stuck_in_c_code(sig, status):
+    # A collective waiting for a dead or hung peer blocks the main thread in C++ like this.
+    pipe = subprocess.PIPE
+    proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=pipe, stderr=pipe, text=True,
+                            preexec_fn=_interruptible)  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.2)
+        start = time.monotonic()
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - start
+    finally:
+        proc.kill()
+    assert proc.returncode == status and took < 10, (took, err)
+    assert err == (
+        f"stuck: {sig} while stuck in a computation that does not return (a peer gone or "
+        "hung?); ending the process; finished checkpoints are on disk\n"
+    )
