@@ -72,6 +72,9 @@ def test_a_full_disk_at_the_end_keeps_the_params_and_says_where(tmp_path, mnist_
     net = models.two_layer_net(100)
     checkpoints.load_params(fallback, net.init(0, (-1, 784))[1])
     assert "the run checkpoint of epoch 2 are in" in lines[1]
+    # The run's own summary names the file that holds the params, not the one that failed.
+    assert f"params saved to {fallback}\n" in r.stdout
+    assert f"params saved to {save}\n" not in r.stdout
     assert not list(tmp.glob(".*.part"))
 
 

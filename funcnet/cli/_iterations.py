@@ -43,16 +43,16 @@ def train(args) -> int:
     except FloatingPointError as e:
         raise Stop(1, f"{e} ({flag.LR} {args.lr}: try a smaller one)") from None
     it, _, val = result.history[-1]
-    if args.save:
-        _save(args.save, result.params, it, config, data)
+    # A --save that went elsewhere (full disk, read-only folder) says where, and exits 1.
+    where = _save(args.save, result.params, it, config, data) if args.save else None
     print(f"val loss {val:.4f} after {it} iterations")
-    if args.save:
-        print(f"params saved to {args.save}")
+    if where:
+        print(f"params saved to {where}")
     if args.checkpoint:
         print(f"run checkpoint (iteration {it}) in {args.checkpoint}")
     if not args.no_plot:
         print(_plot(args, result, first))
-    return 0
+    return 0 if where == args.save else 1
 
 
 def header(args, net, data, unit: str, first: int) -> str:
@@ -113,27 +113,32 @@ def _report(args, config: dict):
     return on_eval
 
 
-def _save(path: str, params, iterations: int, config: dict, data) -> None:
+def _save(path: str, params, iterations: int, config: dict, data) -> str | None:
     """The trained params with what ``funcnet sample`` rebuilds the model from: the settings
     and the vocabulary, as the file's JSON metadata (``checkpoints.save_run``, no optimizer
-    state)."""
-    from ..checkpoints import save_run
+    state).  Where the file went: ``path``, a fallback when that write failed, or None."""
+    from ..checkpoints import save_or_fallback, save_run
 
-    save_run(path, params, (), iterations, {**config, **data.model_args, "saved": "params"})
+    meta = {**config, **data.model_args, "saved": "params"}
+    return save_or_fallback(
+        lambda p: save_run(p, params, (), iterations, meta), path, "the params", "funcnet train"
+    )
 
 
 def _interrupted(args, stop, first: int, config: dict, data) -> str:
     """Ctrl-C: the params (and the run checkpoint) of the last finished iteration kept; the
     line that says so."""
-    from ..checkpoints import save_run
+    from ..checkpoints import save_run_or_fallback
 
     n, kept = stop.iterations, ""
     if n > first and args.save:
-        _save(args.save, stop.params, n, config, data)
-        kept += f"; the params of iteration {n} are saved to {args.save}"
+        where = _save(args.save, stop.params, n, config, data) or "nowhere"
+        kept += f"; the params of iteration {n} are saved to {where}"
     if n > first and args.checkpoint:
-        save_run(args.checkpoint, stop.params, stop.opt_state, n, config)
-        kept += f"; the run checkpoint of iteration {n} is in {args.checkpoint}"
+        where = save_run_or_fallback(
+            args.checkpoint, stop.params, stop.opt_state, n, config, "funcnet train"
+        )
+        kept += f"; the run checkpoint of iteration {n} is in {where or 'nowhere'}"
     if n == first and (args.save or args.checkpoint):
         kept = "; no iteration had finished, nothing saved"
     return f"interrupted after {n} iteration(s){kept}"

@@ -66,7 +66,7 @@ def epoch_line(epochs: int):
     return report
 
 
-def summary(args, net, last, hist, data, unit: str) -> str:
+def summary(args, net, last, hist, data, unit: str, saved_to: str | None = None) -> str:
     """The final line: the test accuracy of what was scored (with the last iterate's beside
     it when the params are averaged), then where the run was kept."""
     note = ""
@@ -77,8 +77,8 @@ def summary(args, net, last, hist, data, unit: str) -> str:
         note = f" (averaged params; the last iterate itself: {plain:.2f}%)"
     scored = f"{100 * hist.test_acc[-1]:.2f}% on {_scored(args, data)} test {unit}"
     lines = [f"test accuracy {scored}{note}"]
-    if args.save:
-        lines.append(f"params saved to {args.save}")
+    if saved_to:  # args.save, or where the params went when that write failed
+        lines.append(f"params saved to {saved_to}")
     if args.checkpoint:
         lines.append(
             f"run checkpoint (epoch {args.epochs}) in {args.checkpoint}; {RESUME} it to go on"

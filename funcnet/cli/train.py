@@ -149,10 +149,8 @@ def _train(args, mesh, main: bool) -> int:
     last, opt_state = local(mesh, (last, opt_state))
     params = scored_params(last, opt_state)  # what fit scored
     # A --save that went elsewhere (full disk, read-only folder) says where, and exits 1.
-    saved = (
-        not args.save or save_params_or_fallback(args.save, params, "funcnet train") == args.save
-    )
-    print(_report.summary(args, net, last, hist, data, task.unit))
+    where = save_params_or_fallback(args.save, params, "funcnet train") if args.save else None
+    print(_report.summary(args, net, last, hist, data, task.unit, where))
     if not args.no_plot:
         print(_report.plots(args, net, params, hist, data, task))
-    return 0 if saved else 1
+    return 0 if where == args.save else 1
