@@ -15,8 +15,8 @@ Rows (``--only`` names; N the device count):
 
 funcnet-1      ``train.make_epoch`` of ``train.make_step`` jitted on one device, as ``fit``.
 jax.grad-1     the same net in ``jax.numpy``, ``value_and_grad``, in the same scan.
-funcnet-dpN    the funcnet epoch on an N-device mesh (``scale.jit_replicated``), as
-               ``fit(mesh=scale.data_mesh(N), scan=True)``.
+funcnet-dpN    the funcnet epoch on an N-device mesh (``parallel.jit_replicated``), as
+               ``fit(mesh=parallel.data_mesh(N), scan=True)``.
 jax.grad-dpN   the ``jax.grad`` epoch with the same shardings.
 allreduceN     600 all-reduces (``lax.psum`` in ``shard_map``) of a gradient-sized tree over
                N devices and nothing else: what an epoch's collectives cost alone.
@@ -44,7 +44,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 import funcnet as fn  # the checkout's: _harness put the repository root first on sys.path
-from funcnet import models, optim, scale, train
+from funcnet import models, optim, parallel, train
 
 LR, BATCH, HIDDEN, SEED = 0.1, 100, 100, 0
 
@@ -102,7 +102,7 @@ def build(c, names):
     for name in names:
         n = devices_of(name)
         if name.startswith("allreduce"):
-            rows[name] = allreduce_row(c.params0, scale.data_mesh(n), len(c.idx))
+            rows[name] = allreduce_row(c.params0, parallel.data_mesh(n), len(c.idx))
             continue
         epoch = kinds[name.split("-")[0]]
         if "-dp" not in name:
@@ -112,20 +112,20 @@ def build(c, names):
                 return jax.block_until_ready(jax.device_put(c.params0))
 
         else:
-            mesh = scale.data_mesh(n)
-            rows_here = scale.local_rows(mesh, BATCH)
-            prog = scale.jit_replicated(epoch, mesh)
-            data = tuple(scale.place(a[:, rows_here], mesh, BATCH, 1) for a in (xs, ts))
+            mesh = parallel.data_mesh(n)
+            rows_here = parallel.local_rows(mesh, BATCH)
+            prog = parallel.jit_replicated(epoch, mesh)
+            data = tuple(parallel.place(a[:, rows_here], mesh, BATCH, 1) for a in (xs, ts))
 
             def fresh(mesh=mesh):
-                return jax.block_until_ready(scale.replicate(c.params0, mesh))
+                return jax.block_until_ready(parallel.replicate(c.params0, mesh))
 
             if name.startswith("funcnet"):
                 p0 = fresh()
-                one = scale.jit_replicated(step, mesh).lower(
+                one = parallel.jit_replicated(step, mesh).lower(
                     p0, opt.init(p0), *(a[0] for a in data)
                 )
-                reduced = scale.all_reduces(one.compile().as_text())
+                reduced = parallel.all_reduces(one.compile().as_text())
                 hlo[name] = reduced.ops, reduced.bytes
         compiled = prog.lower(fresh(), *data).compile()
         rows[name] = (fresh, lambda p, f=compiled, d=data: jax.block_until_ready(f(p, *d)))
@@ -141,12 +141,12 @@ def allreduce_row(params0, mesh, steps: int):
     @jax.shard_map(mesh=mesh, in_specs=P(), out_specs=P())
     def reduce_many(g):
         def body(g, _):
-            return jax.tree.map(lambda a: jax.lax.psum(a, scale.AXIS) / n, g), None
+            return jax.tree.map(lambda a: jax.lax.psum(a, parallel.AXIS) / n, g), None
 
         return jax.lax.scan(body, g, None, length=steps)[0]
 
     def fresh():
-        return jax.block_until_ready(scale.replicate(grads, mesh))
+        return jax.block_until_ready(parallel.replicate(grads, mesh))
 
     compiled = reduce_many.lower(fresh()).compile()
     return fresh, lambda g: jax.block_until_ready(compiled(g))
@@ -227,7 +227,7 @@ def main(argv=None) -> int:
         return 0
     # Host devices for a CPU-only machine (an accelerator, where there is one, is the default
     # backend and keeps its own count); JAX must not have started yet.
-    scale.use_cpu_devices(max(device_counts(first.devices)) if first.devices else 4)
+    parallel.use_cpu_devices(max(device_counts(first.devices)) if first.devices else 4)
     counts = device_counts(first.devices)
     names_all = row_names(counts)
     args, names, threads = H.setup(ap, names_all, names_all, argv)

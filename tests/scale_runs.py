@@ -29,7 +29,7 @@ import numpy as np
 from nets import blobs
 
 import funcnet as fn
-from funcnet import checkpoints, optim, scale, train
+from funcnet import checkpoints, optim, parallel, train
 
 EPOCHS, BATCH = 2, 40
 
@@ -59,14 +59,14 @@ def run(opt_name, scan, devices=None, params=None, net=NET, **kw):
     net, fresh = net_and_params(net)
     params = fresh if params is None else params
     x, t = blobs(240, seed=4)
-    mesh = None if devices is None else scale.data_mesh(devices)
+    mesh = None if devices is None else parallel.data_mesh(devices)
     params = jax.device_put(params) if mesh is None else params
     kw = {"epochs": EPOCHS, "batch_size": BATCH, **kw}
     p, _, h = train.fit(
         net, params, (x, t), optimizer=optimizer(opt_name), scan=scan,
         mesh=mesh, progress=False, **kw,
     )  # fmt: skip
-    return scale.local_copy(p), h
+    return parallel.local_copy(p), h
 
 
 def rel_diff(a, b) -> float:
@@ -113,21 +113,21 @@ def equal(kind):
 
 def collectives():
     out = {"threefry_partitionable": bool(jax.config.jax_threefry_partitionable)}
-    mesh = scale.data_mesh(4)
+    mesh = parallel.data_mesh(4)
     # The MLP's step: one all-reduce of the gradients (plus the loss and its row gather).
     net = fn.pipeline(fn.Dense(100), fn.Relu(), fn.Dense(10))
     _, params = net.init(0, (-1, 784))
     opt = optim.sgd(0.1)
-    p, s = scale.replicate((params, opt.init(fn.trainable(params))), mesh)
-    x = scale.place(np.zeros((100, 784), np.float32), mesh, 100)
-    t = scale.place(np.zeros(100, np.int32), mesh, 100)
+    p, s = parallel.replicate((params, opt.init(fn.trainable(params))), mesh)
+    x = parallel.place(np.zeros((100, 784), np.float32), mesh, 100)
+    t = parallel.place(np.zeros(100, np.int32), mesh, 100)
     step = train.make_step(net, fn.softmax_cross_entropy, opt)
-    text = scale.jit_replicated(step, mesh).lower(p, s, x, t).compile().as_text()
-    reduced = scale.all_reduces(text)
+    text = parallel.jit_replicated(step, mesh).lower(p, s, x, t).compile().as_text()
+    reduced = parallel.all_reduces(text)
     out["mlp_step"] = reduced.ops, reduced.elements
-    xs, ts = (scale.place(np.zeros((3, *a.shape), a.dtype), mesh, 100, 1) for a in (x, t))
-    text = scale.jit_replicated(train.make_epoch(step), mesh).lower(p, s, xs, ts).compile()
-    reduced = scale.all_reduces(text.as_text())
+    xs, ts = (parallel.place(np.zeros((3, *a.shape), a.dtype), mesh, 100, 1) for a in (x, t))
+    text = parallel.jit_replicated(train.make_epoch(step), mesh).lower(p, s, xs, ts).compile()
+    reduced = parallel.all_reduces(text.as_text())
     out["mlp_scan"] = reduced.ops, reduced.elements
     out["gradient_elements"] = sum(a.size for a in jax.tree_util.tree_leaves(params))
 
@@ -152,7 +152,7 @@ def collectives():
             out, vjp = jax.vjp(f, fn.trainable(bp), xv)
             return out, vjp(g)
 
-        rep, sh = scale.replicate(bp, mesh), [scale.place(a, mesh, shape[0]) for a in (xv, g)]
+        rep, sh = parallel.replicate(bp, mesh), [parallel.place(a, mesh, shape[0]) for a in (xv, g)]
         h = jax.jit(hand)(rep, *sh)
         a = jax.jit(auto)(rep, *sh)
         one = jax.jit(hand)(jax.device_put(bp, jax.devices()[0]), xv, g)
@@ -170,7 +170,7 @@ def collectives():
     key = jax.random.PRNGKey(3)
     xv = np.ones((16, 6), np.float32)
     sharded = jax.jit(lambda a, k: drop.forward((), a, train=True, rng=k)[0])(
-        scale.place(xv, mesh, 16), key
+        parallel.place(xv, mesh, 16), key
     )
     single = drop.forward((), jax.device_put(xv, jax.devices()[0]), train=True, rng=key)[0]
     out["dropout_same_mask"] = bool(np.array_equal(np.asarray(sharded), np.asarray(single)))
@@ -179,7 +179,7 @@ def collectives():
 
 def save_each_epoch(folder):
     def checkpoint(epoch, params, opt_state):
-        if scale.is_main():
+        if parallel.is_main():
             checkpoints.save_run(os.path.join(folder, f"run-{epoch}.npz"), params, opt_state, epoch)
             print(f"process {jax.process_index()} wrote run-{epoch}.npz", flush=True)
 
@@ -187,11 +187,11 @@ def save_each_epoch(folder):
 
 
 def process(pid, port, folder):
-    scale.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=30)
+    parallel.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=30)
     out = {"devices": len(jax.devices()), "local": len(jax.local_devices())}
     step, _ = run("adam", False, 2, checkpoint=save_each_epoch(folder))
     scanned, _ = run("sgd", True, 2, net=PLAIN)
-    if scale.is_main():
+    if parallel.is_main():
         checkpoints.save_params(os.path.join(folder, "step.npz"), step)
         checkpoints.save_params(os.path.join(folder, "scan.npz"), scanned)
     return out
@@ -216,7 +216,7 @@ def reference(folder):
 
 
 def spin(pid, port):
-    scale.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=3)
+    parallel.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=3)
 
     def say(epoch, hist):
         print(f"epoch {epoch}", flush=True)  # a file, read while the process runs

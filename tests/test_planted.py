@@ -22,7 +22,7 @@ from jax import lax
 from nets import blobs, mlp
 
 import funcnet as fn
-from funcnet import checkpoints, cli, optim, scale, train
+from funcnet import checkpoints, cli, optim, parallel, train
 from funcnet.data import MNISTError, load_mnist, read_idx
 
 # ----------------------------------------------------------------- 1, 2: pools
@@ -127,7 +127,7 @@ def test_data_parallel_fit_scores_the_averaged_params():
     train_set, test_set = (x[:600], t[:600]), (x[600:], t[600:])
     last, state, hist = train.fit(
         net, params, train_set, test_set, epochs=2, batch_size=20, progress=False,
-        optimizer=optim.with_average(optim.sgd(0.02), 0.99), mesh=scale.data_mesh(1),
+        optimizer=optim.with_average(optim.sgd(0.02), 0.99), mesh=parallel.data_mesh(1),
     )  # fmt: skip
     avg = optim.averaged(jax.device_get(state), jax.device_get(fn.trainable(last)))
     scores = [train.accuracy(net, jax.device_get(p), *test_set) for p in (avg, last)]

@@ -1,4 +1,4 @@
-"""Data parallel over devices and processes (``funcnet.scale``): the numbers of one device
+"""Data parallel over devices and processes (``funcnet.parallel``): the numbers of one device
 on 2 and 4 host devices and on two processes over 127.0.0.1, a dead peer that stops the
 run, resumes on other device counts, and the command's flags refused before any work.
 
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from nets import mlp
 
-from funcnet import checkpoints, optim, scale, train
+from funcnet import checkpoints, optim, parallel, train
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = Path(__file__).resolve().parent / "scale_runs.py"
@@ -208,13 +208,13 @@ def test_a_mesh_must_be_one_data_axis_and_can_be_one_device():
     ):
         train.fit(net, params, (x, t), batch_size=20, mesh="cpu")
     with pytest.raises(ValueError, match=r"asked for 5 device\(s\) per process.*devices\(5\)"):
-        scale.data_mesh(5)
+        parallel.data_mesh(5)
     _, _, h1 = train.fit(net, params, (x, t), epochs=1, batch_size=20, progress=False)
     _, _, h2 = train.fit(
-        net, params, (x, t), epochs=1, batch_size=20, progress=False, mesh=scale.data_mesh(1)
+        net, params, (x, t), epochs=1, batch_size=20, progress=False, mesh=parallel.data_mesh(1)
     )
     np.testing.assert_allclose(h2.step_loss, h1.step_loss, rtol=1e-4)
-    assert scale.is_main() and scale.local_rows(scale.data_mesh(1), 20) == slice(0, 20)
+    assert parallel.is_main() and parallel.local_rows(parallel.data_mesh(1), 20) == slice(0, 20)
 
 
 FUNCNET = [sys.executable, "-m", "funcnet"]
@@ -274,9 +274,9 @@ def test_cli_devices_4_saves_what_one_device_trains(tmp_path, mnist_dir):
 
 @pytest.mark.slow
 def test_the_two_process_command_of_the_docs(tmp_path, mnist_dir):
-    """docs/scale.md's two commands as written (a free port, a short run): the same saved
+    """docs/parallel.md's two commands as written (a free port, a short run): the same saved
     params as --devices 4, process 0 alone printing and saving."""
-    lines = command_lines(ROOT / "docs" / "scale.md", "## Two processes")
+    lines = command_lines(ROOT / "docs" / "parallel.md", "## Two processes")
     port, short = free_port(), ["--subset", "1000", "--epochs", "2", "--no-plot"]
     argvs = []
     for line in lines:

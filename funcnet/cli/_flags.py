@@ -316,7 +316,7 @@ NO_PLOT = Flag("--no-plot", "print the numbers only", switch=True)
 NO_COLOR = Flag("--no-color", "plots without colour", switch=True)
 SHOW = Flag("--show", "misclassified digits to draw", non_negative_int, 12)
 
-# Many devices and processes (funcnet.scale)
+# Many devices and processes (funcnet.parallel)
 SCALE = Group("many devices and processes", "data parallel: each batch split over the "
               "devices, params replicated, gradients all-reduced (docs/scale.md); these imply "
               "{backend} jax")  # fmt: skip

@@ -76,6 +76,6 @@ def local(mesh, tree):
     """What is printed and saved: one copy, read with no collective."""
     if mesh is None:
         return tree
-    from .. import scale
+    from .. import parallel
 
-    return scale.local_copy(tree)
+    return parallel.local_copy(tree)

@@ -1,7 +1,7 @@
 """``funcnet train``: a model of ``models.MODELS`` on a task of ``tasks.TASKS`` (MNIST:
 the two-layer net, SimpleConvNet or the deep convnet; tiny Shakespeare: the character GPT),
 with terminal plots; on one device, or data parallel over many devices and processes
-(``funcnet.scale``).
+(``funcnet.parallel``).
 
 This module runs the steps in order; ``_settings`` resolves and checks the flags,
 ``_setup`` builds what the run starts from, ``_report`` writes what it prints.  A task with
@@ -39,19 +39,19 @@ def run(args) -> int:
     args = _settings.check(_settings.resolved(args))  # refusals: before any work
     mesh, main = None, True
     if args.devices or args.coordinator or args.cluster:
-        from .. import scale
+        from .. import parallel
 
         # Before any JAX computation: the host device count, then the processes.
         if args.devices:
-            scale.use_cpu_devices(args.devices)
+            parallel.use_cpu_devices(args.devices)
         if args.coordinator or args.cluster:
             try:
-                scale.initialize(
+                parallel.initialize(
                     args.coordinator, args.num_processes, args.process_id,
                     timeout=args.peer_timeout, name="funcnet train",
                 )  # fmt: skip
                 same = ("epochs", "devices", "scan", "weight_std", "num_processes")
-                scale.check_same_settings(
+                parallel.check_same_settings(
                     {**_settings.settings(args), **{k: getattr(args, k) for k in same}},
                     args.peer_timeout,
                 )
@@ -63,11 +63,11 @@ def run(args) -> int:
                       file=sys.stderr)  # fmt: skip
                 return 1
         try:
-            mesh = scale.data_mesh(args.devices)
+            mesh = parallel.data_mesh(args.devices)
         except ValueError as e:
             print(f"funcnet train: {e}", file=sys.stderr)
             return 1
-        main = scale.is_main()
+        main = parallel.is_main()
     # Process 0 alone prints; the others compute the same and keep quiet (errors still show).
     quiet = open(os.devnull, "w") if not main else None  # closed below
     try:

@@ -13,7 +13,7 @@ What ``fit`` does around the steps:
   epochs ``epoch + 1 .. epochs`` on the batches and keys they had in the whole run.
 - **Execution**: NumPy ``params`` run the step eagerly; JAX ``params`` jit it, and
   ``scan=True`` runs the whole epoch as one ``lax.scan`` program.  ``mesh``
-  (``scale.data_mesh(...)``) runs data parallel: every batch split along the mesh's
+  (``parallel.data_mesh(...)``) runs data parallel: every batch split along the mesh's
   ``"data"`` axis, params and optimizer state replicated, the same batches and keys as on
   one device (``batch_size`` must divide by the device count), the 1-device results up to
   float32 summation order; with several processes each one calls ``fit`` with the same
@@ -170,10 +170,10 @@ def _checked(net, params, loss, train, test, batch_size, scan, mesh) -> tuple[An
     """(params on one device, whether the step runs on JAX), after the checks that need the
     net: the mesh, ``scan``'s JAX params, and every target (the loss's own checks)."""
     if mesh is not None:
-        from .. import scale
+        from .. import parallel
 
-        scale.check_mesh(mesh, batch_size)
-        params = scale.local_copy(params)  # the checks below run on one device
+        parallel.check_mesh(mesh, batch_size)
+        params = parallel.local_copy(params)  # the checks below run on one device
     on_jax = mesh is not None or tree_namespace(params) is not np
     if scan and not on_jax:
         raise ValueError(

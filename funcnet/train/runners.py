@@ -4,7 +4,7 @@
 NumPy      the step eagerly, batch by batch (NumPy params)
 jit        the step compiled with ``jax.jit``, one call per batch (JAX params)
 scan       the whole epoch as one ``jax.lax.scan`` program, batches gathered on the device
-mesh-jit   the jitted step data parallel over a ``scale.data_mesh``: batches split, params
+mesh-jit   the jitted step data parallel over a ``parallel.data_mesh``: batches split, params
            and optimizer state replicated
 mesh-scan  the scanned epoch, data parallel the same way
 =========  ==========================================================================
@@ -169,34 +169,34 @@ def _scan(step: Callable, train, order: Order, seed: int) -> Runner:
 
 def _mesh_steps(step: Callable, train, order: Order, seed: int, mesh) -> Runner:
     """Replicated params and state, batches split: jit propagates the shardings and XLA
-    all-reduces every sum over the batch (see ``funcnet.scale``).  With several processes
+    all-reduces every sum over the batch (see ``funcnet.parallel``).  With several processes
     each one places only its own rows of every batch."""
-    from .. import scale
+    from .. import parallel
 
-    rows = scale.local_rows(mesh, order.batch_size)
+    rows = parallel.local_rows(mesh, order.batch_size)
 
     def take(a, idx):
-        return scale.place(a[idx[rows]], mesh, order.batch_size)
+        return parallel.place(a[idx[rows]], mesh, order.batch_size)
 
-    run = _steps(scale.jit_replicated(step, mesh, _donates()), train, take)
+    run = _steps(parallel.jit_replicated(step, mesh, _donates()), train, take)
     return _on_mesh("mesh-jit", run, order, seed, mesh)
 
 
 def _mesh_scan(step: Callable, train, order: Order, seed: int, mesh) -> Runner:
-    from .. import scale
+    from .. import parallel
 
-    rows, (x, t) = scale.local_rows(mesh, order.batch_size), train
-    scan_epoch = scale.jit_replicated(make_epoch(step), mesh, _donates())
+    rows, (x, t) = parallel.local_rows(mesh, order.batch_size), train
+    scan_epoch = parallel.jit_replicated(make_epoch(step), mesh, _donates())
 
     def run(params, opt_state, idx, rngs, epoch, on_step):
-        xs, ts = (scale.place(a[idx[:, rows]], mesh, order.batch_size, 1) for a in (x, t))
+        xs, ts = (parallel.place(a[idx[:, rows]], mesh, order.batch_size, 1) for a in (x, t))
         return scan_epoch(params, opt_state, xs, ts, rngs)
 
     return _on_mesh("mesh-scan", run, order, seed, mesh)
 
 
 def _on_mesh(mode: str, run: Callable, order: Order, seed: int, mesh) -> Runner:
-    from .. import scale
+    from .. import parallel
 
     return Runner(
         mode,
@@ -204,9 +204,9 @@ def _on_mesh(mode: str, run: Callable, order: Order, seed: int, mesh) -> Runner:
         order,
         seed,
         jax_keys=True,
-        place=lambda tree: scale.replicate(tree, mesh),
+        place=lambda tree: parallel.replicate(tree, mesh),
         # each process scores a copy on its first device: no collective, same numbers
-        local=scale.local_copy,
+        local=parallel.local_copy,
         donates=bool(_donates()),
     )
 

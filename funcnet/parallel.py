@@ -235,7 +235,7 @@ def data_mesh(devices: int | Sequence | None = None) -> Mesh:
         if not 1 <= devices <= len(local):
             kind = local[0].platform if local else "no"
             hint = (
-                f"; on the CPU call funcnet.scale.use_cpu_devices({devices}) (or set XLA_FLAGS="
+                f"; on the CPU call funcnet.parallel.use_cpu_devices({devices}) (or set XLA_FLAGS="
                 f"--xla_force_host_platform_device_count={devices}) before JAX starts"
                 if devices > len(local)
                 else ""
@@ -296,7 +296,7 @@ def local_rows(mesh: Mesh, size: int) -> slice:
     if sum(b - a for a, b in spans) != hi - lo:
         raise ValueError(
             f"local_rows: process {jax.process_index()}'s devices do not hold one contiguous "
-            "block of the batch; build the mesh with funcnet.scale.data_mesh"
+            "block of the batch; build the mesh with funcnet.parallel.data_mesh"
         )
     return slice(lo, hi)
 
