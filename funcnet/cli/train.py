@@ -21,7 +21,8 @@ from ._flags import add_command
 from ._setup import Stop, local
 
 FLAGS = (
-    flag.TASK, flag.MODEL, flag.HIDDEN, flag.EPOCHS, flag.OPTIMIZER, flag.LR, flag.LR_SCHEDULE,
+    flag.TASK, flag.MODEL, flag.HIDDEN, flag.WORDVEC, flag.REVERSE, flag.CLIP, flag.EPOCHS,
+    flag.OPTIMIZER, flag.LR, flag.LR_SCHEDULE,
     flag.AUGMENT, flag.AVERAGE, flag.BATCH, flag.SEED, flag.WEIGHT_STD, flag.BACKEND, flag.SCAN,
     flag.DATA_DIR, flag.SUBSET, flag.TEST_SUBSET, flag.SAVE, flag.CHECKPOINT, flag.RESUME,
     flag.NO_PLOT, flag.NO_COLOR,
@@ -80,7 +81,8 @@ def run(args) -> int:
 
 def _train(args, mesh, main: bool) -> int:
     from ..augment import random_shift
-    from ..checkpoints import save_params, save_run
+    from ..checkpoints import save_run
+    from ..losses import softmax_cross_entropy
     from ..tasks import TASKS
     from ..train import Interrupted, Resume, fit, scored_params, to_backend
 
@@ -109,6 +111,7 @@ def _train(args, mesh, main: bool) -> int:
         with np.errstate(over="ignore", invalid="ignore"):
             last, opt_state, hist = fit(
                 net, params, (x_train, t_train), (x_test, t_test),
+                loss=task.loss or softmax_cross_entropy, metrics=task.metrics,
                 optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
                 seed=args.seed, scan=args.scan, on_epoch=report, mesh=mesh,
                 resume=Resume(done, opt_state), checkpoint=checkpoint,
@@ -119,7 +122,8 @@ def _train(args, mesh, main: bool) -> int:
         kept = ""
         if args.save and stop.epochs_done > done:
             if main:  # process 0 writes for all
-                save_params(args.save, scored_params(*local(mesh, (stop.params, stop.opt_state))))
+                kept_params = scored_params(*local(mesh, (stop.params, stop.opt_state)))
+                _save(args.save, kept_params, stop.epochs_done, config, data)
             kept = f"; the params of epoch {stop.epochs_done} are saved to {args.save}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
@@ -133,8 +137,21 @@ def _train(args, mesh, main: bool) -> int:
     last, opt_state = local(mesh, (last, opt_state))
     params = scored_params(last, opt_state)  # what fit scored
     if args.save:
-        save_params(args.save, params)
+        _save(args.save, params, args.epochs, config, data)
     print(_report.summary(args, net, last, hist, data, task.unit))
     if not args.no_plot:
         print(_report.plots(args, net, params, hist, data, task))
     return 0
+
+
+def _save(path: str, params, epochs: int, config: dict, data) -> None:
+    """``--save``: the params; for a task whose net is built from its data (a vocabulary),
+    with what ``funcnet eval`` needs to rebuild it, the run's settings and the data's
+    ``model_args``, as the file's JSON metadata (``checkpoints.save_run``, no optimizer
+    state)."""
+    from ..checkpoints import save_params, save_run
+
+    if data.model_args:
+        save_run(path, params, (), epochs, {**config, **data.model_args, "saved": "params"})
+    else:
+        save_params(path, params)
