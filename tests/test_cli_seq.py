@@ -220,3 +220,22 @@ def test_ctrl_c_keeps_the_finished_epoch_for_eval(tmp_path, capsys, seq_env):
     assert f"are saved to {save}" in lines[0]
     code, out, err = call(capsys, "eval", "--task", "addition", "--load", str(save), "--no-plot")
     assert code == 0 and "test accuracy" in out, err
+
+
+def test_averaged_params_are_scored_by_exact_match_both_ways(capsys, seq_env, monkeypatch):
+    calls = []
+    real = tasks.TASKS["addition"].metrics["accuracy"]
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    entry = tasks.TASKS["addition"]
+    monkeypatch.setitem(tasks.TASKS, "addition", entry._replace(metrics={"accuracy": counted}))
+    code, out, err = call(
+        capsys, "train", "--task", "addition", "--hidden", "8", *TINY, "--test-subset", "50",
+        "--average", "0.9", "--no-plot",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "(averaged params; the last iterate itself: " in out
+    assert len(calls) == 3  # train and test after the epoch, then the last iterate

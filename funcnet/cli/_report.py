@@ -73,9 +73,9 @@ def summary(args, net, last, hist, data, unit: str) -> str:
     it when the params are averaged), then where the run was kept."""
     note = ""
     if args.average:
-        from ..train import accuracy
+        from ..tasks import TASKS
 
-        plain = 100 * accuracy(net, last, *data.test)
+        plain = 100 * TASKS[args.task].metrics["accuracy"](net, last, *data.test)
         note = f" (averaged params; the last iterate itself: {plain:.2f}%)"
     scored = f"{100 * hist.test_acc[-1]:.2f}% on {_scored(args, data)} test {unit}"
     lines = [f"test accuracy {scored}{note}"]

@@ -35,10 +35,18 @@ def _models() -> tuple[str, ...]:
     return TASKS[DEFAULT_TASK].models
 
 
+def _tasks() -> tuple[str, ...]:
+    """The tasks whose runs ``train.fit`` scores by epoch (not those with a trainer of their
+    own): their metrics score a saved model as they scored it in training."""
+    from ..tasks import TASKS
+
+    return tuple(n for n, t in TASKS.items() if getattr(t, "train", None) is None)
+
+
 FLAGS = (
     LOAD,
     TASK.but(help="the test set to score on; for a task other than mnist the file names its "
-             "model and settings"),
+             "model and settings", choices=_tasks),
     MODEL.but(help="mnist: the network the files were saved from", choices=_models,
               default=default_task_setting("model"), per_task=False),
     HIDDEN.but(help="mnist: mlp hidden units", default=default_task_setting("hidden"),
