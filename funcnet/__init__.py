@@ -54,8 +54,10 @@ _SUBMODULES = (
     "plot",
     "profile",
     "parallel",
+    "seq2seq",
     "shakespeare",
     "tasks",
+    "text",
     "train",
 )
 _LAZY_NAMES = {

@@ -151,6 +151,20 @@ def _gpt(vocab: int, layers: int, heads: int, width: int, context: int, dropout:
     return net if wrap is None else wrap(net)
 
 
+def _seq2seq(kind: str) -> Callable[..., Layer]:
+    """The builder of the second book's encoder–decoder ``kind`` (``seq2seq.KINDS``)."""
+
+    def build(vocab: int, question_len: int, wordvec: int, hidden: int, *, wrap: Wrap = None):
+        from . import seq2seq as s2s
+
+        net = s2s.build(vocab, wordvec, hidden, kind, question_len)
+        return net if wrap is None else wrap(net)
+
+    return build
+
+
+_SEQ2SEQ_OPTIONS = ("vocab", "question_len", "wordvec", "hidden")
+
 # The networks the command line trains, by name: the one list its --model choices come from.
 MODELS: dict[str, Model] = {
     "mlp": Model(_mlp, (784,), "784-H-10, chapter 5's two-layer net", ("hidden", "weight_std")),
@@ -162,6 +176,22 @@ MODELS: dict[str, Model] = {
         None,
         "nanoGPT's character transformer (funcnet.gpt)",
         ("vocab", "layers", "heads", "width", "context", "dropout"),
+    ),
+    # Their input is [question | decoder input] ids: its shape comes from the data.
+    "seq2seq": Model(
+        _seq2seq("plain"), None, "book 2's seq2seq: LSTM encoder, LSTM decoder", _SEQ2SEQ_OPTIONS
+    ),
+    "peeky": Model(
+        _seq2seq("peeky"),
+        None,
+        "seq2seq whose decoder sees the encoding at every step",
+        _SEQ2SEQ_OPTIONS,
+    ),
+    "attention": Model(
+        _seq2seq("attention"),
+        None,
+        "seq2seq with attention over the encoder's states (book 2, chapter 8)",
+        _SEQ2SEQ_OPTIONS,
     ),
 }
 

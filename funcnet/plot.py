@@ -240,6 +240,39 @@ def confusion(counts, labels: Sequence[str] | None = None, *, color: bool | None
     return "\n".join(rows)
 
 
+def colored(text: str, hue: str, color: bool | None = None) -> str:
+    """``text`` in colour ``hue`` where colour is on (``use_color``), else as it is."""
+    return plt.colorize(text, hue) if use_color(color) else text
+
+
+def heatmap(values, row_labels: Sequence[str], col_labels: Sequence[str], *,
+            top: float | None = None, color: bool | None = None) -> str:  # fmt: skip
+    """A matrix of values ≥ 0 as text: each cell two shade characters (``_SHADES``, blank
+    for 0 up to ``@`` for ``top``, by default the largest value), a row label on the left
+    and a column label over each cell; with colour on, each row's largest cell in red.
+    Reads without colour."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(
+            f"heatmap: values of shape {values.shape} for {len(row_labels)} row and "
+            f"{len(col_labels)} column labels"
+        )
+    if top is None:
+        top = float(values.max()) if values.size and values.max() > 0 else 1.0
+    levels = np.clip(np.rint(values / top * (len(_SHADES) - 1)), 0, len(_SHADES) - 1)
+    on = use_color(color)
+    pad = max((len(str(r)) for r in row_labels), default=0)
+    out = [" " * (pad + 1) + "".join(f"{c!s:>2}" for c in col_labels)]
+    for label, row, vals in zip(row_labels, levels.astype(int), values, strict=True):
+        cells = [_SHADES[k] * 2 for k in row]
+        if on and len(cells):
+            j = int(vals.argmax())
+            cells[j] = plt.colorize(cells[j], "red")
+        out.append(f"{label!s:>{pad}} " + "".join(cells))
+    out.append(f"shades {_SHADES!r}: 0 .. {top:.2f}")
+    return "\n".join(out)
+
+
 def image_text(img, width: int = 28) -> list[str]:
     """A greyscale image (values in [0, 1]) as text rows, two pixel rows per text row."""
     img = np.asarray(img, dtype=float).reshape(-1, width)
@@ -323,8 +356,10 @@ __all__ = [
     "COLORS",
     "MARKERS",
     "bars",
+    "colored",
     "confusion",
     "filters",
+    "heatmap",
     "image_text",
     "images",
     "lines",

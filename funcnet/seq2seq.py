@@ -239,4 +239,71 @@ def exact_match(net: Seq2seq, params, x, t, batch_size: int = 1000) -> float:
     return right / max(len(x), 1)
 
 
-__all__ = ["KINDS", "Seq2seq", "build", "exact_match"]
+# --------------------------------------------------------------------------- shown answers
+
+
+def _on_host(params):
+    """``params`` as NumPy arrays: a few answers are quicker eager than compiled."""
+    if namespace(*leaves(params)) is np:
+        return params
+    import jax
+
+    return jax.tree_util.tree_map(np.asarray, params)
+
+
+def _question(ids, chars: str, reverse: bool) -> str:
+    """A question as it was written (read back the right way round when ``reverse``)."""
+    q = "".join(chars[int(i)] for i in ids)
+    return q[::-1] if reverse else q
+
+
+def marked_answers(net: Seq2seq, params, x, t, chars: str, reverse: bool = False, *,
+                   count: int = 10, color: bool | None = None) -> str:  # fmt: skip
+    """The first ``count`` questions of ``x``, each as the book's ``eval_seq2seq`` prints
+    it: ``Q question  T true answer  ☑ answer`` (☒ when the greedy answer is wrong).
+    ``chars``: the vocabulary in id order; ``reverse``: ``x`` holds reversed questions."""
+    from .plot import colored
+
+    x, t = np.asarray(x[:count]), np.asarray(t[:count])
+    Tq = net.question_len
+    guess = np.asarray(net.generate(_on_host(params), x[:, :Tq], x[:, Tq], t.shape[1]))
+    width = Tq + 1
+    lines = []
+    for q, truth, got in zip(x[:, :Tq], t, guess, strict=True):
+        right = np.array_equal(truth, got)
+        mark = colored("☑" if right else "☒", "green" if right else "red", color)
+        answer, true = (_question(a, chars, False).rstrip() for a in (got, truth))
+        lines.append(f"Q {_question(q, chars, reverse):<{width}} T {true:<{t.shape[1]}} {mark} "
+                     f"{answer}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def attention_maps(
+    net: Seq2seq,
+    params,
+    x,
+    chars: str,
+    reverse: bool = False,
+    *,
+    count: int = 3,
+    color: bool | None = None,
+) -> str:
+    """The attention weights of an attention model's greedy answers to the first ``count``
+    questions of ``x``, each a heatmap (the book's figure 8-26): a row per character
+    written, a column per character of the question as written."""
+    from .plot import heatmap
+
+    x = np.asarray(x[:count])
+    Tq = net.question_len
+    length = int(x.shape[1] - Tq)  # as many as it reads under teacher forcing
+    ids, weights = net.generate(_on_host(params), x[:, :Tq], x[:, Tq], length, weights=True)
+    maps = []
+    for q, answer, a in zip(x[:, :Tq], np.asarray(ids), np.asarray(weights), strict=True):
+        a = a[:, ::-1] if reverse else a  # columns in the question's own order
+        cols = _question(q, chars, reverse).replace(" ", "·")
+        rows = [chars[int(i)].replace(" ", "·") for i in answer]
+        maps.append(heatmap(a, rows, cols, top=1.0, color=color))  # a row's weights sum to 1
+    return "\n\n".join(maps)
+
+
+__all__ = ["KINDS", "Seq2seq", "attention_maps", "build", "exact_match", "marked_answers"]

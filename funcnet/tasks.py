@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import models
+from . import losses, models
 
 # A metric scores a net on examples: (net, params, x, t) -> float.
 Metric = Callable[[Any, Any, Any, Any], float]
@@ -41,9 +41,11 @@ class Task(NamedTuple):
     ``metrics``: named functions scored after every epoch, the first one the headline.
     ``unit``: what one example is called in printed lines.  ``show(net, params, test, *,
     partial, color) -> str``: what a run prints after its plots (``partial``: the test set
-    was cut), or None.  ``train(settings, data, *, restore, on_eval, progress)``: the
-    trainer of a task that trains by iterations (``gpt.train_gpt``'s contract: it returns a
-    ``gpt.Result`` and raises ``gpt.Interrupted`` on Ctrl-C); None: epochs of ``train.fit``.
+    was cut; ``model_args``: the data's ``Data.model_args``), or None.  ``train(settings,
+    data, *, restore, on_eval, progress)``: the trainer of a task that trains by iterations
+    (``gpt.train_gpt``'s contract: it returns a ``gpt.Result`` and raises
+    ``gpt.Interrupted`` on Ctrl-C); None: epochs of ``train.fit``.  ``loss``: what a
+    ``train.fit`` run trains the net's outputs on (None: ``losses.softmax_cross_entropy``).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Task(NamedTuple):
     unit: str = "examples"
     show: Callable[..., str] | None = None
     train: Callable[..., Any] | None = None
+    loss: Any = None
 
     @property
     def loop(self) -> str:
@@ -98,7 +101,7 @@ def _load_mnist(settings: Mapping[str, Any]) -> Data:
     return Data(train, test)
 
 
-def _show_digits(net, params, test, *, partial: bool, color: bool | None = None) -> str:
+def _show_digits(net, params, test, *, partial: bool, color: bool | None = None, **_) -> str:
     """The misclassified test digits, as the book's chapter 8 draws them."""
     from . import plot
     from .train import predict
@@ -168,6 +171,63 @@ def _val_loss(net, params, x, t) -> float:
     return evaluate(net, params, x, context_of(params))
 
 
+def _seq2seq_loader(name: str) -> Callable[[Mapping[str, Any]], Data]:
+    """The loader of the second book's set ``name`` (``text.load_seq2seq``: its split and
+    vocabulary), as the seq2seq models train on it (``text.teacher_forcing``, the questions
+    reversed with the setting ``reverse``).  ``model_args``: the vocabulary's size, the
+    question length, the characters in id order and ``reverse``."""
+
+    def load(settings: Mapping[str, Any]) -> Data:
+        from pathlib import Path
+
+        from . import text
+
+        source: Any = name
+        if settings.get("data_dir"):  # a folder holding NAME.txt, or a file of that format
+            source = Path(settings["data_dir"])
+            source = source / f"{name}.txt" if source.is_dir() else source
+            if not source.is_file():
+                raise ValueError(f"{name}: {source} does not exist")
+        try:
+            d = text.load_seq2seq(source)
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+        reverse = bool(settings.get("reverse"))
+        train = text.teacher_forcing(d.x_train, d.t_train, reverse=reverse)
+        test = text.teacher_forcing(d.x_test, d.t_test, reverse=reverse)
+        chars = "".join(d.id_to_char[i] for i in range(d.vocab_size))
+        args = {"vocab": d.vocab_size, "question_len": d.x_train.shape[1], "chars": chars}
+        return Data(train, test, {**args, "reverse": reverse})
+
+    return load
+
+
+def exact_match(net, params, x, t) -> float:
+    """The fraction of whole answers the greedy decoder writes right (``seq2seq.exact_match``,
+    the book's ``eval_seq2seq``: each step fed the previous step's answer, not the truth)."""
+    from .seq2seq import exact_match
+
+    return exact_match(net, params, x, t)
+
+
+def _show_answers(net, params, test, *, partial: bool, color: bool | None = None,
+                  model_args: Mapping[str, Any], count: int = 10) -> str:  # fmt: skip
+    """The first ``count`` test questions with the model's answers marked right or wrong,
+    and for an attention model the attention weights of the first three as heatmaps."""
+    from . import seq2seq
+
+    chars, reverse = model_args["chars"], model_args["reverse"]
+    text = (
+        f"the first {min(count, len(test[0]))} test questions, the model's answer marked ☑ "
+        f"right or ☒ wrong:\n\n"
+        + seq2seq.marked_answers(net, params, *test, chars, reverse, count=count, color=color)
+    )
+    if net.name.startswith("attention"):
+        maps = seq2seq.attention_maps(net, params, test[0], chars, reverse, color=color)
+        text += f"\n\nattention while answering (rows: written, columns: read):\n\n{maps}"
+    return text
+
+
 # The book's rates: 0.1 for plain and momentum SGD, 0.001 for Adam.
 BOOK_RATES = {"sgd": 0.1, "momentum": 0.1, "adam": 0.001}
 
@@ -220,7 +280,42 @@ TASKS: dict[str, Task] = {
         unit="characters",
         train=_train_shakespeare,
     ),
-}
+    # The second book's chapter 7 (train_seq2seq.py) and 8 (train.py): Adam 0.001, batch 128,
+    # gradients clipped to norm 5; the date questions read backwards, as the book's.
+    "addition": Task(
+        name="addition",
+        description="the second book's addition.txt: 45,000 sums to learn, 5,000 to answer",
+        load=_seq2seq_loader("addition"),
+        models=("seq2seq", "peeky", "attention"),
+        defaults={
+            "model": "seq2seq", "wordvec": 16, "hidden": 128, "reverse": False,
+            "optimizer": "adam", "clip": 5.0, "epochs": 25, "batch": 128, "average": 0.0,
+        },
+        model_defaults={"attention": {"hidden": 256}},
+        learning_rates={"adam": 0.001},
+        metrics={"accuracy": exact_match},
+        unit="questions",
+        show=_show_answers,
+        loss=losses.time_softmax_cross_entropy,
+    ),
+    "date": Task(
+        name="date",
+        description="the second book's date.txt: 45,000 dates to rewrite as YYYY-MM-DD, 5,000 "
+        "to answer",
+        load=_seq2seq_loader("date"),
+        models=("attention", "seq2seq", "peeky"),
+        defaults={
+            "model": "attention", "wordvec": 16, "hidden": 256, "reverse": True,
+            "optimizer": "adam", "clip": 5.0, "epochs": 10, "batch": 128, "average": 0.0,
+        },
+        model_defaults={},
+        learning_rates={"adam": 0.001},
+        metrics={"accuracy": exact_match},
+        unit="questions",
+        show=_show_answers,
+        loss=losses.time_softmax_cross_entropy,
+    ),
+}  # fmt: skip
 DEFAULT_TASK = "mnist"
 
 
@@ -258,5 +353,6 @@ __all__ = [
     "Task",
     "accuracy",
     "describe_default",
+    "exact_match",
     "gpt_recipe",
 ]

@@ -79,10 +79,7 @@ def call(capsys, *args):
         (["train", "--model", "deep", "--augment", "14"], "--augment 14 would shift a 28x28"),
         (["train", "--augment", "-1"], "--augment: must be >= 0"),
         (["train", "--lr-schedule", "linear"], "invalid choice: 'linear'"),
-        (
-            ["train", "--task", "nope"],
-            "invalid choice: 'nope' (choose from 'mnist', 'shakespeare')",
-        ),
+        (["train", "--task", "nope"], "invalid choice: 'nope' (choose from 'mnist', "),
         (["profile", "--repeats", "0"], "--repeats: must be > 0"),
         (["profile", "--model", "vgg"], "invalid choice: 'vgg'"),
         (["demo", "--x0", "nan", "1"], "--x0: must be finite, got nan"),
@@ -126,8 +123,15 @@ def test_version_and_help_show_defaults():
     text = " ".join(run("train", "--help").stdout.split())
     assert "(default: 0.01)" in text and "(default: None)" not in text
     # A default the task sets is described from its registry entry.
-    assert "mlp hidden units; None: by --task (mnist: 100)" in text
-    assert "None: by --task (mnist: sgd for mlp, adam for convnet and deep; shakespeare: " in text
+    assert (
+        "LSTM units; None: by --task (mnist: 100; addition: 128 for seq2seq and peeky, 256 for "
+        "attention; date: 256" in text
+    )
+    assert (
+        "None: by --task (mnist: sgd for mlp, adam for convnet and deep; shakespeare: adamw; "
+        "addition: adam; date: adam" in text
+    )
+    assert "None: by --task (addition: False; date: True" in text  # --reverse: no mnist
     assert (
         "training steps, each on --batch random windows" in text and "(shakespeare: 2000)" in text
     )
@@ -318,7 +322,9 @@ def test_every_declared_flag_is_offered_and_parses_its_declared_default(capsys):
     args = parser.parse_args(["train"])
     for f in train_command.FLAGS:
         default = f.default() if callable(f.default) else f.default
-        assert getattr(args, f.dest) == (False if f.switch else default), f.name
+        # A switch a task sets (--reverse) is None, the task's, until given on or off.
+        want = None if f.per_task else False if f.switch else default
+        assert getattr(args, f.dest) == want, f.name
     assert args.task == tasks.DEFAULT_TASK and args.run is train_command.run
 
 
@@ -336,12 +342,13 @@ def test_recorded_settings_are_the_flags_declared_recorded(tmp_path, monkeypatch
     old = {"model", "hidden", "optimizer", "lr", "average", "batch", "seed", "subset"}
     # The iteration-counted runs' settings (--task shakespeare) are recorded by theirs only.
     gpt = {"iters", "eval_every", "layers", "heads", "width", "context", "dropout"}
-    assert recorded == old | {"augment", "lr_schedule", "task"} | gpt
+    seq = {"wordvec", "reverse", "clip"}  # the seq2seq tasks'
+    assert recorded == old | {"augment", "lr_schedule", "task"} | gpt | seq
     got = _settings.settings(_train_args("--model", "convnet", "--seed", "3"))
     assert got == {
         "task": "mnist", "model": "convnet", "hidden": None, "optimizer": "adam",
         "lr": 0.001, "average": 0.999, "batch": 100, "seed": 3, "subset": 0, "augment": 0,
-        "lr_schedule": "constant",
+        "lr_schedule": "constant", "wordvec": None, "reverse": None, "clip": None,
     }  # fmt: skip
     # A flag declared recorded is recorded and checked on --resume, with no other edit.
     std = flags.WEIGHT_STD.but(recorded=True, legacy=0.01)
@@ -379,7 +386,8 @@ def test_task_defaults_are_resolved_from_the_registry():
         for m in task.models:
             assert task.setting(m, "optimizer") in task.learning_rates
     assert tasks.describe_default("optimizer") == (
-        "mnist: sgd for mlp, adam for convnet and deep; shakespeare: adamw"
+        "mnist: sgd for mlp, adam for convnet and deep; shakespeare: adamw; addition: adam; "
+        "date: adam"
     )
     assert tasks.describe_default("iters") == "shakespeare: 2000"
 
@@ -407,7 +415,7 @@ def test_a_task_is_one_registry_entry(capsys, monkeypatch, tmp_path):
     seen = []
     monkeypatch.setitem(tasks.TASKS, "toy", _toy_task(seen))
     code, out, err = call(capsys, "train", "--help")
-    assert "{mnist,shakespeare,toy}" in out and "toy: 2" in " ".join(out.split())
+    assert ",toy}" in out and "toy: 2" in " ".join(out.split())
     code, out, err = call(
         capsys, "train", "--task", "toy", "--data-dir", str(tmp_path), "--no-color"
     )

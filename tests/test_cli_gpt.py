@@ -168,7 +168,8 @@ def _same(out: str, line: str) -> list[str]:
         (["train", "--task", "shakespeare", "--dropout", "1"], "--dropout: must be in [0, 1)"),
         (["train", "--task", "shakespeare", "--context", "x"], "--context: expected a int"),
         (["train", "--task", "shakespeare", "--epochs", "3"],
-         "--epochs is for --task mnist: --task shakespeare counts its run in iterations"),
+         "--epochs is for --task mnist or addition or date: --task shakespeare counts its run "
+         "in iterations"),
         (["train", "--task", "shakespeare", "--devices", "2"], "--devices is for --task mnist"),
         (["train", "--task", "shakespeare", "--scan"], "--scan is for --task mnist"),
         (["train", "--iters", "5"], "--iters is for --task shakespeare: --task mnist counts its"),

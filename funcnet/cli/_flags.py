@@ -76,6 +76,9 @@ class Flag:
             from ..tasks import describe_default
 
             text += f"; None: by {TASK} ({describe_default(self.dest)})"
+        if self.switch and self.per_task:  # on, off (--no-NAME) or the task's: None
+            parser.add_argument(self.name, action=argparse.BooleanOptionalAction, help=text)
+            return
         if self.switch:
             parser.add_argument(self.name, action="store_true", help=text)
             return
@@ -152,6 +155,13 @@ def positive(kind):
 
 def non_negative_int(text: str) -> int:
     value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _number(float, text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
@@ -242,14 +252,16 @@ def default_task_setting(key: str) -> Callable[[], Any]:
 TASK = Flag("--task", "what to learn", default=_default_task, choices=_tasks, recorded=True,
             legacy="mnist")  # fmt: skip
 MODEL = Flag("--model", _model_help, choices=_models, per_task=True, recorded=True)
-HIDDEN = Flag("--hidden", "mlp hidden units", positive(int), per_task=True, recorded=True,
-              loop="epochs")  # fmt: skip
+HIDDEN = Flag("--hidden", "mlp hidden units; seq2seq, peeky, attention: LSTM units",
+              positive(int), per_task=True, recorded=True, loop="epochs")  # fmt: skip
 WEIGHT_STD = Flag("--weight-std", "mlp, convnet: initial weights N(0, std²); deep: He's",
                   positive(float), 0.01, loop="epochs")  # fmt: skip
 DATA_DIR = Flag("--data-dir", "mnist: folder with the four MNIST files; None: $FUNCNET_DATA, "
                 "then ~/.cache/funcnet/mnist, downloading there if missing. shakespeare: "
                 "input.txt or its folder; None: $FUNCNET_SHAKESPEARE, then "
-                "../shared/tinyshakespeare beside the checkout")  # fmt: skip
+                "../shared/tinyshakespeare beside the checkout. addition, date: the folder "
+                "holding addition.txt or date.txt, or a file of that format; None: "
+                "$FUNCNET_SEQ2SEQ_DIR, then ../shared/seq2seq beside the checkout")  # fmt: skip
 SUBSET = Flag("--subset", "use only the first N training images (0: all)",
               non_negative_int, 0, recorded=True, loop="epochs")  # fmt: skip
 TEST_SUBSET = Flag("--test-subset", "score every epoch and the final line on only the first "
@@ -258,6 +270,12 @@ TEST_SUBSET = Flag("--test-subset", "score every epoch and the final line on onl
 AUGMENT = Flag("--augment", "convnet, deep: shift every training image by up to PIXELS in "
                "each direction, at random (augment.random_shift); 0: off", non_negative_int, 0,
                metavar="PIXELS", recorded=True, legacy=0, loop="epochs")  # fmt: skip
+
+# Sequence tasks (addition, date: the second book's seq2seq models)
+WORDVEC = Flag("--wordvec", "seq2seq, peeky, attention: embedding width", positive(int),
+               per_task=True, recorded=True, loop="epochs")  # fmt: skip
+REVERSE = Flag("--reverse", "read each question backwards (the book's is_reverse)",
+               switch=True, per_task=True, recorded=True, loop="epochs")  # fmt: skip
 
 # How it is learnt
 EPOCHS = Flag("--epochs", "passes over the data", positive(int), per_task=True, loop="epochs")
@@ -268,6 +286,9 @@ LR = Flag("--lr", "learning rate", positive(float), per_task=True, recorded=True
 LR_SCHEDULE = Flag("--lr-schedule", "cosine: the rate decays from {lr} to 0 over the run's "
                    "steps", default="constant", choices=("constant", "cosine"), recorded=True,
                    legacy="constant", loop="epochs")  # fmt: skip
+CLIP = Flag("--clip", "rescale the gradients to a global norm of at most NORM before each "
+            "update (optim.clip_by_global_norm); 0: off", non_negative_float, metavar="NORM",
+            per_task=True, recorded=True, loop="epochs")  # fmt: skip
 AVERAGE = Flag("--average", "score and save a moving average of the params "
                "(optim.with_average); 0 turns it off", decay, metavar="DECAY", per_task=True,
                recorded=True, loop="epochs")  # fmt: skip
@@ -314,7 +335,8 @@ LOAD = Flag("--load", "params saved by funcnet train {save}; with several files,
 # What is shown
 NO_PLOT = Flag("--no-plot", "print the numbers only", switch=True)
 NO_COLOR = Flag("--no-color", "plots without colour", switch=True)
-SHOW = Flag("--show", "misclassified digits to draw", non_negative_int, 12)
+SHOW = Flag("--show", "mnist: misclassified digits to draw; addition, date: test questions "
+            "to answer", non_negative_int, 12)  # fmt: skip
 
 # Many devices and processes (funcnet.parallel)
 SCALE = Group("many devices and processes", "data parallel: each batch split over the "

@@ -31,6 +31,8 @@ def header(args, net, data, mesh, done: int, unit: str) -> str:
         f"seed {args.seed}, backend {args.backend}{where}"
         + (" (whole epoch in lax.scan)" if args.scan else "")
         + (f", images shifted by up to {args.augment} pixels" if args.augment else "")
+        + (f", gradients clipped to norm {args.clip}" if getattr(args, "clip", None) else "")
+        + (", questions read backwards" if getattr(args, "reverse", None) else "")
         + (f"\nresuming {args.resume} after epoch {done}" if done else "")
         + (
             f"\naccuracies and {SAVE} use the moving average of the params (decay "
@@ -43,7 +45,7 @@ def header(args, net, data, mesh, done: int, unit: str) -> str:
 
 def filters(params, when: str) -> str | None:
     """The first layer's filters drawn, when the net starts with a convolution."""
-    first = params[0] if len(params) else None
+    first = params[0] if isinstance(params, list | tuple) and len(params) else None
     if not isinstance(first, dict) or np.ndim(first.get("W")) != 4:
         return None
     from .. import plot
@@ -71,9 +73,9 @@ def summary(args, net, last, hist, data, unit: str, saved_to: str | None = None)
     it when the params are averaged), then where the run was kept."""
     note = ""
     if args.average:
-        from ..train import accuracy
+        from ..tasks import TASKS
 
-        plain = 100 * accuracy(net, last, *data.test)
+        plain = 100 * TASKS[args.task].metrics["accuracy"](net, last, *data.test)
         note = f" (averaged params; the last iterate itself: {plain:.2f}%)"
     scored = f"{100 * hist.test_acc[-1]:.2f}% on {_scored(args, data)} test {unit}"
     lines = [f"test accuracy {scored}{note}"]
@@ -103,5 +105,9 @@ def plots(args, net, params, hist, data, task) -> str:
         filters(params, "after"),
     ]  # fmt: skip
     if task.show is not None:
-        parts.append(task.show(net, params, data.test, partial=bool(args.test_subset), color=color))
+        partial = bool(args.test_subset)
+        parts.append(
+            task.show(net, params, data.test, partial=partial, color=color,
+                      model_args=data.model_args)
+        )  # fmt: skip
     return "\n".join(p for p in parts if p is not None)

@@ -28,6 +28,15 @@ def resolved(args: argparse.Namespace) -> argparse.Namespace:
                 f"{', '.join(offered)}"
             )
     _refuse_other_loop(args, task)
+    for f in PER_TASK:  # e.g. --reverse for MNIST: a setting no model of the task has
+        if getattr(args, f.dest) is not None and f.dest != "lr":
+            if all(task.setting(m, f.dest) is None for m in task.models):
+                takers = [t.name for t in TASKS.values() if t.setting(t.defaults["model"], f.dest)
+                          is not None]  # fmt: skip
+                raise UsageError(
+                    f"{f} is not a setting of {flag.TASK} {task.name}; it is one of "
+                    f"{flag.TASK} {' and '.join(takers)}"
+                )
     given = {f.dest: getattr(args, f.dest) for f in PER_TASK}
     # Only the flags left to the task: its other defaults (backend) never override a flag.
     filled = {k: v for k, v in task.resolve(given).items() if k in given}

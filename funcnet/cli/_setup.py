@@ -47,13 +47,16 @@ def model(args, data):
 
 def optimizer(args, steps_per_epoch: int):
     """``--optimizer`` at ``--lr`` (decayed over the run's steps with ``--lr-schedule
-    cosine``), with a moving average of the params when ``--average`` is not 0."""
+    cosine``), after the gradients are clipped to ``--clip`` (when not 0 or unset), with a
+    moving average of the params when ``--average`` is not 0."""
     from .. import optim
 
     rate = args.lr
     if args.lr_schedule == "cosine":
         rate = optim.cosine_decay(args.lr, args.epochs * steps_per_epoch)
     opt = optim.by_name(args.optimizer, rate)
+    if getattr(args, "clip", None):  # the second book's max_grad: clipped, then the update
+        opt = optim.chain(optim.clip_by_global_norm(args.clip), opt)
     return optim.with_average(opt, args.average) if args.average else opt
 
 

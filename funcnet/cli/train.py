@@ -21,7 +21,8 @@ from ._flags import add_command
 from ._setup import Stop, local
 
 FLAGS = (
-    flag.TASK, flag.MODEL, flag.HIDDEN, flag.EPOCHS, flag.OPTIMIZER, flag.LR, flag.LR_SCHEDULE,
+    flag.TASK, flag.MODEL, flag.HIDDEN, flag.WORDVEC, flag.REVERSE, flag.CLIP, flag.EPOCHS,
+    flag.OPTIMIZER, flag.LR, flag.LR_SCHEDULE,
     flag.AUGMENT, flag.AVERAGE, flag.BATCH, flag.SEED, flag.WEIGHT_STD, flag.BACKEND, flag.SCAN,
     flag.DATA_DIR, flag.SUBSET, flag.TEST_SUBSET, flag.SAVE, flag.CHECKPOINT, flag.RESUME,
     flag.NO_PLOT, flag.NO_COLOR,
@@ -85,7 +86,8 @@ def run(args) -> int:
 
 def _train(args, mesh, main: bool) -> int:
     from ..augment import random_shift
-    from ..checkpoints import save_params_or_fallback, save_run_or_fallback
+    from ..checkpoints import save_run_or_fallback
+    from ..losses import softmax_cross_entropy
     from ..tasks import TASKS
     from ..train import Interrupted, Resume, fit, scored_params, to_backend
 
@@ -123,6 +125,7 @@ def _train(args, mesh, main: bool) -> int:
         with np.errstate(over="ignore", invalid="ignore"):
             last, opt_state, hist = fit(
                 net, params, (x_train, t_train), (x_test, t_test),
+                loss=task.loss or softmax_cross_entropy, metrics=task.metrics,
                 optimizer=optimizer, epochs=args.epochs, batch_size=args.batch,
                 seed=args.seed, scan=args.scan, on_epoch=report, mesh=mesh,
                 resume=Resume(done, opt_state), checkpoint=checkpoint,
@@ -134,8 +137,8 @@ def _train(args, mesh, main: bool) -> int:
         if args.save and stop.epochs_done > done:
             where = args.save
             if main:  # process 0 writes for all
-                p = scored_params(*local(mesh, (stop.params, stop.opt_state)))
-                where = save_params_or_fallback(args.save, p, "funcnet train") or "nowhere"
+                kept_params = scored_params(*local(mesh, (stop.params, stop.opt_state)))
+                where = _save(args.save, kept_params, stop.epochs_done, config, data) or "nowhere"
             kept = f"; the params of epoch {stop.epochs_done} are saved to {where}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
@@ -149,8 +152,23 @@ def _train(args, mesh, main: bool) -> int:
     last, opt_state = local(mesh, (last, opt_state))
     params = scored_params(last, opt_state)  # what fit scored
     # A --save that went elsewhere (full disk, read-only folder) says where, and exits 1.
-    where = save_params_or_fallback(args.save, params, "funcnet train") if args.save else None
+    where = _save(args.save, params, args.epochs, config, data) if args.save else None
     print(_report.summary(args, net, last, hist, data, task.unit, where))
     if not args.no_plot:
         print(_report.plots(args, net, params, hist, data, task))
     return 0 if where == args.save else 1
+
+
+def _save(path: str, params, epochs: int, config: dict, data) -> str | None:
+    """``--save``: the params; for a task whose net is built from its data (a vocabulary),
+    with what ``funcnet eval`` needs to rebuild it, the run's settings and the data's
+    ``model_args``, as the file's JSON metadata (``checkpoints.save_run``, no optimizer
+    state).  Where the file went: ``path``, a fallback when that write failed, or None."""
+    from ..checkpoints import save_or_fallback, save_params, save_run
+
+    if data.model_args:
+        meta = {**config, **data.model_args, "saved": "params"}
+        write = lambda p: save_run(p, params, (), epochs, meta)  # noqa: E731
+    else:
+        write = lambda p: save_params(p, params)  # noqa: E731
+    return save_or_fallback(write, path, "the params", "funcnet train")
