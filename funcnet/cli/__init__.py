@@ -11,6 +11,7 @@ import sys
 
 from ._commands import COMMANDS
 from ._flags import UsageError
+from ._process import one_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -61,13 +62,6 @@ def run_script(main, name: str | None = None) -> None:
     except (ValueError, FloatingPointError) as e:  # MNISTError is a ValueError
         print(f"{name}: {one_line(e)}", file=sys.stderr)
         sys.exit(1)
-
-
-def one_line(error: BaseException) -> str:
-    """An error message on one line: its first line and, for a longer one (MNIST's list of
-    searched folders), its last, which says what to do."""
-    first, *rest = str(error).splitlines() or [""]
-    return f"{first} {rest[-1].strip()}" if rest else first
 
 
 def _version() -> str:

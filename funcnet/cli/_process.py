@@ -125,3 +125,10 @@ def _xla_failed(name: str, error: Exception) -> int:
 
 
 __all__ = ["run_command", "stdout_may_close"]
+
+
+def one_line(error: BaseException) -> str:
+    """An error message on one line: its first line and, for a longer one (MNIST's list of
+    searched folders), its last, which says what to do."""
+    first, *rest = str(error).splitlines() or [""]
+    return f"{first} {rest[-1].strip()}" if rest else first

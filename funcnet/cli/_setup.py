@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from . import one_line
 from ._flags import SUBSET, TEST_SUBSET
+from ._process import one_line
 
 
 class Stop(Exception):

@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 
-from . import one_line
 from ._flags import (
     DATA_DIR,
     HIDDEN,
@@ -25,6 +24,7 @@ from ._flags import (
     add_command,
     default_task_setting,
 )
+from ._process import one_line
 
 # Saved models are scored on the default task's test set, MNIST.
 

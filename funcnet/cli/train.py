@@ -16,8 +16,9 @@ import sys
 import numpy as np
 
 from . import _flags as flag
-from . import _iterations, _report, _settings, _setup, one_line
+from . import _iterations, _report, _settings, _setup
 from ._flags import add_command
+from ._process import one_line
 from ._setup import Stop, local
 
 FLAGS = (
