@@ -45,7 +45,10 @@ class Interrupt(KeyboardInterrupt):
         self.signum = signum
 
 
-GRACE = 5.0  # seconds the main thread has to run a signal's handler before the watchdog acts
+# Seconds the main thread has to run a signal's handler before the watchdog acts: longer
+# than one XLA compilation of a training step on a loaded machine, which also keeps the main
+# thread in C++ and then returns.
+GRACE = 30.0
 
 
 class _State:
@@ -142,9 +145,9 @@ def _watchdog(read: int) -> None:
                 time.sleep(0.05)
             if _state.runs == runs:
                 name = signal.Signals(signum).name
-                print(f"{_state.name}: {name} while stuck in a computation that does not return "
-                      "(a peer gone or hung?); ending the process; finished checkpoints are "
-                      "on disk", file=sys.stderr, flush=True)  # fmt: skip
+                print(f"{_state.name}: {name}, but the computation under way has not returned "
+                      f"for {GRACE:g} s (a peer gone or hung?); ending the process; finished "
+                      "checkpoints are on disk", file=sys.stderr, flush=True)  # fmt: skip
                 os._exit(128 + signum)
 
 
