@@ -22,15 +22,6 @@ from funcnet import gradcheck
 from funcnet.cli import _reference, check
 
 
-@pytest.fixture(autouse=True)
-def _fresh_traces():
-    saved = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", saved)
-    jax.clear_caches()  # no mutant stays in a compiled kernel for the next test
-
-
 def square(mutates: str = "", factor: float = 1.0) -> fn.Layer:
     """y = factor·x², ∂L/∂x = 2·factor·x·∂L/∂y; ``mutates`` names what its backward writes
     into after computing a correct gradient ("cache" or "dout")."""
