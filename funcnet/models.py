@@ -216,20 +216,6 @@ def by_name(
     return net, MODELS[name].input_shape
 
 
-__all__ = [
-    "MODELS",
-    "Model",
-    "build",
-    "by_name",
-    "deep_convnet",
-    "dense_weights",
-    "multilayer_net",
-    "simple_convnet",
-    "two_layer_net",
-    "with_dense_weights",
-]
-
-
 def gpt(
     vocab: int,
     layers: int = 4,
@@ -245,9 +231,6 @@ def gpt(
     from .gpt import gpt as build
 
     return build(vocab, layers, heads, width, context, dropout, tie=tie)
-
-
-__all__ += ["gpt"]
 
 
 # --------------------------------------------------------------------------- seq2seq (book 2)
@@ -274,4 +257,18 @@ def attention_seq2seq(vocab, wordvec: int = 16, hidden: int = 256, *, question_l
     return s2s.build(vocab, wordvec, hidden, "attention", question_len)
 
 
-__all__ += ["attention_seq2seq", "seq2seq"]
+__all__ = [
+    "MODELS",
+    "Model",
+    "attention_seq2seq",
+    "build",
+    "by_name",
+    "deep_convnet",
+    "dense_weights",
+    "gpt",
+    "multilayer_net",
+    "seq2seq",
+    "simple_convnet",
+    "two_layer_net",
+    "with_dense_weights",
+]
