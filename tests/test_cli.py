@@ -16,32 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import FUNCNET, call
 
 from funcnet import checkpoints, models, optim, tasks, train
 from funcnet.cli import _flags as flags
 from funcnet.cli import _settings
-from funcnet.cli import main as cli
 from funcnet.data import load_mnist
 
-FUNCNET = [sys.executable, "-m", "funcnet"]
 TWO = ["--coordinator", "h:1", "--num-processes", "2"]  # two processes, without an id
 
 
 def run(*args, **kw):
     return subprocess.run([*FUNCNET, *args], capture_output=True, text=True, timeout=120, **kw)
-
-
-def call(capsys, *args):
-    """``funcnet ARGS`` in this process: (exit status, stdout, stderr).  The same ``main``
-    the ``funcnet`` script calls, without a new interpreter and JAX import each time; the
-    tests that need the real process (its exit status, Ctrl-C) use ``run``."""
-    capsys.readouterr()
-    try:
-        code = cli(list(args))
-    except SystemExit as stop:  # argparse's refusals
-        code = stop.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(

@@ -9,18 +9,16 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import FUNCNET, call
 
 from funcnet import checkpoints, shakespeare
 from funcnet.cli import _iterations
-from funcnet.cli import main as cli
 
-FUNCNET = [sys.executable, "-m", "funcnet"]
 # A model small enough to compile and score in seconds; the corpus is the real one.
 TINY = ["--task", "shakespeare", "--layers", "1", "--heads", "2", "--width", "16",
         "--context", "16", "--batch", "4", "--no-color"]  # fmt: skip
@@ -44,16 +42,6 @@ def env(corpus, monkeypatch):
 def run(*args, env, **kw):
     return subprocess.run([*FUNCNET, *args], capture_output=True, text=True, timeout=120,
                           env=env, **kw)  # fmt: skip
-
-
-def call(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = cli(list(args))
-    except SystemExit as stop:
-        code = stop.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_train_then_sample_twice_the_same_text(tmp_path, env, capsys):

@@ -9,17 +9,15 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from commands import FUNCNET, call
 
 from funcnet import checkpoints, plot, tasks, text
-from funcnet.cli import main as cli
 
-FUNCNET = [sys.executable, "-m", "funcnet"]
 ROOT = Path(__file__).resolve().parents[1]
 # Two steps of batch 128: the CLI's whole path, not the learning.
 TINY = ["--subset", "256", "--epochs", "1", "--no-color"]
@@ -38,17 +36,6 @@ def seq_dir() -> Path:
 def seq_env(seq_dir, monkeypatch):
     monkeypatch.setenv(text.ENV, str(seq_dir))
     return {**os.environ, text.ENV: str(seq_dir)}
-
-
-def call(capsys, *args):
-    """``funcnet ARGS`` in this process: (exit status, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        code = cli(list(args))
-    except SystemExit as stop:  # argparse's refusals
-        code = stop.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_the_tasks_carry_the_books_settings():

@@ -12,10 +12,9 @@ import sys
 import time
 
 import pytest
+from commands import FUNCNET
 
 from funcnet import checkpoints, models
-
-FUNCNET = [sys.executable, "-m", "funcnet"]
 
 
 @pytest.fixture

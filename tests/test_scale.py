@@ -24,6 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from commands import FUNCNET
 from nets import mlp
 
 from funcnet import checkpoints, optim, parallel, train
@@ -215,9 +216,6 @@ def test_a_mesh_must_be_one_data_axis_and_can_be_one_device():
     )
     np.testing.assert_allclose(h2.step_loss, h1.step_loss, rtol=1e-4)
     assert parallel.is_main() and parallel.local_rows(parallel.data_mesh(1), 20) == slice(0, 20)
-
-
-FUNCNET = [sys.executable, "-m", "funcnet"]
 
 
 def test_resume_settings_are_checked_before_any_work(tmp_path):
