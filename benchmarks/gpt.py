@@ -33,6 +33,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -248,6 +249,9 @@ def main(argv=None) -> None:
     runs = "--runs" in argv
     rows = RUN_ROWS if runs else ROWS
     args, names, threads = h.setup(ap, rows, rows, argv)
+    # libgomp (PyTorch's OpenMP) spins at its barriers unless told otherwise: on a loaded
+    # machine that decides the torch row's time, so say how it was set.
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset: spin, then sleep)')}")
     (recipe_runs if runs else steps_table)(args, names, threads)
 
 
