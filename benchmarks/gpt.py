@@ -24,7 +24,10 @@ torch row is skipped when PyTorch does not import (or with ``--no-torch``).
 recipe's 2,000 iterations, and the validation loss at the end), one row after the other:
 funcnet's ``gpt.train_gpt`` jitted (compile included) and ``_torch_gpt.train``, nanoGPT's
 ``train.py`` loop in eager PyTorch on the same windows, schedule and initial params.
-Run from the repository root:
+``--cpu-time`` times by this process's CPU time (for runs with one thread per library).
+On a loaded machine PyTorch's OpenMP threads spin and wait at every barrier: the torch
+row's time then depends on ``OMP_WAIT_POLICY`` (printed; PASSIVE is PyTorch's best case
+there, see NOTES.md).  Run from the repository root:
 
     .venv/bin/python benchmarks/gpt.py --repeats 7
     .venv/bin/python benchmarks/gpt.py --runs
