@@ -85,3 +85,34 @@ def check_finite(name: str, x, what: str = "input") -> None:
         if is_concrete(finite) and not bool(finite):
             bad = int(xp.sum(~xp.isfinite(x)))
             raise NonFiniteError(f"{name}: {what} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def non_finite_in(a, name: str) -> str | None:
+    """Where the array ``a`` (called ``name``) first holds NaN or inf, in words: ``"x[7, 3]
+    is nan (2 non-finite values)"``; None when all of it is finite or it is not a floating
+    array.  One pass (min and max, which NaN and inf reach); the rest only when one is bad."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fc" or a.size == 0:
+        return None
+    if np.isfinite(a.min()) and np.isfinite(a.max()):
+        return None
+    bad = ~np.isfinite(a)
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    where = f"{name}[{', '.join(map(str, first))}]" if first else name
+    return f"{where} is {a[first]} ({int(bad.sum())} non-finite value(s))"
+
+
+def first_non_finite(tree, name: str = "params") -> str | None:
+    """The first leaf of a params tree (dicts, lists, tuples of arrays) that holds NaN or
+    inf, named by its path as checkpoints name it (``params[0]['W'][3, 7] is nan (...)``);
+    None when every leaf is finite."""
+    if isinstance(tree, dict):
+        items = ((f"{name}[{k!r}]", v) for k, v in tree.items())
+    elif isinstance(tree, list | tuple):
+        items = ((f"{name}[{i}]", v) for i, v in enumerate(tree))
+    else:
+        return None if tree is None else non_finite_in(tree, name)
+    for path, leaf in items:
+        if found := first_non_finite(leaf, path):
+            return found
+    return None

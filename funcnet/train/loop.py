@@ -41,10 +41,19 @@ import numpy as np
 
 from .. import optim
 from .._arrays import tree_namespace
+from .._checks import NonFiniteError, first_non_finite, non_finite_in
 from .._progress import ProgressBar
 from ..core import Layer, Loss, trainable
 from ..losses import softmax_cross_entropy
-from .metrics import Metric, accuracy, check_metrics, evaluate, scored_params, scoring_net
+from .metrics import (
+    Metric,
+    accuracy,
+    accuracy_problem,
+    check_metrics,
+    evaluate,
+    scored_params,
+    scoring_net,
+)
 from .runners import make_runner
 from .step import make_step
 
@@ -118,17 +127,22 @@ def fit(
     after every finished epoch; ``progress`` draws a bar on stderr (default: when it is a
     terminal).  The module's docstring says what is checked, drawn, scored and kept.
     """
+    _check_counts(epochs=epochs, batch_size=batch_size)
     start, opt_state = _resumed(resume, epochs)
     scored_train = _check_data(train, batch_size, train_acc_samples)
+    inputs = _check_inputs(train, test)  # NaN, inf and the magnitude, before any work
     metrics = check_metrics({"accuracy": accuracy} if metrics is None else metrics)
-    params, on_jax = _checked(net, params, loss, train, test, batch_size, scan, mesh)
+    params, on_jax = _checked(net, params, loss, train, test, batch_size, scan, mesh, metrics)
     opt = optimizer if optimizer is not None else optim.sgd(0.1)
     if opt_state is None:
         opt_state = opt.init(trainable(params))
+    step = make_step(net, loss, opt, augment)
+    # NumPy sees a non-finite loss mid-epoch, in the loss's check: counted, it is named by
+    # its step and diagnosed here (a compiled step returns its losses at the epoch's end).
+    step = step if on_jax else _Counted(step)
     runner = make_runner(
-        make_step(net, loss, opt, augment), train, batch_size, seed,
-        on_jax=on_jax, scan=scan, mesh=mesh, start=start,
-    )  # fmt: skip
+        step, train, batch_size, seed, on_jax=on_jax, scan=scan, mesh=mesh, start=start
+    )
     scorer = scoring_net(net, params)  # its eval forward compiled once for the whole run
     params, opt_state = runner.start(params, opt_state)
     hist = History([], [], [], {m: [] for m in metrics}, {m: [] for m in metrics})
@@ -137,11 +151,20 @@ def fit(
     try:
         for epoch in range(start + 1, epochs + 1):
             clock, on_step = time.perf_counter(), _progress(bar, epoch, epochs, runner.steps)
-            params, opt_state, losses = runner.epoch(params, opt_state, epoch, on_step)
+            if isinstance(step, _Counted):
+                step.reset()
+            try:
+                # A diverging run is reported below in one line; NumPy's warnings would only
+                # come before it.
+                with np.errstate(**_QUIET if stop_if_diverged else {}):
+                    params, opt_state, losses = runner.epoch(params, opt_state, epoch, on_step)
+            except _StepFailed as e:
+                where = f"step {e.step} of epoch {epoch}: {e.what}"
+                raise _diverged(where, epoch, e.step, start, inputs) from None
             # One conversion at the end: a float() per step would make JAX wait for each.
             losses = np.asarray(losses, dtype=np.float64)
             if stop_if_diverged:
-                _check_finite(losses, epoch)
+                _check_finite(losses, epoch, start, inputs)
             _record(hist, losses, time.perf_counter() - clock)
             scored = scored_params(*runner.local((params, opt_state)))
             for values, data in ((hist.train, scored_train), (hist.test, test)):
@@ -166,9 +189,10 @@ def _record(hist: History, losses: np.ndarray, seconds: float) -> None:
     hist.epoch_loss.append(float(np.mean(losses)))
 
 
-def _checked(net, params, loss, train, test, batch_size, scan, mesh) -> tuple[Any, bool]:
+def _checked(net, params, loss, train, test, batch_size, scan, mesh, metrics) -> tuple[Any, bool]:
     """(params on one device, whether the step runs on JAX), after the checks that need the
-    net: the mesh, ``scan``'s JAX params, and every target (the loss's own checks)."""
+    net: the mesh, ``scan``'s JAX params, finite params, every target (the loss's own
+    checks) and, when ``accuracy`` is a metric, that the targets are labels it can score."""
     if mesh is not None:
         from .. import parallel
 
@@ -180,9 +204,15 @@ def _checked(net, params, loss, train, test, batch_size, scan, mesh) -> tuple[An
             "fit: scan=True compiles the epoch with JAX and needs JAX params; pass "
             "jax.device_put(params)"
         )
-    _check_targets(net, params, loss, *train, "training")
+    if bad := first_non_finite(params):
+        raise NonFiniteError(f"fit: {bad}: the params must be finite before training")
+    outputs = _check_targets(net, params, loss, *train, "training")
     if test is not None:
         _check_targets(net, params, loss, *test, "test")
+    scored = [name for name, metric in metrics.items() if metric is accuracy]
+    for t, what in ((train[1], "training"), (None if test is None else test[1], "test")):
+        if scored and t is not None and (problem := accuracy_problem((len(t), *outputs), t)):
+            raise ValueError(f"fit: metric {scored[0]!r} on the {what} targets: {problem}")
     return params, on_jax
 
 
@@ -217,9 +247,10 @@ def _check_data(train, batch_size: int, train_acc_samples: int | None):
     return x[:train_acc_samples], t[:train_acc_samples]
 
 
-def _check_targets(net: Layer, params, loss: Loss, x, t, what: str) -> None:
+def _check_targets(net: Layer, params, loss: Loss, x, t, what: str) -> tuple[int, ...]:
     """Validate every target once, on the host, before any step: under ``jit`` the loss
-    cannot look at values, and a label out of range would train silently."""
+    cannot look at values, and a label out of range would train silently.  Returns the
+    shape of one example's output."""
     if tree_namespace(params) is np:
         out = net.forward(params, x[:1])[0]
     else:  # its shape only: run op by op, the forward would compile each operation
@@ -231,15 +262,105 @@ def _check_targets(net: Layer, params, loss: Loss, x, t, what: str) -> None:
         loss.forward(zeros, np.asarray(t))
     except (ValueError, TypeError) as e:
         raise type(e)(f"fit: {what} targets: {e}") from None
+    return tuple(out.shape[1:])
 
 
-def _check_finite(losses, epoch: int) -> None:
+def _check_finite(losses, epoch: int, start: int, inputs: _Inputs) -> None:
     bad = np.flatnonzero(~np.isfinite(losses))
     if bad.size:
-        raise FloatingPointError(
-            f"fit: the loss is {losses[bad[0]]} from step {bad[0] + 1} of epoch {epoch} on; "
-            "the learning rate is probably too large"
+        step = int(bad[0]) + 1
+        where = f"the loss is {losses[bad[0]]} from step {step} of epoch {epoch} on"
+        raise _diverged(where, epoch, step, start, inputs)
+
+
+_QUIET = {"over": "ignore", "invalid": "ignore"}
+
+# Inputs beyond this magnitude make a step's update grow with |x|² past what floats hold at
+# any usual learning rate; normalized data (images in [0, 1], standardized features) and
+# even raw pixels (0..255) stay far below it.
+_HUGE_INPUT = 1e6
+
+
+class _Inputs(NamedTuple):
+    """The training inputs' largest magnitude and where it is (``"x[7, 3]"``): what a
+    divergence message blames when it is huge."""
+
+    largest: float
+    where: str
+
+
+class _StepFailed(Exception):
+    """A NumPy step's loss refused its non-finite input: the step's number in its epoch."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(what)
+        self.step, self.what = step, what
+
+
+class _Counted:
+    """``step`` counting its calls in an epoch (``reset`` at each one's start) and raising
+    ``_StepFailed`` for a non-finite loss (``NonFiniteError`` from the loss's checks)."""
+
+    def __init__(self, step: Callable):
+        self.step, self.calls = step, 0
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def __call__(self, params, opt_state, x, t, rng=None):
+        self.calls += 1
+        try:
+            return self.step(params, opt_state, x, t, rng=rng)
+        except NonFiniteError as e:
+            raise _StepFailed(self.calls, str(e)) from None
+
+
+def _diverged(where: str, epoch: int, step: int, start: int, inputs: _Inputs) -> Exception:
+    """The error for a non-finite loss at ``step`` of ``epoch``, blaming what is true: the
+    first step of the run ran before any update (not the learning rate: the net overflows on
+    these inputs); huge inputs overflow whatever the rate; else the rate is too large."""
+    big = inputs.largest > _HUGE_INPUT
+    scale = f"the training inputs reach |x| = {inputs.largest:.3g} (at {inputs.where})"
+    if epoch == start + 1 and step == 1:
+        cause = f"{scale}: scale them (e.g. to [0, 1])" if big else "the net overflows on them"
+        return NonFiniteError(f"fit: {where}, before any update, so not the learning rate; {cause}")
+    if big:
+        return NonFiniteError(
+            f"fit: {where}; {scale}, so large that the updates overflow: scale them (e.g. to "
+            "[0, 1])"
         )
+    return FloatingPointError(f"fit: {where}; the learning rate is probably too large")
+
+
+def _check_counts(**counts) -> None:
+    """``epochs`` and ``batch_size``: ints (a NumPy integer too; not a bool, a float or an
+    array), at least 1."""
+    for name, value in counts.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            shown = f"{type(value).__name__} {value!r}"
+            raise TypeError(f"fit: {name} must be an int, got {shown}")
+        if value < 1:
+            raise ValueError(f"fit: {name} must be >= 1, got {value}")
+
+
+def _check_inputs(train, test) -> _Inputs:
+    """Every floating-point input and target finite, else a ``NonFiniteError`` naming the
+    array and its first bad index (one pass each: min and max); the training inputs'
+    magnitude."""
+    arrays = [("training inputs x", train[0]), ("training targets t", train[1])]
+    if test is not None:
+        arrays += [("test inputs x", test[0]), ("test targets t", test[1])]
+    for name, a in arrays:
+        if a is not None and (bad := non_finite_in(a, name.split()[-1])):
+            raise NonFiniteError(f"fit: {name.rsplit(' ', 1)[0]}: {bad}: clean the data first")
+    x = np.asarray(train[0])
+    if x.dtype.kind != "f" or x.size == 0:
+        return _Inputs(0.0, "")
+    largest = max(abs(float(x.min())), abs(float(x.max())))
+    if largest <= _HUGE_INPUT:
+        return _Inputs(largest, "")
+    at = np.unravel_index(int(np.argmax(np.abs(x))), x.shape)
+    return _Inputs(largest, f"x[{', '.join(str(int(i)) for i in at)}]")
 
 
 def _progress(bar: ProgressBar, epoch: int, epochs: int, steps: int) -> Callable | None:

@@ -61,12 +61,18 @@ def predict(net: Layer, params, x, batch_size: int = 1000) -> np.ndarray:
     """Class predictions (argmax of the eval-mode outputs), in batches of ``batch_size``;
     jitted when ``params`` are JAX arrays (compiled once per call, or once per
     ``scoring_net``)."""
+    return _predictions(net, params, x, batch_size)[0]
+
+
+def _predictions(net: Layer, params, x, batch_size: int) -> tuple[np.ndarray, int]:
+    """(class predictions, the number of outputs per example: 0 for no ``x``)."""
     forward = _outputs(net, params)
-    preds = [
-        np.asarray(forward(params, x[i : i + batch_size])).argmax(axis=-1)
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)
+    preds, classes = [], 0
+    for i in range(0, len(x), batch_size):
+        out = np.asarray(forward(params, x[i : i + batch_size]))
+        preds.append(out.argmax(axis=-1))
+        classes = out.shape[-1]
+    return (np.concatenate(preds) if preds else np.zeros(0, dtype=np.int64)), classes
 
 
 def probabilities(net: Layer, params, x, batch_size: int = 1000) -> np.ndarray:
@@ -84,10 +90,44 @@ def probabilities(net: Layer, params, x, batch_size: int = 1000) -> np.ndarray:
 
 def accuracy(net: Layer, params, x, t, batch_size: int = 1000) -> float:
     """Fraction of ``x`` classified as ``t`` (integer labels or one-hot rows):
-    mean(argmax net(x) = t)."""
+    mean(argmax net(x) = t).  Targets of any other kind (a regression's) are refused: an
+    argmax over one output is always 0, and every example would count as right."""
     t = np.asarray(t)
-    labels = t.argmax(axis=-1) if t.ndim == 2 else t
-    return float(np.mean(predict(net, params, x, batch_size) == labels))
+    preds, classes = _predictions(net, params, x, batch_size)
+    outputs = (*preds.shape, classes)
+    if problem := accuracy_problem(outputs, t):
+        raise ValueError(f"accuracy: {problem}")
+    labels = t.argmax(axis=-1) if t.shape == outputs else t
+    return float(np.mean(preds == labels))
+
+
+def accuracy_problem(outputs: tuple[int, ...], t) -> str | None:
+    """Why :func:`accuracy` means nothing for a net with outputs of shape ``outputs`` (the
+    classes on the last axis) and targets ``t``; None when ``t`` holds class labels (one
+    integer per output row) or one-hot rows of the outputs' shape."""
+    outputs, shape = tuple(outputs), tuple(np.shape(t))
+    kind = np.asarray(t).dtype.kind
+    if outputs[-1:] == (1,):
+        return (
+            f"the net has 1 output per example, whose argmax is always 0 (every example "
+            f"would count as right); accuracy needs one output per class (targets "
+            f"{shape}): pass metrics={{}} or a metric of your own for a regression"
+        )
+    if shape == outputs[:-1] and kind in "iu":
+        return None
+    if shape == outputs:
+        t = np.asarray(t)
+        if ((t == 0) | (t == 1)).all() and (t.sum(axis=-1) == 1).all():
+            return None
+        return (
+            f"targets of the outputs' shape {shape} are not one-hot rows (a regression's?): "
+            "accuracy needs class labels or one-hot targets; pass metrics={} or a metric "
+            "of your own"
+        )
+    return (
+        f"targets of shape {shape} ({np.asarray(t).dtype}) are neither integer labels of "
+        f"shape {outputs[:-1]} nor one-hot rows of shape {outputs}"
+    )
 
 
 def check_metrics(metrics: Mapping[str, Metric]) -> dict[str, Metric]:
@@ -120,6 +160,7 @@ def scored_params(params, opt_state):
 __all__ = [
     "Metric",
     "accuracy",
+    "accuracy_problem",
     "check_metrics",
     "evaluate",
     "predict",
