@@ -76,18 +76,39 @@ def gradient_descent(
 
     ``grad`` defaults to the numerical gradient of ``f``; pass ``jax.grad(f)`` or any other
     function with the same structure.  ``x0`` may be an array or a pytree and is not modified.
+    A step whose x or f(x) is not finite (a rate too large for ``f``: the steps grow until
+    they overflow, or until h is below the spacing of x and the central difference is 0/0)
+    raises ``FloatingPointError`` naming the step and the rate, instead of NumPy's warnings.
     """
     if steps < 0:
         raise ValueError(f"gradient_descent: steps must be >= 0, got {steps}")
     grad = grad or (lambda x: numerical_gradient(f, x))
     x = _tree_map(_float_copy, x0)
     points, values = [x], [float(f(x))]
-    for _ in range(steps):
-        g = grad(x)
-        x = _tree_map(lambda p, d: p - lr * np.asarray(d, dtype=p.dtype), x, g)
-        points.append(x)
-        values.append(float(f(x)))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # raised below
+        for k in range(1, steps + 1):
+            g = grad(x)
+            x = _tree_map(lambda p, d: p - lr * np.asarray(d, dtype=p.dtype), x, g)
+            points.append(x)
+            values.append(float(f(x)))
+            if not (np.isfinite(values[-1]) and all(np.isfinite(v).all() for v in _leaves(x))):
+                raise FloatingPointError(_diverged(points, values, k, lr))
     return x, DescentPath(points, np.array(values))
+
+
+def _leaves(x) -> list:
+    return _flatten(x)[0]
+
+
+def _diverged(points: list, values: list, step: int, lr: float) -> str:
+    """The line for a descent that left the finite numbers at ``step``."""
+    what = "f(x)" if all(np.isfinite(v).all() for v in _leaves(points[-1])) else "x"
+    last = max(float(np.max(np.abs(v))) for v in _leaves(points[-2])) if step > 1 else None
+    before = f" (max |x| {last:.3g} at step {step - 1})" if last is not None else ""
+    return (
+        f"gradient_descent: {what} is not finite after step {step}{before}: the descent "
+        f"diverged at lr {lr}; try a smaller one"
+    )
 
 
 __all__ = ["DescentPath", "gradient_descent", "numerical_gradient"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from ._flags import GRAD, LR, NO_COLOR, NO_PLOT, STEPS, X0, add_command
@@ -29,7 +31,18 @@ def run(args) -> int:
 
         jax.config.update("jax_enable_x64", True)  # compare in float64, like the numerical path
         grad = jax.grad(square)
-    x, hist = gradient_descent(square, x0, lr=args.lr, steps=args.steps, grad=grad)
+    try:
+        x, hist = gradient_descent(square, x0, lr=args.lr, steps=args.steps, grad=grad)
+        if args.grad == "jax":
+            x_num, h_num = gradient_descent(square, x0, lr=args.lr, steps=args.steps)
+    except FloatingPointError as e:
+        # On x1² + x2² a step is x ← x − lr·2x = (1 − 2·lr)·x: it shrinks for 0 < lr < 1.
+        print(
+            f"funcnet demo: {e} (on x1² + x2² each step multiplies x by 1 − 2·lr = "
+            f"{1 - 2 * args.lr:g}; {LR} below 1 converges)",
+            file=sys.stderr,
+        )
+        return 1
     points = np.stack(hist.points)
     print(
         f"gradient descent on f(x) = x1² + x2² from ({x0[0]:g}, {x0[1]:g}), "
@@ -38,7 +51,6 @@ def run(args) -> int:
     print(f"gradient: {'jax.grad' if grad else 'numerical (central differences, h=1e-4)'}")
     print(f"final x = ({x[0]:.4f}, {x[1]:.4f})   f(x) = {hist.values[-1]:.7f}")
     if args.grad == "jax":
-        x_num, h_num = gradient_descent(square, x0, lr=args.lr, steps=args.steps)
         diff = float(np.max(np.abs(points - np.stack(h_num.points))))
         print(
             f"numerical-gradient run: x = ({x_num[0]:.4f}, {x_num[1]:.4f}); "
