@@ -31,10 +31,13 @@ __all__ = [
     "MD5",
     "MIRRORS",
     "SIZES",
+    "TEST_SIZE",
+    "TRAIN_SIZE",
     "MNISTError",
     "cache_dir",
     "find_or_download",
     "load_mnist",
+    "load_mnist_test",
     "read_idx",
     "search_dirs",
 ]
@@ -54,11 +57,12 @@ MD5 = {
 }
 # The decompressed size of each file: its IDX header and 60000 (train) or 10000 (t10k)
 # 28x28 images or labels.  Every read and download is capped by it.
+TRAIN_SIZE, TEST_SIZE = 60000, 10000
 SIZES = {
-    "train-images-idx3-ubyte": 16 + 60000 * 784,
-    "train-labels-idx1-ubyte": 8 + 60000,
-    "t10k-images-idx3-ubyte": 16 + 10000 * 784,
-    "t10k-labels-idx1-ubyte": 8 + 10000,
+    "train-images-idx3-ubyte": 16 + TRAIN_SIZE * 784,
+    "train-labels-idx1-ubyte": 8 + TRAIN_SIZE,
+    "t10k-images-idx3-ubyte": 16 + TEST_SIZE * 784,
+    "t10k-labels-idx1-ubyte": 8 + TEST_SIZE,
 }
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 _MAGIC = {name: IMAGES_MAGIC if "images" in name else LABELS_MAGIC for name in MD5}
@@ -303,10 +307,12 @@ def find_or_download(
     if data_dir is not None and Path(data_dir).expanduser().is_file():
         raise MNISTError(f"data_dir {data_dir} is a file; give the folder that holds the files")
     dirs = search_dirs(data_dir)
-    for d, _ in dirs:
+    for d, why in dirs:
         for candidate in (d / f"{base}.gz", d / base):
             if candidate.is_file():
                 return candidate
+        if why == f"${ENV_VAR}":  # set on purpose: wrong, it is not passed over in silence
+            raise MNISTError(_env_problem(d, base))
 
     where = "\n".join(f"  {d}  ({why})" for d, why in dirs)
     howto = (
@@ -350,6 +356,18 @@ def find_or_download(
     )
 
 
+def _env_problem(folder: Path, base: str) -> str:
+    """Why ``$FUNCNET_DATA`` (``folder``) does not give the file ``base``."""
+    what = (
+        f"has no {base}[.gz]" if folder.is_dir()
+        else "is a file, not a folder" if folder.exists() else "does not exist"
+    )  # fmt: skip
+    return (
+        f"${ENV_VAR} is set to {folder}, which {what}: set it to the folder that holds the four "
+        f"MNIST files, or unset it to use {cache_dir()} (downloading there if missing)"
+    )
+
+
 def load_mnist(
     data_dir: str | os.PathLike | None = None,
     *,
@@ -373,6 +391,36 @@ def load_mnist(
     (merged over :data:`MD5`); ``checksums=False`` skips the check. Other arguments: see
     :func:`find_or_download`.
     """
+    splits = _load(
+        ("train", "t10k"), data_dir, normalize=normalize, flatten=flatten, one_hot=one_hot,
+        download=download, mirrors=mirrors, dtype=dtype, checksums=checksums,
+        timeout=timeout, progress=progress, deadline=deadline,
+    )  # fmt: skip
+    return splits[0], splits[1]
+
+
+def load_mnist_test(data_dir: str | os.PathLike | None = None, **options):
+    """The test split alone, ``(x_test, t_test)``, as :func:`load_mnist` gives it (the same
+    keyword ``options``): only the two ``t10k`` files are looked up, read or downloaded."""
+    return _load(("t10k",), data_dir, **options)[0]
+
+
+def _load(
+    prefixes: tuple[str, ...],
+    data_dir,
+    *,
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot: bool = False,
+    download: bool = True,
+    mirrors=None,
+    dtype=np.float32,
+    checksums: Mapping[str, str] | bool = True,
+    timeout: float = 30.0,
+    progress: bool | None = None,
+    deadline: float | None = 600.0,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The splits ``prefixes`` (``"train"``, ``"t10k"``) as ``(x, t)``: see load_mnist."""
     table = _md5_table(checksums)
     fetch = dict(
         data_dir=data_dir,
@@ -384,10 +432,10 @@ def load_mnist(
         deadline=deadline,
     )
 
-    # Locate (or download) all four files before parsing any, so a missing one fails fast.
-    paths = {base: find_or_download(base, **fetch) for base in MD5}
+    # Locate (or download) every file before parsing any, so a missing one fails fast.
+    paths = {base: find_or_download(base, **fetch) for base in MD5 if base.startswith(prefixes)}
     splits = []
-    for prefix in ("train", "t10k"):
+    for prefix in prefixes:
         img, lbl = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
         img_path, lbl_path = paths[img], paths[lbl]
         x = read_idx(img_path, IMAGES_MAGIC, md5=table[img], max_bytes=SIZES[img])
@@ -407,4 +455,4 @@ def load_mnist(
         if one_hot:
             t = np.eye(10, dtype=dtype)[t]
         splits.append((x, t))
-    return splits[0], splits[1]
+    return splits
