@@ -2,8 +2,9 @@
 
 Files are looked up, in order, in the ``data_dir`` argument, in ``$FUNCNET_DATA`` and in the
 user cache (``$XDG_CACHE_HOME/funcnet/mnist``, default ``~/.cache/funcnet/mnist``). Missing
-files are downloaded into ``data_dir`` if given, else into the cache. Every problem raises
-:class:`MNISTError` (a ``ValueError``) naming the file and what is wrong.
+files are downloaded into ``data_dir`` if given, else into the cache; a ``$FUNCNET_DATA``
+that is set is meant: one that lacks a file (or is no folder) is an error, not passed over.
+Every problem raises :class:`MNISTError` (a ``ValueError``) naming the file and what is wrong.
 """
 
 from __future__ import annotations
