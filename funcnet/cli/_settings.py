@@ -6,8 +6,10 @@ and what a ``--resume`` must match.  What is recorded is what the flags declare
 from __future__ import annotations
 
 import argparse
+import math
 
 from . import _flags as flag
+from . import _setup
 from ._flags import ALL, UsageError
 
 RECORDED = tuple(f for f in ALL if f.recorded)
@@ -136,6 +138,7 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         raise UsageError(f"{flag.WIDTH} {args.width} does not split into {flag.HEADS} {args.heads}")
     if args.subset and args.batch > args.subset:
         raise UsageError(f"{flag.BATCH} {args.batch} is larger than {flag.SUBSET} {args.subset}")
+    _check_size(args)
     _check_processes(args)
     from ..checkpoints import conflicting_outputs
 
@@ -146,6 +149,35 @@ def check(args: argparse.Namespace) -> argparse.Namespace:
         if problem:
             raise UsageError(f"{flag.RESUME} {args.resume}: {problem}")
     return args
+
+
+def _known_sizes(task: str) -> tuple[int, int] | None:
+    """(training, test) examples of a task whose files have a fixed size (MNIST's are
+    checked against their checksums); None where they come from the data given."""
+    from ..data import TEST_SIZE, TRAIN_SIZE
+
+    return {"mnist": (TRAIN_SIZE, TEST_SIZE)}.get(task)
+
+
+def _check_size(args: argparse.Namespace) -> None:
+    """A batch the training set cannot fill, and a run that would not fit in memory (an
+    estimate: ``_setup.memory_problem``), refused before any work."""
+    from ..tasks import TASKS
+
+    if TASKS[args.task].loop != "epochs":
+        return
+    sizes = _known_sizes(args.task)
+    if sizes and not args.subset and args.batch > sizes[0]:
+        raise UsageError(
+            f"{flag.BATCH} {args.batch} is larger than the {sizes[0]} training "
+            f"{TASKS[args.task].unit} of {flag.TASK} {args.task}"
+        )
+    from ..models import MODELS
+
+    shape = MODELS[args.model].input_shape
+    data = sum(sizes) * math.prod(shape or ()) * 4 if sizes else 0  # float32 inputs
+    if problem := _setup.memory_problem(args, data):
+        raise UsageError(problem)
 
 
 def _check_processes(args: argparse.Namespace) -> None:
