@@ -263,3 +263,16 @@ def test_a_bad_funcnet_data_is_an_error_naming_it(tmp_path, monkeypatch):
         with pytest.raises(MNISTError) as e:
             load_mnist_test(download=False)
         assert str(e.value).startswith(f"$FUNCNET_DATA is set to {target}, which {what}")
+
+
+def test_a_memory_error_in_a_step_names_the_epoch_and_the_batch():
+    net, params = mlp()
+    x, t = blobs(90)
+
+    def forward(p, xb, *, train=False, rng=None):
+        if train:
+            raise MemoryError("Unable to allocate 12.0 GiB for an array")
+        return net.forward(p, xb)
+
+    with pytest.raises(MemoryError, match=r"fit: out of memory in epoch 1 with batch_size 30 "):
+        train.fit(net._replace(forward=forward), params, (x, t), epochs=1, batch_size=30)

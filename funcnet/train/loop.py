@@ -143,6 +143,7 @@ def fit(
     runner = make_runner(
         step, train, batch_size, seed, on_jax=on_jax, scan=scan, mesh=mesh, start=start
     )
+    watch = _Watch(step, start, inputs, batch_size, stop_if_diverged)
     scorer = scoring_net(net, params)  # its eval forward compiled once for the whole run
     params, opt_state = runner.start(params, opt_state)
     hist = History([], [], [], {m: [] for m in metrics}, {m: [] for m in metrics})
@@ -151,20 +152,7 @@ def fit(
     try:
         for epoch in range(start + 1, epochs + 1):
             clock, on_step = time.perf_counter(), _progress(bar, epoch, epochs, runner.steps)
-            if isinstance(step, _Counted):
-                step.reset()
-            try:
-                # A diverging run is reported below in one line; NumPy's warnings would only
-                # come before it.
-                with np.errstate(**_QUIET if stop_if_diverged else {}):
-                    params, opt_state, losses = runner.epoch(params, opt_state, epoch, on_step)
-            except _StepFailed as e:
-                where = f"step {e.step} of epoch {epoch}: {e.what}"
-                raise _diverged(where, epoch, e.step, start, inputs) from None
-            # One conversion at the end: a float() per step would make JAX wait for each.
-            losses = np.asarray(losses, dtype=np.float64)
-            if stop_if_diverged:
-                _check_finite(losses, epoch, start, inputs)
+            params, opt_state, losses = _run_epoch(runner, params, opt_state, epoch, on_step, watch)
             _record(hist, losses, time.perf_counter() - clock)
             scored = scored_params(*runner.local((params, opt_state)))
             for values, data in ((hist.train, scored_train), (hist.test, test)):
@@ -263,6 +251,41 @@ def _check_targets(net: Layer, params, loss: Loss, x, t, what: str) -> tuple[int
     except (ValueError, TypeError) as e:
         raise type(e)(f"fit: {what} targets: {e}") from None
     return tuple(out.shape[1:])
+
+
+class _Watch(NamedTuple):
+    """What an epoch's failure is diagnosed with (``_run_epoch``)."""
+
+    step: Callable
+    start: int
+    inputs: _Inputs
+    batch_size: int
+    stop_if_diverged: bool
+
+
+def _run_epoch(runner, params, opt_state, epoch: int, on_step, watch: _Watch):
+    """``runner.epoch``: (params, opt_state, the losses as float64); a non-finite loss (with
+    ``stop_if_diverged``) or a MemoryError raised in one line that says what is true."""
+    if isinstance(watch.step, _Counted):
+        watch.step.reset()
+    try:
+        # A diverging run is reported below in one line; NumPy's warnings would only come
+        # before it.
+        with np.errstate(**(_QUIET if watch.stop_if_diverged else {})):
+            params, opt_state, losses = runner.epoch(params, opt_state, epoch, on_step)
+    except _StepFailed as e:
+        where = f"step {e.step} of epoch {epoch}: {e.what}"
+        raise _diverged(where, epoch, e.step, watch.start, watch.inputs) from None
+    except MemoryError as e:
+        raise MemoryError(
+            f"fit: out of memory in epoch {epoch} with batch_size {watch.batch_size} ({e}): "
+            "a smaller batch needs less"
+        ) from None
+    # One conversion at the end: a float() per step would make JAX wait for each.
+    losses = np.asarray(losses, dtype=np.float64)
+    if watch.stop_if_diverged:
+        _check_finite(losses, epoch, watch.start, watch.inputs)
+    return params, opt_state, losses
 
 
 def _check_finite(losses, epoch: int, start: int, inputs: _Inputs) -> None:
