@@ -60,6 +60,18 @@ def find_file(source) -> tuple[Path, str | None]:
     name = f"{source}.txt" if str(source) in ("addition", "date") else None
     if name is None:
         return Path(source), None
+    if os.environ.get(ENV):
+        # A folder the user named is the one meant: falling back to another would hide
+        # the mistake.
+        d = Path(os.environ[ENV])
+        if not (d / name).is_file():
+            why = (
+                "does not exist" if not d.exists()
+                else "is a file, not a folder" if not d.is_dir()
+                else f"has no {name}"
+            )  # fmt: skip
+            raise FileNotFoundError(f"load_seq2seq: ${ENV} is set to {d}, which {why}")
+        return d / name, MD5[name]
     for d in data_dirs():
         if (d / name).is_file():
             return d / name, MD5[name]

@@ -276,3 +276,21 @@ def test_a_memory_error_in_a_step_names_the_epoch_and_the_batch():
 
     with pytest.raises(MemoryError, match=r"fit: out of memory in epoch 1 with batch_size 30 "):
         train.fit(net._replace(forward=forward), params, (x, t), epochs=1, batch_size=30)
+
+
+def test_a_bad_seq2seq_folder_is_an_error_naming_it(tmp_path, monkeypatch):
+    from funcnet import text
+
+    for target, what in [
+        (tmp_path / "missing", "does not exist"),
+        (tmp_path / "empty", "has no addition.txt"),
+        (tmp_path / "a-file", "is a file, not a folder"),
+    ]:
+        if what.startswith("has no"):
+            target.mkdir()
+        if what.startswith("is a file"):
+            target.write_text("")
+        monkeypatch.setenv(text.ENV, str(target))
+        with pytest.raises(FileNotFoundError) as e:
+            text.find_file("addition")
+        assert str(e.value) == f"load_seq2seq: ${text.ENV} is set to {target}, which {what}"

@@ -146,7 +146,7 @@ def _train(args, mesh, main: bool) -> int:
         raise Stop(130, f"interrupted after {stop.epochs_done} epoch(s){kept}") from None
     except FloatingPointError as e:
         raise Stop(1, f"{e} ({flag.LR} {args.lr}: try a smaller one)") from None
-    except ValueError as e:
+    except (ValueError, MemoryError) as e:
         raise Stop(1, str(e)) from None
     if not main:
         return 0  # the rest is printing and saving: process 0's
