@@ -1,10 +1,12 @@
-"""Twelve behaviours the suite did not pin down, each one a realistic bug that passed it:
+"""Thirteen behaviours the suite did not pin down, each one a realistic bug that passed it:
 pools past an int8 arg and with unequal padding, a loss of inf returned instead of refused,
 an interrupted resumed run, the params a data-parallel averaged run scores, augmentation's
 random stream under JAX, checkpoint writes that fail and files missing one key, the
 command line's --batch/--subset boundary and an interrupt before any epoch, md5 digests in
-upper case, and a label of exactly 10.  fit and the command line are driven only through
-their public arguments, outputs and the layer protocol."""
+upper case, a label of exactly 10, and sequence layers whose forward is wrong the same way
+as their backward (PyTorch's gate order, its GRU update) that only a reference catches.  fit
+and the command line are driven only through their public arguments, outputs and the layer
+protocol."""
 
 from __future__ import annotations
 
@@ -280,3 +282,102 @@ def test_a_label_of_exactly_10_is_refused(tmp_path):
     md5s = _mnist(tmp_path, labels=(0, 1, 10, 3, 9))
     with pytest.raises(MNISTError, match=r"1 labels out of range 0\.\.9 \(max 10\)"):
         load_mnist(tmp_path, download=False, checksums=md5s)
+
+
+# ----------------------------------------------------------------- 13: sequence forwards
+
+
+def _wrapped(layer, params_in, grads_out, dout=lambda d: d):
+    """``layer`` under its own name, reading its params through ``params_in`` and returning
+    their gradients through ``grads_out`` (its adjoint), its cotangent through ``dout``: a
+    forward and a backward that agree with each other, so ``jax.vjp`` passes them."""
+
+    def forward(params, x, *, train=False, rng=None):
+        y, cache = layer.forward(params_in(params), x, train=train, rng=rng)
+        return y, cache
+
+    def backward(cache, d, *, need_dx=True):
+        grads, dx = layer.backward(cache, dout(d), need_dx=need_dx)
+        return grads_out(grads), dx
+
+    return layer._replace(forward=forward, backward=backward)
+
+
+def _scaled(layer, k=1.001):
+    """Every output (and so every cotangent) times k."""
+
+    def times(y):
+        return tuple(k * o for o in y) if isinstance(y, tuple) else k * y
+
+    twin = _wrapped(layer, lambda p: p, lambda g: g, times)
+
+    def forward(params, x, *, train=False, rng=None):
+        y, cache = twin.forward(params, x, train=train, rng=rng)
+        return times(y), cache
+
+    return twin._replace(forward=forward)
+
+
+def _columns(perm_of, sign_of=None):
+    """Params read with the gate columns of Wx, Wh and b permuted (and signed): the
+    gradients go back through the inverse."""
+
+    def params_in(p):
+        perm, sign = perm_of(p), 1 if sign_of is None else sign_of(p)
+        return {k: v[..., perm] * sign for k, v in p.items()}
+
+    def make_out(p):
+        perm, sign = perm_of(p), 1 if sign_of is None else sign_of(p)
+        inv = np.argsort(perm)
+        return lambda g: {k: (v * sign)[..., inv] for k, v in g.items()}
+
+    return params_in, make_out
+
+
+def _forward_rows(layer, case):
+    """The catalogue's check of ``layer`` on ``case``'s params and inputs, NumPy arrays:
+    -> (every row but the reference's passes, the reference's row fails)."""
+    from funcnet.cli import check
+
+    _kind, _layer, p, inputs, kw, _note = case
+    report = check._flat_vjp_case(layer.name, layer, p, inputs, **kw)("numpy")
+    ref = [r for r in report.rows if r.versus == "reference"]
+    rest = [r for r in report.rows if r.versus != "reference"]
+    return all(r.ok for r in rest), bool(ref) and not any(r.ok for r in ref)
+
+
+def _sequence_case(label: str):
+    from funcnet.cli import check
+
+    cases = check.sequence_cases(0, np.random.default_rng([0, 30]))
+    return next(c for c in cases if f"{c[1].name} ({c[5]})".startswith(label))
+
+
+def test_an_lstm_reading_pytorchs_gate_order_passes_jax_but_not_the_reference():
+    # PyTorch's columns are i, f, g, o; the book's (and funcnet's) f, g, i, o.
+    case = _sequence_case("LSTM(4, return_state=True)")
+    H = 4
+    perm = np.r_[H : 2 * H, 2 * H : 3 * H, 0:H, 3 * H : 4 * H]  # book's block k <- torch's
+    params_in, make_out = _columns(lambda p: perm)
+    wrong = _wrapped(case[1], params_in, make_out(case[2]))
+    assert _forward_rows(wrong, case) == (True, True)
+
+
+def test_a_gru_with_pytorchs_update_gate_passes_jax_but_not_the_reference():
+    # PyTorch: h = (1 − z)⊙h̃ + z⊙h, the book: (1 − z)⊙h + z⊙h̃; 1 − σ(a) = σ(−a), so the
+    # same layer with the z columns negated.
+    case = _sequence_case("GRU(4) (T=3)")
+    sign = np.r_[-np.ones(4), np.ones(8)]
+    params_in, make_out = _columns(lambda p: np.arange(12), lambda p: sign)
+    wrong = _wrapped(case[1], params_in, make_out(case[2]))
+    assert _forward_rows(wrong, case) == (True, True)
+
+
+@pytest.mark.parametrize(
+    "label",
+    ["RNN(4) (T=3)", "BiLSTM(3)", "Embedding(5, 3)", "Attention(return_weights=True)",
+     "peeky_seq2seq", "attention_seq2seq"],
+)  # fmt: skip
+def test_a_sequence_forward_off_by_a_factor_passes_jax_but_not_the_reference(label):
+    case = _sequence_case(label)
+    assert _forward_rows(_scaled(case[1]), case) == (True, True)

@@ -220,6 +220,8 @@ def _value(node):
 
 def _build(node, train: bool) -> Reference | None:
     if isinstance(node, ast.Name):
+        if node.id in SEQUENCE_HEADS:
+            return _sequence(node.id, node, train)
         return _simple(node.id, [], {}, train)
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
         return None
@@ -227,6 +229,8 @@ def _build(node, train: bool) -> Reference | None:
     kw = {k.arg: _value(k.value) for k in node.keywords}
     if head in ("pipeline", "residual", "concat"):
         return _combinator(head, [_build(a, train) for a in node.args], kw)
+    if head in SEQUENCE_HEADS:
+        return _sequence(head, node, train)
     if head == "tied":  # e = W[ids]; logits = body(e)·Wᵀ
         body = _build(node.args[2], train)
         if body is None:
@@ -254,6 +258,134 @@ def reference(name: str, train: bool = False) -> Reference | None:
         return None
 
 
+# --------------------------------------------------------------------------- sequences
+# The second book's layers (ch. 5-8, common/time_layers.py), one time step at a time from
+# their equations: no shared code with funcnet's time loops, gate tricks or batched products.
+
+
+def _sigmoid(x):
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-x))
+
+
+def _cell(kind: str, p, xt, h, c):
+    """One step of the book's RNN, LSTM (gates f, g, i, o) or GRU (z, r, h̃) -> (h, c)."""
+    Wx, Wh, b = p["Wx"], p["Wh"], p["b"]
+    H = Wh.shape[0]
+    if kind == "RNN":  # h = tanh(x·Wx + h·Wh + b)
+        return np.tanh(xt @ Wx + h @ Wh + b), c
+    if kind == "LSTM":  # c = σ(f)⊙c + tanh(g)⊙σ(i), h = σ(o)⊙tanh(c)
+        f, g, i, o = ((xt @ Wx + h @ Wh + b)[:, k * H : (k + 1) * H] for k in range(4))
+        c = _sigmoid(f) * c + np.tanh(g) * _sigmoid(i)
+        return _sigmoid(o) * np.tanh(c), c
+    blocks = [slice(k * H, (k + 1) * H) for k in range(3)]
+    z, r = (_sigmoid(xt @ Wx[:, s] + h @ Wh[:, s] + b[s]) for s in blocks[:2])
+    h_hat = np.tanh(xt @ Wx[:, blocks[2]] + (r * h) @ Wh[:, blocks[2]] + b[blocks[2]])
+    return (1 - z) * h + z * h_hat, c
+
+
+def _through_time(kind: str, return_state: bool) -> Reference:
+    """x or (x, h0[, c0]) -> hs, or (hs, h_T[, c_T]): a loop over t from zero states."""
+
+    def ref(p, x, out):
+        x, *state = x if isinstance(x, tuple | list) else (x,)
+        n, steps, _ = x.shape
+        H = p["Wh"].shape[0]
+        h, c = (state[k] if len(state) > k else np.zeros((n, H)) for k in range(2))
+        hs = np.zeros((n, steps, H))
+        for t in range(steps):
+            h, c = _cell(kind, p, x[:, t], h, c)
+            hs[:, t] = h
+        if not return_state:
+            return hs
+        return (hs, h, c) if kind == "LSTM" else (hs, h)
+
+    return ref
+
+
+def _bidirectional(f: Reference, g: Reference) -> Reference:
+    """[f(x), g(x read backwards) read backwards] along the features."""
+    return lambda p, x, out: np.concatenate([f(p[0], x, None), g(p[1], x[:, ::-1], None)[:, ::-1]],
+                                            axis=-1)  # fmt: skip
+
+
+def _embed(W, ids):
+    """W[ids] as one-hot rows times W."""
+    return np.eye(len(W))[np.asarray(ids)] @ W
+
+
+def _dot_attention(weights: bool) -> Reference:
+    """For each sample n and decoder step t: a = softmax_s(hs_enc[n, s]·hs_dec[n, t]), the
+    context Σ_s a_s hs_enc[n, s]."""
+
+    def ref(p, x, out):
+        enc, dec = x
+        a = np.zeros((*dec.shape[:2], enc.shape[1]))
+        c = np.zeros(dec.shape)
+        for n in range(dec.shape[0]):
+            for t in range(dec.shape[1]):
+                a[n, t] = _softmax(enc[n] @ dec[n, t])
+                c[n, t] = a[n, t] @ enc[n]
+        return (c, a) if weights else c
+
+    return ref
+
+
+def _seq2seq(kind: str, question_len: int) -> Reference:
+    """The book's ``Seq2seq``, ``PeekySeq2seq`` and ``AttentionSeq2seq`` under teacher forcing
+    on ids [question | decoder input]: the encoder LSTM's last h starts the decoder (c at 0);
+    peeky feeds [h, embedding] in and scores [h, state]; attention scores [context, state]."""
+    lstm, attend = _through_time("LSTM", True), _dot_attention(False)
+
+    def ref(p, ids, out):
+        q, d = ids[:, :question_len], ids[:, question_len:]
+        hs_enc, h, _ = lstm(p["enc_lstm"], _embed(p["enc_embed"]["W"], q), None)
+        e = _embed(p["dec_embed"]["W"], d)
+        peek = np.repeat(h[:, None], d.shape[1], axis=1)
+        if kind == "peeky":
+            e = np.concatenate([peek, e], axis=-1)
+        hs, _, _ = lstm(p["dec_lstm"], (e, h, np.zeros_like(h)), None)
+        if kind == "peeky":
+            hs = np.concatenate([peek, hs], axis=-1)
+        elif kind == "attention":
+            hs = np.concatenate([attend((), (hs_enc, hs), None), hs], axis=-1)
+        return hs @ p["affine"]["W"] + p["affine"]["b"]
+
+    return ref
+
+
+SEQUENCE_HEADS = ("RNN", "LSTM", "GRU", "BiLSTM", "Bidirectional", "Embedding", "Attention",
+                  "seq2seq", "peeky_seq2seq", "attention_seq2seq")  # fmt: skip
+
+
+def _sequence(head: str, node, train: bool) -> Reference | None:
+    kw = {k.arg: _value(k.value) for k in node.keywords} if isinstance(node, ast.Call) else {}
+    if head in ("RNN", "LSTM", "GRU"):
+        return _through_time(head, bool(kw.get("return_state")))
+    if head == "BiLSTM":
+        return _bidirectional(_through_time("LSTM", False), _through_time("LSTM", False))
+    if head == "Bidirectional":
+        f, *g = (_build(a, train) for a in node.args)
+        return None if f is None or None in g else _bidirectional(f, g[0] if g else f)
+    if head == "Embedding":
+        return lambda p, ids, out: _embed(p["W"], ids)
+    if head == "Attention":
+        return _dot_attention(bool(kw.get("return_weights")))
+    kind = {"seq2seq": "plain", "peeky_seq2seq": "peeky", "attention_seq2seq": "attention"}
+    return _seq2seq(kind[head], kw["question_len"])
+
+
+def time_cross_entropy(y, t, ignore_label: int = -1):
+    """−(1/M) Σ log softmax(y_nt)_{t_nt} over the M positions whose label is not ignored."""
+    total, count = 0.0, 0
+    for n, row in enumerate(np.asarray(t)):
+        for k, label in enumerate(row):
+            if label != ignore_label:
+                total -= float(np.log(_softmax(y[n, k]))[label])
+                count += 1
+    return total / max(count, 1)
+
+
 def cross_entropy(y, t):
     """−(1/N) Σ_n Σ_c t_nc log softmax(y_n)_c, with integer labels as one-hot rows."""
     s = y - y.max(axis=-1, keepdims=True)
@@ -267,5 +399,9 @@ def mean_squared_error(y, t):
     return ((y - t) ** 2).mean()
 
 
-LOSSES = {"softmax_cross_entropy": cross_entropy, "mean_squared_error": mean_squared_error}
+LOSSES = {
+    "softmax_cross_entropy": cross_entropy,
+    "mean_squared_error": mean_squared_error,
+    "time_softmax_cross_entropy": time_cross_entropy,
+}
 NODES = {"mul": lambda x, y: x * y, "add": lambda x, y: x + y}

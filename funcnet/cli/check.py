@@ -422,26 +422,29 @@ def _flat_vjp_case(label, layer, params, inputs: tuple, *, ids=None, tuple_in=Fa
 
     names = names or ([f"x{i}" for i in range(len(inputs))] if len(inputs) > 1 else ["x"])
     primals = {"params": params, **dict(zip(names, inputs if ids is None else (), strict=False))}
+    expected = _reference.reference(layer.name)
+
+    def reference(params, **xs):  # the independent forward, flattened as ``forward``'s
+        given = tuple(xs[k] for k in names[: len(inputs)])  # xs comes in sorted order
+        x = ids if ids is not None else (given if tuple_in else given[0])
+        y = expected(params, x, None)
+        return np.concatenate([np.reshape(o, -1) for o in (y if shapes is not None else (y,))])
 
     def run(arrays, seed=0):
         return gradcheck.check_vjp(
             label, forward, backward, primals, seed=seed, raise_on_failure=False,
             arrays=arrays, numerical=arrays == "numpy",
+            reference=None if expected is None else reference,
         )  # fmt: skip
 
     return run
 
 
-def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Report]]]:
-    """The second book's sequence layers, loss and models, where an input or an output is a
-    tuple or integer ids: every recurrent cell at T = 1 and T > 1, with and without a state
-    in and out, the bidirectional wrapper, Embedding with repeated ids, Attention with and
-    without its weights as an output, the time loss with ignored positions, and the three
-    seq2seq models' teacher-forced backward (plain, peeky, attention)."""
+def sequence_cases(seed: int, rng: np.random.Generator) -> list[tuple]:
+    """The sequence layers' and models' cases, each ``(kind, layer, params, inputs, options
+    of _flat_vjp_case, note)``, params and inputs drawn from ``rng``."""
     from .. import seq2seq
     from ..layers import attention, embedding, recurrent
-
-    rng = np.random.default_rng([seed, 30])
 
     def params_of(layer, in_shape):
         return _random_params(layer.init(seed, in_shape, dtype=np.float64)[1], rng)
@@ -475,6 +478,18 @@ def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradchec
         cases.append(
             ("seq2seq", model, params_of(model, (-1, 9)), (), {"ids": q_ids}, "teacher forcing")
         )
+    return cases
+
+
+def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradcheck.Report]]]:
+    """The second book's sequence layers, loss and models, where an input or an output is a
+    tuple or integer ids: every recurrent cell at T = 1 and T > 1, with and without a state
+    in and out, the bidirectional wrapper, Embedding with repeated ids, Attention with and
+    without its weights as an output, the time loss with ignored positions, and the three
+    seq2seq models' teacher-forced backward (plain, peeky, attention); each forward also
+    against its independent reference (``_reference``)."""
+    rng = np.random.default_rng([seed, 30])
+    cases = sequence_cases(seed, rng)
     out = []
     for kind, layer, p, inputs, kw, note in cases:
         run = _flat_vjp_case(layer.name, layer, p, inputs, **kw)
@@ -494,6 +509,7 @@ def sequence_entries(seed: int) -> list[tuple[str, str, Callable[[str], gradchec
             raise_on_failure=False,
             arrays=arrays,
             numerical=arrays == "numpy",
+            reference=_reference.LOSSES[loss.name],
         )
 
     out.append(("loss", f"{loss.name} (ignored positions)", run_loss))
