@@ -218,3 +218,20 @@ def test_addition_peeky_reversed_reaches_the_books_98_percent(addition):
 def test_date_attention_reaches_99_9_percent():
     _, accs, _, _ = _example()["run"]("date", "attention", True, 10, report=lambda s: None)
     assert accs[-1] >= 0.999, accs
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_the_peeky_decoders_hoisted_products_match_jax_on_short_answers(steps):
+    """The peeky decoder computes h's share of its input and score products once per
+    sequence and sums ∂L/∂(those) over the steps first: checked at one and two steps, with
+    the independent forward."""
+    from funcnet.cli import check
+
+    model = seq2seq.build(6, 3, 4, "peeky", 5)
+    _, params = model.init(1, (-1, 5 + steps), dtype=np.float64)
+    rng = np.random.default_rng(steps)
+    params = jax.tree_util.tree_map(lambda a: rng.standard_normal(a.shape), params)
+    ids = rng.integers(0, 6, (3, 5 + steps))
+    for arrays in ("numpy", "jax"):
+        report = check._flat_vjp_case(model.name, model, params, (), ids=ids)(arrays)
+        assert report.ok and report.max_ref_rel is not None, str(report)

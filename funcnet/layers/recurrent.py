@@ -33,20 +33,26 @@ from .._arrays import iadd, imul, namespace, split_rng
 from .._checks import check_dout, check_dtype, check_ndim, shape_str
 from ..core import Layer
 
+UNROLL_STEPS = 8  # the longest scan unrolled under jit (compile time grows with it)
+
 
 def scan(step: Callable, carry, xs: tuple, *, reverse: bool = False, stack: bool = True):
     """``jax.lax.scan(step, carry, xs, reverse=reverse)`` on JAX arrays; the same loop in
     Python on NumPy arrays.  ``xs`` is a tuple of arrays with time on axis 0 (on NumPy also
     tuples of per-step arrays); ``step`` returns ``(carry, ys)`` with ``ys`` a tuple of
     arrays, stacked along axis 0 (on NumPy, with ``stack=False``, each a tuple of the
-    per-step arrays: a copy of every step's output saved where only steps read them)."""
+    per-step arrays: a copy of every step's output saved where only steps read them).
+    Under ``jit`` a scan of at most ``UNROLL_STEPS`` steps is unrolled: XLA:CPU's loop
+    fills a zeroed buffer per stacked output and pays per iteration, a fifth of a short
+    sequence's pass (the addition task's 7 + 4 steps)."""
     arrays = [
         a for a in (*xs, *(carry if isinstance(carry, tuple) else (carry,))) if hasattr(a, "shape")
     ]
     if namespace(*arrays) is not np:
         import jax
 
-        return jax.lax.scan(step, carry, xs, reverse=reverse)
+        unroll = len(xs[0]) <= UNROLL_STEPS
+        return jax.lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
     steps = len(xs[0])
     outs: list = [None] * steps
     for t in range(steps - 1, -1, -1) if reverse else range(steps):
@@ -75,10 +81,14 @@ class Cell(NamedTuple):
 
 
 def _dWh_plain(h0, hs, saved, dA):
-    """∂L/∂Wh = Σ_t h_{t−1}ᵀ·dA_t: h0ᵀ·dA_0 plus one product over the other steps, which
-    read h_0 … h_{T−2} where they lie (time-major: no copy)."""
-    dWh = h0.T @ dA[0]
-    return iadd(_flat(hs[:-1]).T @ _flat(dA[1:]), dWh) if dA.shape[0] > 1 else dWh
+    """∂L/∂Wh = Σ_t h_{t−1}ᵀ·dA_t: h0ᵀ·dA_0 (none when ``h0`` is None, a zero start) plus
+    one product over the other steps, which read h_0 … h_{T−2} where they lie (time-major:
+    no copy)."""
+    if dA.shape[0] == 1:
+        dWh = namespace(dA).zeros((hs.shape[-1], dA.shape[-1]), dA.dtype)
+    else:
+        dWh = _flat(hs[:-1]).T @ _flat(dA[1:])
+    return dWh if h0 is None else iadd(dWh, h0.T @ dA[0])
 
 
 def _flat(a):
@@ -192,7 +202,7 @@ def _gru_back(Wh, dstate, inputs):
 
 def _gru_dWh(h0, hs, saved, dA):
     """∂L/∂Wh: h_{t−1}ᵀ·dA for the z and r blocks, (r⊙h_{t−1})ᵀ·dA for the h̃ block."""
-    xp, H = namespace(dA), h0.shape[-1]
+    xp, H = namespace(dA), dA.shape[-1] // 3
     h_prev, zr = (xp.stack(a) if isinstance(a, tuple) else a for a in (saved[3], saved[1]))
     r = zr[..., H:]
     return xp.concatenate(
@@ -204,6 +214,32 @@ def _gru_dWh(h0, hs, saved, dA):
 RNN_CELL = Cell("RNN", 1, 1, _rnn_step, _rnn_back, _dWh_plain)
 LSTM_CELL = Cell("LSTM", 4, 2, _lstm_step, _lstm_back, _dWh_plain, (0, 2, 3))
 GRU_CELL = Cell("GRU", 3, 1, _gru_step, _gru_back, _gru_dWh, (0, 1))
+
+
+def through_time(cell: Cell, Wh, a, state0: tuple):
+    """The recurrence over time-major pre-activations ``a`` (T, N, kH), each step's
+    x_t·Wx + b (or any other input share): -> (hs (T, N, H), the final state, what the
+    backward reads).  ``a`` is consumed: on NumPy it is scaled in place, so pass an array
+    made for the call that nothing else holds."""
+    xp, k, H = namespace(a), cell.k, Wh.shape[0]
+    P = Wh
+    if cell.sigmoid_blocks:
+        half = np.isin(np.arange(k * H) // H, cell.sigmoid_blocks)
+        m = xp.asarray(np.where(half, 0.5, 1.0).astype(a.dtype))
+        P, a = (Wh * m, m, xp.asarray(np.where(half, 0.5, 0.0).astype(a.dtype))), imul(a, m)
+    final, saved = scan(
+        lambda s, at: cell.step(P, s, at[0]), tuple(state0), (a,), stack=xp is not np
+    )
+    return (xp.stack(saved[0]) if xp is np else saved[0]), final, saved
+
+
+def back_through_time(cell: Cell, Wh, saved, dhs, dfinal: tuple):
+    """BPTT from ``through_time``'s ``saved`` and the time-major ∂L/∂hs (T, N, H) and
+    ∂L/∂(final state): -> (∂L/∂(start state), every step's gate gradient dA (T, N, kH))."""
+    dstate0, (dA,) = scan(
+        lambda d, inputs: cell.back(Wh, d, inputs), tuple(dfinal), (dhs, *saved), reverse=True
+    )
+    return dstate0, dA
 
 
 def _split_input(name: str, cell: Cell, inp):
@@ -281,17 +317,10 @@ def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, na
         state0 = given if given is not None else (xp.zeros((n, H), x.dtype),) * cell.n_state
         xt = x.transpose(1, 0, 2)  # time-major: every step reads contiguous rows
         a = iadd(_flat(xt) @ Wx, b).reshape(steps, n, k * H)
-        P = Wh
-        if cell.sigmoid_blocks:
-            half = np.isin(np.arange(k * H) // H, cell.sigmoid_blocks)
-            m = xp.asarray(np.where(half, 0.5, 1.0).astype(x.dtype))
-            P, a = (Wh * m, m, xp.asarray(np.where(half, 0.5, 0.0).astype(x.dtype))), imul(a, m)
-        final, saved = scan(
-            lambda s, at: cell.step(P, s, at[0]), tuple(state0), (a,), stack=xp is not np
-        )
-        hs_t = xp.stack(saved[0]) if xp is np else saved[0]
-        cache = {"x": xt, "Wx": Wx, "Wh": Wh, "state0": tuple(state0), "hs": hs_t}
-        cache["saved"] = saved
+        hs_t, final, saved = through_time(cell, Wh, a, state0)
+        # A zero start state is None here: ∂L/∂Wh then skips h0ᵀ·dA_0, a product of zeros.
+        cache = {"x": xt, "Wx": Wx, "Wh": Wh, "hs": hs_t, "saved": saved}
+        cache["state0"] = tuple(state0) if given is not None else (None,) * cell.n_state
         hs = hs_t.transpose(1, 0, 2)
         if given is not None:  # the input gradient then has the input's structure
             cache["given"] = xp.zeros((0,), x.dtype)
@@ -307,12 +336,7 @@ def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, na
             check_dout(name, ds, (n, H), xt.dtype)
         if dfinal is None:
             dfinal = (xp.zeros((n, H), xt.dtype),) * cell.n_state
-        dstate0, (dA,) = scan(
-            lambda d, inputs: cell.back(Wh, d, inputs),
-            tuple(dfinal),
-            (dhs.transpose(1, 0, 2), *saved),
-            reverse=True,
-        )
+        dstate0, dA = back_through_time(cell, Wh, saved, dhs.transpose(1, 0, 2), dfinal)
         dA2 = _flat(dA)
         grads = {
             "Wx": _flat(xt).T @ dA2,
