@@ -38,6 +38,7 @@ from .layers.recurrent import (
     _check_params,
     _flat,
     back_through_time,
+    input_scale,
     scan,
     through_time,
 )
@@ -162,8 +163,10 @@ def _peeky_lstm(hidden: int) -> Layer:
                              f"{tuple(Wx.shape)}")  # fmt: skip
         steps, n = e.shape[1], e.shape[0]
         et = e.transpose(1, 0, 2)
-        a = (_flat(et) @ Wx[H:]).reshape(steps, n, 4 * H)
-        a = iadd(a, iadd(h @ Wx[:H], b))  # h's share, broadcast over the steps
+        m = namespace(Wx).asarray(input_scale(LSTM_CELL, H, Wx.dtype))
+        Wx_m = Wx * m
+        a = (_flat(et) @ Wx_m[H:]).reshape(steps, n, 4 * H)
+        a = iadd(a, iadd(h @ Wx_m[:H], b * m))  # h's share, broadcast over the steps
         hs_t, _, saved = through_time(LSTM_CELL, Wh, a, (h, namespace(h).zeros_like(h)))
         cache = {"e": et, "h": h, "Wx": Wx, "Wh": Wh, "hs": hs_t, "saved": saved}
         return hs_t.transpose(1, 0, 2), cache

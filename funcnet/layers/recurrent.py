@@ -78,6 +78,7 @@ class Cell(NamedTuple):
     back: Callable
     dWh: Callable
     sigmoid_blocks: tuple = ()
+    back_into: Callable | None = None  # NumPy: ``back`` writing dA_t into a given row
 
 
 def _dWh_plain(h0, hs, saved, dA):
@@ -93,6 +94,11 @@ def _dWh_plain(h0, hs, saved, dA):
 
 def _flat(a):
     return a.reshape(-1, a.shape[-1])
+
+
+def _itanh(fresh):
+    """tanh, written into ``fresh`` on NumPy (an array the caller just made)."""
+    return np.tanh(fresh, out=fresh) if type(fresh) is np.ndarray else namespace(fresh).tanh(fresh)
 
 
 def _rnn_step(Wh, state, a):
@@ -117,7 +123,7 @@ def _lstm_step(P, state, a):
     Wh, m, k = P
     h, c = state
     H = h.shape[-1]
-    s = iadd(imul(namespace(a).tanh(iadd(h @ Wh, a)), m), k)
+    s = iadd(imul(_itanh(iadd(h @ Wh, a)), m), k)
     c = iadd(s[:, :H] * c, s[:, H : 2 * H] * s[:, 2 * H : 3 * H])
     tc = namespace(c).tanh(c)
     h = s[:, 3 * H :] * tc
@@ -148,7 +154,13 @@ def _lstm_back(Wh, dstate, inputs):
     return (dA @ Wh.T, dc * f), (dA,)
 
 
-def _lstm_back_numpy(Wh, dh, dc_next, c_prev, s, tc):
+def _lstm_back_into(Wh, dstate, inputs, out):
+    """``_lstm_back`` on NumPy with dA_t written into ``out``; -> ∂L/∂(h, c)_{t−1}."""
+    dh_out, _h, c_prev, s, tc = inputs
+    return _lstm_back_numpy(Wh, dh_out + dstate[0], dstate[1], c_prev, s, tc, out)[0]
+
+
+def _lstm_back_numpy(Wh, dh, dc_next, c_prev, s, tc, out=None):
     """``_lstm_back`` on NumPy: the same arithmetic written into three arrays made here
     (δc, dA and ∂L/∂h_{t−1}), for a step's dozens of small operations cost more in
     allocations than in arithmetic.  dA starts as σ' = s(1 − s) over all four blocks (the g
@@ -160,7 +172,7 @@ def _lstm_back_numpy(Wh, dh, dc_next, c_prev, s, tc):
     dc *= o
     dc *= dh
     dc += dc_next
-    dA = np.subtract(1, s)
+    dA = np.subtract(1, s, out=out)
     dA *= s
     dg = dA[:, H : 2 * H]
     np.multiply(g, g, out=dg)
@@ -212,21 +224,30 @@ def _gru_dWh(h0, hs, saved, dA):
 
 
 RNN_CELL = Cell("RNN", 1, 1, _rnn_step, _rnn_back, _dWh_plain)
-LSTM_CELL = Cell("LSTM", 4, 2, _lstm_step, _lstm_back, _dWh_plain, (0, 2, 3))
+LSTM_CELL = Cell("LSTM", 4, 2, _lstm_step, _lstm_back, _dWh_plain, (0, 2, 3), _lstm_back_into)
 GRU_CELL = Cell("GRU", 3, 1, _gru_step, _gru_back, _gru_dWh, (0, 1))
+
+
+def input_scale(cell: Cell, hidden: int, dtype):
+    """The column scale m of ``Cell``'s docstring (½ on the σ blocks, 1 elsewhere) as a
+    NumPy array, or None for a cell without σ blocks: ``through_time`` takes the input's
+    share of the pre-activations scaled by it, x·(Wx⊙m) + b⊙m, scaled once in the small
+    weights rather than in every step's (N, kH) rows."""
+    if not cell.sigmoid_blocks:
+        return None
+    half = np.isin(np.arange(cell.k * hidden) // hidden, cell.sigmoid_blocks)
+    return np.where(half, 0.5, 1.0).astype(dtype)
 
 
 def through_time(cell: Cell, Wh, a, state0: tuple):
     """The recurrence over time-major pre-activations ``a`` (T, N, kH), each step's
-    x_t·Wx + b (or any other input share): -> (hs (T, N, H), the final state, what the
-    backward reads).  ``a`` is consumed: on NumPy it is scaled in place, so pass an array
-    made for the call that nothing else holds."""
-    xp, k, H = namespace(a), cell.k, Wh.shape[0]
+    x_t·Wx + b (or any other input share) with its columns scaled by ``input_scale``:
+    -> (hs (T, N, H), the final state, what the backward reads)."""
+    xp, H = namespace(a), Wh.shape[0]
+    m = input_scale(cell, H, a.dtype)
     P = Wh
-    if cell.sigmoid_blocks:
-        half = np.isin(np.arange(k * H) // H, cell.sigmoid_blocks)
-        m = xp.asarray(np.where(half, 0.5, 1.0).astype(a.dtype))
-        P, a = (Wh * m, m, xp.asarray(np.where(half, 0.5, 0.0).astype(a.dtype))), imul(a, m)
+    if m is not None:
+        P = (Wh * xp.asarray(m), xp.asarray(m), xp.asarray((m == 0.5) * m))  # k = ½ on σ
     final, saved = scan(
         lambda s, at: cell.step(P, s, at[0]), tuple(state0), (a,), stack=xp is not np
     )
@@ -235,7 +256,15 @@ def through_time(cell: Cell, Wh, a, state0: tuple):
 
 def back_through_time(cell: Cell, Wh, saved, dhs, dfinal: tuple):
     """BPTT from ``through_time``'s ``saved`` and the time-major ∂L/∂hs (T, N, H) and
-    ∂L/∂(final state): -> (∂L/∂(start state), every step's gate gradient dA (T, N, kH))."""
+    ∂L/∂(final state): -> (∂L/∂(start state), every step's gate gradient dA (T, N, kH)).
+    On NumPy a cell with ``back_into`` writes each dA_t straight into the (T, N, kH)
+    array returned, not into T arrays stacked after."""
+    if cell.back_into is not None and namespace(dhs, *dfinal) is np:
+        dA = np.empty((*dhs.shape[:2], Wh.shape[1]), dhs.dtype)
+        dstate = tuple(dfinal)
+        for t in range(dhs.shape[0] - 1, -1, -1):
+            dstate = cell.back_into(Wh, dstate, (dhs[t], *(s[t] for s in saved)), dA[t])
+        return dstate, dA
     dstate0, (dA,) = scan(
         lambda d, inputs: cell.back(Wh, d, inputs), tuple(dfinal), (dhs, *saved), reverse=True
     )
@@ -316,7 +345,9 @@ def _recurrent(cell: Cell, hidden: int, return_state: bool, Wx_init, Wh_init, na
         n, steps, _ = x.shape
         state0 = given if given is not None else (xp.zeros((n, H), x.dtype),) * cell.n_state
         xt = x.transpose(1, 0, 2)  # time-major: every step reads contiguous rows
-        a = iadd(_flat(xt) @ Wx, b).reshape(steps, n, k * H)
+        m = input_scale(cell, H, x.dtype)
+        Wx_m, b_m = (Wx, b) if m is None else (Wx * xp.asarray(m), b * xp.asarray(m))
+        a = iadd(_flat(xt) @ Wx_m, b_m).reshape(steps, n, k * H)
         hs_t, final, saved = through_time(cell, Wh, a, state0)
         # A zero start state is None here: ∂L/∂Wh then skips h0ᵀ·dA_0, a product of zeros.
         cache = {"x": xt, "Wx": Wx, "Wh": Wh, "hs": hs_t, "saved": saved}
