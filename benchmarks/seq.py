@@ -11,6 +11,9 @@ and the gradients of Wx, Wh, b and x.  Rows (``--only`` names):
 funcnet-np    ``LSTM(H)``'s forward and backward on NumPy arrays.
 book-np       the book's ``TimeLSTM`` (``../shared/dlfs2``, or ``$FUNCNET_DLFS2_DIR``);
               skipped when absent.  The target for funcnet-np: <= 0.7x.
+products-np   only the matrix products of a pass, on NumPy (T steps of h·Wh and of dA·Whᵀ,
+              ∂L/∂Wh as one product, x·Wx, ∂L/∂Wx, ∂L/∂x): the floor of any NumPy
+              LSTM that multiplies as the book does; its ratio is to book-np.
 torch         PyTorch eager ``nn.LSTM`` (its gates in i, f, g, o order, two biases), the
               forward and ``backward``, as many threads as NumPy's BLAS; skipped when torch
               is not importable.
@@ -50,10 +53,11 @@ import jax.numpy as jnp
 import funcnet as fn  # the checkout's: _harness put the repository root first on sys.path
 
 RUN_S, SEED = 0.2, 0
-ROWS = ["funcnet-np", "book-np", "torch", "funcnet-jit", "jax.grad-jit"]
+ROWS = ["funcnet-np", "book-np", "products-np", "torch", "funcnet-jit", "jax.grad-jit"]
 EPOCH_ROWS = ["epoch-book", "epoch-np", "epoch-jit"]
 TARGETS = {
     "funcnet-np": ("book-np", 0.7),
+    "products-np": ("book-np", None),
     "funcnet-jit": ("jax.grad-jit", 1.05),
     "epoch-jit": ("epoch-book", 0.5),
 }
@@ -81,6 +85,27 @@ def funcnet_pass(layer):
     def run(p, x, dhs):
         _, cache = layer.forward(p, x)
         return layer.backward(cache, dhs)
+
+    return run
+
+
+def products_pass(p):
+    """The matrix products of one LSTM pass alone, on arrays of the pass's shapes."""
+
+    def run(p, x, dhs):
+        n, steps, d = x.shape
+        Wx, Wh = p["Wx"], p["Wh"]
+        h, k = Wh.shape[0], Wh.shape[1]
+        hs = np.tanh(dhs).transpose(1, 0, 2).copy()  # time-major stand-ins
+        dA = np.resize(dhs, (steps, n, k))
+        x2 = x.transpose(1, 0, 2).reshape(-1, d)
+        a = x2 @ Wx
+        for t in range(steps):
+            a[t * n : (t + 1) * n] += hs[t] @ Wh
+        dh = [dA[t] @ Wh.T for t in range(steps)]
+        dWh = hs[:-1].reshape(-1, h).T @ dA[1:].reshape(-1, k)
+        dA2 = dA.reshape(-1, k)
+        return {"Wx": x2.T @ dA2, "Wh": dWh, "b": dh[0][0]}, dA2 @ Wx.T
 
     return run
 
@@ -158,6 +183,7 @@ def entries_for(rows, shape, threads, clock=time.perf_counter):
     builders = {
         "funcnet-np": lambda: (funcnet_pass(layer), (p, x, dhs)),
         "book-np": lambda: (book_pass(p), (p, x, dhs)),
+        "products-np": lambda: (products_pass(p), (p, x, dhs)),
         "torch": lambda: (torch_pass(p, threads), (p, x, dhs)),
         "funcnet-jit": lambda: (jax.jit(funcnet_pass(layer)), on_jax),
         "jax.grad-jit": lambda: (jax_grad_pass(), on_jax),
@@ -166,7 +192,8 @@ def entries_for(rows, shape, threads, clock=time.perf_counter):
     for row in rows:
         run, args = builders[row]()
         grads = jax.block_until_ready(run(*args))  # compile, first touch
-        check[row] = float(np.abs(np.asarray(grads[0]["Wh"])).sum())
+        if row != "products-np":  # stand-in data: its gradients mean nothing
+            check[row] = float(np.abs(np.asarray(grads[0]["Wh"])).sum())
         start = time.perf_counter()
         jax.block_until_ready(run(*args))
         calls = max(1, math.ceil(RUN_S / (time.perf_counter() - start)))
@@ -288,6 +315,8 @@ def main(argv=None) -> None:
         if ref not in med:
             return ""
         r = med[n] / med[ref]
+        if target is None:
+            return f"{r:.2f}x {ref}"
         return f"{r:.2f}x {ref} ({'ok' if r <= target else 'MISS'} <= {target})"
 
     extra = [("ratio", vs), ("|dWh|", lambda n, med: f"{check[n]:.6g}" if n in check else "")]
