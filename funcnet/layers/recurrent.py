@@ -479,4 +479,15 @@ def BiLSTM(hidden: int, *, name: str | None = None) -> Layer:
     return Bidirectional(LSTM(hidden), name=name or f"BiLSTM({hidden})")
 
 
-__all__ = ["GRU", "LSTM", "RNN", "BiLSTM", "Bidirectional", "Cell", "scan"]
+__all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
+    "BiLSTM",
+    "Bidirectional",
+    "Cell",
+    "back_through_time",
+    "input_scale",
+    "scan",
+    "through_time",
+]
