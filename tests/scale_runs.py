@@ -16,6 +16,8 @@ process I PORT D  process I of 2 (2 devices each): a per-step run (BatchNorm, Dr
 reference D       one process, 4 devices: the same runs, and resumes from D's epoch-1
                   checkpoint on 1, 2 and 4 devices.
 spin I PORT       process I of 2 training until killed (peer timeout 3 s).
+flood STEPS K D   one per-step epoch of STEPS heavy steps on D devices, at most K steps
+                  queued (``runners.IN_FLIGHT``; 0: unbounded, what XLA deadlocked on).
 """
 
 from __future__ import annotations
@@ -224,8 +226,26 @@ def spin(pid, port):
     run("sgd", False, 2, net=PLAIN, epochs=100000, on_epoch=say)
 
 
+def flood(steps, in_flight, devices="4"):
+    """Steps heavy enough (a batch of 400 through a 64-400-10 MLP) that launching them runs
+    ahead of computing them on the shared cores, which the test keeps busy too."""
+    from funcnet.train import runners
+
+    runners.IN_FLIGHT = int(in_flight)
+    net = fn.pipeline(fn.Dense(400), fn.Relu(), fn.Dense(10))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((int(steps) * 400, 64), np.float32)
+    t = rng.integers(0, 10, len(x))
+    _, params = net.init(0, (-1, 64))
+    _, _, hist = train.fit(
+        net, params, (x, t), epochs=1, batch_size=400, optimizer=optim.sgd(0.01),
+        mesh=parallel.data_mesh(int(devices)), progress=False,
+    )  # fmt: skip
+    return {"steps": len(hist.step_loss), "finite": bool(np.isfinite(hist.step_loss).all())}
+
+
 if __name__ == "__main__":
     job, *args = sys.argv[1:]
     result = {"equal": equal, "collectives": collectives, "process": process,
-              "reference": reference, "spin": spin}[job](*args)  # fmt: skip
+              "reference": reference, "spin": spin, "flood": flood}[job](*args)  # fmt: skip
     print(json.dumps(result))

@@ -28,6 +28,7 @@ from commands import FUNCNET
 from nets import mlp
 
 from funcnet import checkpoints, optim, parallel, train
+from funcnet.train import runners
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = Path(__file__).resolve().parent / "scale_runs.py"
@@ -156,6 +157,74 @@ def test_a_dead_process_stops_the_other_in_bounded_time(tmp_path):
     # abort ("another task died"), which remains the fallback.
     said = ("has not answered for", "another task died", "unhealthy")
     assert any(s in err for s in said), err[-2000:]
+
+
+@contextlib.contextmanager
+def busy_core():
+    """Another process keeping one core busy, as on a shared machine."""
+    spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spin.kill()
+        spin.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_per_step_epochs_on_more_host_devices_than_cores_with_a_core_busy(tmp_path):
+    # XLA's CPU client launches each device's part of a step from the pool of threads that
+    # runs the devices' programs (4 threads for 4 devices on 2 cores); with steps queued
+    # unbounded, a launch that found 32 programs of its device in flight waited for one in
+    # such a thread, and the step being computed lacked the thread for its fourth device:
+    # the run aborted in XLA's rendezvous ("only 3 of them arrived"), here within one epoch
+    # of 400 steps about half the time (unbounded: runners.IN_FLIGHT = 0).
+    for _ in range(2):
+        with busy_core():
+            r = job("flood", "400", str(runners.IN_FLIGHT), "4")
+        assert r == {"steps": 400, "finite": True}
+
+
+@pytest.mark.slow
+def test_the_per_step_devices_4_command_on_full_mnist_with_a_core_busy(tmp_path, mnist_dir):
+    # The command of the docs as a user ran it (it aborted after about a minute).
+    argv = ["train", "--devices", "4", "--epochs", "2", "--no-plot", "--data-dir", str(mnist_dir),
+            "--save", str(tmp_path / "p.npz")]  # fmt: skip
+    with busy_core():
+        out = subprocess.run([*FUNCNET, *argv], capture_output=True, text=True, timeout=600,
+                             env=env(1))  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "epoch   2/2" in out.stdout and (tmp_path / "p.npz").is_file()
+
+
+def test_a_mesh_epoch_waits_for_step_i_minus_in_flight_before_step_i(monkeypatch):
+    # The bound that keeps XLA's CPU client from waiting in its own pool threads (above),
+    # checked on the mesh-jit runner itself: which step's loss was waited for, when.
+    from funcnet.train import runners
+
+    assert 1 <= runners.IN_FLIGHT < 32  # 32: the client's in-flight programs per device
+    events = []
+
+    class Loss(float):
+        def block_until_ready(self):
+            events.append(("wait", int(self)))
+            return self
+
+    def step(params, opt_state, x, t, rng=None):
+        i = sum(kind == "step" for kind, _ in events)
+        events.append(("step", i))
+        return params, opt_state, Loss(i)
+
+    monkeypatch.setattr(parallel, "jit_replicated", lambda fn, mesh, donate=(): fn)
+    x, t = np.zeros((40, 3), np.float32), np.zeros(40, np.int32)
+    runner = train.make_runner(step, (x, t), 4, 0, on_jax=True, mesh=parallel.data_mesh(1))
+    assert runner.mode == "mesh-jit" and runner.steps == 10
+    _, _, losses = runner.epoch({}, (), 1)
+    assert losses == list(range(10))
+    k = runners.IN_FLIGHT
+    # Step i is launched once step i - k is done: never more than k steps queued.
+    assert [i for kind, i in events if kind == "wait"] == list(range(10 - k))
+    for i in range(k, 10):
+        assert events.index(("wait", i - k)) < events.index(("step", i)), events
 
 
 # --------------------------------------------------------------------------- in-process

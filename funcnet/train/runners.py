@@ -9,6 +9,8 @@ mesh-jit   the jitted step data parallel over a ``parallel.data_mesh``: batches 
 mesh-scan  the scanned epoch, data parallel the same way
 =========  ==========================================================================
 
+A mesh run keeps at most :data:`IN_FLIGHT` steps queued ahead of the finished ones.
+
 Every mode draws the same batches (a new permutation of the training set from ``seed``
 each epoch) and the same per-step randomness (``step.step_rngs``), so the modes differ in
 where and how the arithmetic runs, not in what it computes.
@@ -24,6 +26,16 @@ import numpy as np
 
 from .._checks import NonFiniteError
 from .step import make_epoch, step_rngs
+
+# Steps a mesh-jit epoch lets XLA queue ahead of the last finished one (see docs/scale.md,
+# "host devices").  XLA's CPU client launches each device's part of a step from the thread
+# pool that also runs the devices' programs, as many threads as devices where there are
+# fewer cores; a launch that finds 32 programs of its device in flight waits for one of them
+# in that pool thread.  Then the step being computed lacks the thread that one of its
+# devices needs to join the step's collective, and XLA aborts after its rendezvous timeout.
+# Below 32 in flight no launch waits: waiting here, for step i - IN_FLIGHT before step i is
+# launched, keeps the queue shorter than that while still overlapping launch and compute.
+IN_FLIGHT = 4
 
 
 class Order:
@@ -124,13 +136,17 @@ def make_runner(
     return Runner("numpy", _steps(step, train, operator.getitem), order, seed, jax_keys=False)
 
 
-def _steps(step: Callable, train, take: Callable) -> Callable:
-    """An epoch as one step call per batch; ``take(a, idx)`` is the batch the step gets."""
+def _steps(step: Callable, train, take: Callable, in_flight: int = 0) -> Callable:
+    """An epoch as one step call per batch; ``take(a, idx)`` is the batch the step gets.
+    With ``in_flight`` > 0 (JAX steps), step i is called once step i - ``in_flight`` has
+    finished: at most that many steps are queued at any time."""
     x, t = train
 
     def run(params, opt_state, idx, rngs, epoch, on_step):
         losses = []
         for i, rows in enumerate(idx):
+            if in_flight and i >= in_flight:
+                losses[i - in_flight].block_until_ready()
             try:
                 params, opt_state, value = step(
                     params, opt_state, take(x, rows), take(t, rows), rng=rngs[i]
@@ -178,7 +194,7 @@ def _mesh_steps(step: Callable, train, order: Order, seed: int, mesh) -> Runner:
     def take(a, idx):
         return parallel.place(a[idx[rows]], mesh, order.batch_size)
 
-    run = _steps(parallel.jit_replicated(step, mesh, _donates()), train, take)
+    run = _steps(parallel.jit_replicated(step, mesh, _donates()), train, take, IN_FLIGHT)
     return _on_mesh("mesh-jit", run, order, seed, mesh)
 
 
@@ -238,4 +254,4 @@ def to_backend(tree, backend: str):
     raise ValueError(f"backend must be 'numpy' or 'jax', got {backend!r}")
 
 
-__all__ = ["Order", "Runner", "compiled", "make_runner", "to_backend"]
+__all__ = ["IN_FLIGHT", "Order", "Runner", "compiled", "make_runner", "to_backend"]
