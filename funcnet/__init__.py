@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import importlib
 
-from . import layers
+# _starting first: in the funcnet command, a Ctrl-C while the rest is imported is one line
+from . import _starting, layers  # noqa: F401
 from ._arrays import namespace, split_rng
 from .core import (
     STATE,
