@@ -13,6 +13,7 @@ processes (hosts) run the same program; each one places only its own rows of eve
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import json
 import math
@@ -66,15 +67,20 @@ def initialize(
     (SLURM, Open MPI, ...).  CPU collectives go through gloo, so CPU-only hosts can run it.
     ``timeout`` (seconds) bounds the wait for peers to join, for a silent peer's heartbeat,
     and at shutdown.  JAX's preemption service is left off: it takes SIGTERM for itself, and
-    a run must end on SIGTERM as on Ctrl-C.  A port already in use on process 0's machine is
-    a ValueError before JAX starts.  A peer that dies, is stopped or hangs ends this process
-    within about half the timeout, with one line on stderr that ``name`` starts
-    (:func:`_watch_peers`).  Call it before any computation.
+    a run must end on SIGTERM as on Ctrl-C.  Before JAX starts, the processes answer a roll
+    call on the coordinator's address (:func:`_roll_call`): a port already in use on
+    process 0's machine, a peer that does not start within the timeout, two processes with
+    one id or different process counts are a ValueError in every process concerned, where
+    JAX's own start-up would abort them with a C++ stack.  A peer that dies, is stopped or
+    hangs ends this process within about half the timeout, with one line on stderr that
+    ``name`` starts (:func:`_watch_peers`).  Call it before any computation.
     """
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"initialize: timeout must be an int >= 1 second, got {timeout!r}")
-    if coordinator is not None and process_id == 0:
-        _check_port_free(coordinator)
+    if None not in (coordinator, num_processes, process_id):
+        _roll_call(coordinator, num_processes, process_id, timeout)
+    elif coordinator is not None and process_id == 0:
+        _listen(coordinator).close()  # at least a port in use is one line
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.config.update("jax_enable_preemption_service", False)
     jax.distributed.initialize(
@@ -136,9 +142,9 @@ def _lost(name: str, why: str) -> None:
     os._exit(1)
 
 
-def _check_port_free(coordinator: str) -> None:
-    """A ValueError naming the address when process 0 cannot serve on it: JAX's own bind
-    failure is a crash of the whole process."""
+def _listen(coordinator: str) -> socket.socket:
+    """A listening socket on ``coordinator``, or a ValueError naming the address when
+    process 0 cannot serve there: JAX's own bind failure is a crash of the whole process."""
     host, _, port = coordinator.rpartition(":")
     host = host.strip("[]")
     try:
@@ -146,16 +152,126 @@ def _check_port_free(coordinator: str) -> None:
     except (OSError, ValueError) as e:
         raise ValueError(f"coordinator {coordinator}: cannot resolve {host} ({e})") from None
     family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s = socket.socket(family, kind, proto)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(address)
+        s.listen(64)
+    except OSError as e:
+        s.close()
+        why = "in use (another run?)" if e.errno == errno.EADDRINUSE else e.strerror
+        raise ValueError(
+            f"coordinator {coordinator}: process 0 cannot listen there: {why}; "
+            "pick another port or host"
+        ) from None
+    return s
+
+
+def _roll_call(coordinator: str, n: int, me: int, timeout: int) -> None:
+    """Every process of the run checks in with process 0 on ``coordinator`` (plain TCP, one
+    line each way) before JAX starts, so that what JAX's start-up would end in a C++ abort
+    (a peer that never starts, two processes with one id, different process counts) is a
+    ValueError in every process concerned, within about ``timeout`` seconds.  Process 0
+    says "go" once all n - 1 others are there, or why not; JAX then serves on the same
+    port.  It is no security: anyone who can reach the address can join the run."""
+    if me == 0:
+        _call_roll(_listen(coordinator), coordinator, n, timeout)
+    else:
+        _answer_roll(coordinator, n, me, timeout)
+
+
+def _call_roll(listener: socket.socket, coordinator: str, n: int, timeout: int) -> None:
+    deadline, joined, heard = time.monotonic() + timeout, {}, []
+    try:
+        while len(joined) < n - 1:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = ", ".join(str(p) for p in range(1, n) if p not in joined)
+                raise ValueError(
+                    f"process(es) {missing} of {n} did not join {coordinator} within "
+                    f"{timeout} s (not started, or started with another --coordinator?)"
+                )
+            listener.settimeout(min(left, 0.5))
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            words = (_read_line(conn, time.monotonic() + 5) or "").split()
+            if len(words) != 3 or words[0] != "funcnet" or not all(w.isdigit() for w in words[1:]):
+                conn.close()  # not a funcnet process: not part of the run
+                continue
+            heard.append(conn)
+            pid, count = int(words[1]), int(words[2])
+            if count != n:
+                raise ValueError(
+                    f"process {pid} was started with --num-processes {count}, process 0 with {n}"
+                )
+            if pid in joined or pid == 0:
+                raise ValueError(f"two processes were started with --process-id {pid}")
+            if pid >= n:
+                raise ValueError(f"process id {pid} is not below the {n} processes of the run")
+            joined[pid] = conn
+        _say(heard, "go")
+        for conn in heard:  # the peers close first: the port stays free for JAX
+            _read_line(conn, time.monotonic() + 5)
+    except ValueError as e:
+        _say(heard, f"refused {e}")
+        raise
+    finally:
+        for conn in heard:
+            conn.close()
+        listener.close()
+
+
+def _answer_roll(coordinator: str, n: int, me: int, timeout: int) -> None:
+    host, _, port = coordinator.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while True:
         try:
-            s.bind(address)
-        except OSError as e:
-            why = "in use (another run?)" if e.errno == errno.EADDRINUSE else e.strerror
-            raise ValueError(
-                f"coordinator {coordinator}: process 0 cannot listen there: {why}; "
-                "pick another port or host"
-            ) from None
+            conn = socket.create_connection((host.strip("[]"), int(port)), timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise ValueError(
+                    f"process 0 did not answer on {coordinator} within {timeout} s (not "
+                    "started, or started with another --coordinator?)"
+                ) from None
+            time.sleep(0.2)
+    with conn:
+        conn.sendall(f"funcnet {me} {n}\n".encode())
+        # Process 0 answers within its own timeout, which may have begun after this one.
+        reply = _read_line(conn, time.monotonic() + timeout + 5) or ""
+    if reply.startswith("refused "):
+        raise ValueError(reply.removeprefix("refused "))
+    if reply != "go":
+        raise ValueError(
+            f"process 0 on {coordinator} did not let this process join within {timeout} s "
+            f"(did the run start without it, with another process as --process-id {me}?)"
+        )
+
+
+def _read_line(conn: socket.socket, deadline: float) -> str | None:
+    """One line from ``conn`` by ``deadline``; None at end of file, on timeout or error."""
+    data = b""
+    while not data.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            conn.settimeout(left)
+            chunk = conn.recv(1024)
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
+def _say(conns, line: str) -> None:
+    for conn in conns:
+        with contextlib.suppress(OSError):
+            conn.sendall(f"{line}\n".encode())
 
 
 def check_same_settings(settings: dict, timeout: int = 120) -> None:

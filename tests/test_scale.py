@@ -424,6 +424,43 @@ def test_a_taken_coordinator_port_is_one_line(tmp_path):
     )
 
 
+def _one_line_each(tmp_path, procs, says):
+    for i, p in enumerate(procs):
+        err = (tmp_path / f"{i}.err").read_text()
+        assert p.returncode == 1 and err.count("\n") == 1, err[-2000:]
+        assert err.startswith("funcnet train: cannot start the processes: ") and says[i] in err, err
+
+
+def test_a_peer_that_never_starts_is_one_line_on_either_side(tmp_path):
+    # Process 0 alone, and (on another port) process 1 alone: JAX's start-up used to abort
+    # both with its C++ stack once the timeout had passed.
+    argvs = [_cli(free_port(), 0, timeout=3), _cli(free_port(), 1, timeout=3)]
+    start = time.monotonic()
+    with started(argvs, tmp_path, devices=1) as procs:
+        wait_all(procs, 90)
+    assert time.monotonic() - start < 60
+    _one_line_each(tmp_path, procs, ["process(es) 1 of 2 did not join", "process 0 did not answer"])
+
+
+@pytest.mark.parametrize("ids", [(0, 1, 1), (0, 0)])
+def test_two_processes_with_one_id_are_refused_in_one_line(tmp_path, ids):
+    port = free_port()
+    more = ["--num-processes", str(len(ids)), "--batch", "60"]
+    argvs = [_cli(port, i, *more, timeout=5) for i in ids]
+    with started(argvs, tmp_path, devices=1) as procs:
+        wait_all(procs, 90)
+    if ids == (0, 1, 1):  # process 0 hears both: every process says so
+        _one_line_each(tmp_path, procs, ["two processes were started with --process-id 1"] * 3)
+        return
+    # Two processes 0: one serves the address, the other cannot; the first then waits in
+    # vain for process 1.
+    errs = sorted((tmp_path / f"{i}.err").read_text() for i in (0, 1))
+    assert [p.returncode for p in procs] == [1, 1], errs
+    start = "funcnet train: cannot start the processes: "
+    assert all(e.count("\n") == 1 and e.startswith(start) for e in errs), errs
+    assert "cannot listen there: in use" in errs[0] and "of 2 did not join" in errs[1], errs
+
+
 @pytest.mark.parametrize(("flag", "values"), [("--seed", ("0", "1")), ("--lr", ("0.1", "0.2")),
                                               ("--epochs", ("1", "2"))])  # fmt: skip
 def test_processes_started_with_different_settings_all_stop_in_one_line(
