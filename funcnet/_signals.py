@@ -54,7 +54,8 @@ GRACE = 30.0
 class _State:
     """The handler's state, kept in one object: what arrived, what waits for a write."""
 
-    received: int | None = None  # the first ending signal of the run
+    received: int | None = None  # the first ending signal of the run, once handled
+    arrived: int | None = None  # the first one the watchdog saw, handled or not yet
     depth = 0  # nested deferred() blocks
     pending: int | None = None  # a signal that arrived inside them
     runs = 0  # times the handler ran: the watchdog's proof that the main thread is alive
@@ -113,7 +114,7 @@ def handled(name: str = "funcnet"):
         yield _state
         return
     saved = {s: signal.getsignal(s) for s in SIGNALS}
-    _state.received = _state.pending = None
+    _state.received = _state.pending = _state.arrived = None
     _state.name = name
     read, write = os.pipe()
     os.set_blocking(write, False)
@@ -140,6 +141,7 @@ def _watchdog(read: int) -> None:
             signum = byte[0]
             if signum not in SIGNALS:
                 continue
+            _state.arrived = _state.arrived or signum
             runs, deadline = _state.runs, time.monotonic() + GRACE
             while time.monotonic() < deadline and _state.runs == runs:
                 time.sleep(0.05)
@@ -165,6 +167,33 @@ def deferred():
         raise Interrupt(signum)
 
 
+@contextlib.contextmanager
+def holding():
+    """Hold the signals of :func:`handled` while the block runs and raise none of them
+    after it: for the code that already ends the run (its last lines, its exit status),
+    which an ``Interrupt`` raised in the middle would only cut short.  :func:`received`
+    still says what came."""
+    _state.depth += 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+        if not _state.depth:
+            _state.pending = None
+
+
+def arrived(wait: float = 0.0) -> int | None:
+    """The first ending signal that reached this process since :func:`handled` began,
+    whether or not its handler has run (the main thread may have been in C++), or None;
+    with ``wait`` > 0, waiting up to that many seconds for one, handlers running meanwhile."""
+    deadline = time.monotonic() + wait
+    while True:
+        signum = _state.received or _state.arrived
+        if signum is not None or time.monotonic() >= deadline:
+            return signum
+        time.sleep(0.02)
+
+
 def received() -> int | None:
     """The first ending signal since :func:`handled` began, or None."""
     return _state.received
@@ -173,9 +202,12 @@ def received() -> int | None:
 def exit_status(status: int) -> int:
     """A run's exit status, with an interrupt told apart by its signal: 128 + the signal's
     number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP), the shell's convention."""
-    if status == 130 and _state.received is not None:
-        return 128 + _state.received
+    signum = _state.received or _state.arrived
+    if status == 130 and signum is not None:
+        return 128 + signum
     return status
 
 
-__all__ = ["SIGNALS", "Interrupt", "deferred", "exit_status", "handled", "received"]
+__all__ = [
+    "SIGNALS", "Interrupt", "arrived", "deferred", "exit_status", "handled", "holding", "received",
+]  # fmt: skip

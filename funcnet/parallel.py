@@ -118,7 +118,7 @@ def _watch_peers(timeout: int, name: str) -> None:
         try:
             client.key_value_increment(f"funcnet/alive/{me}", 1)
             for p, (last, since) in seen.items():
-                if _exiting.is_set():  # still counting, for the peers' sake; judging none
+                if _ending():  # still counting, for the peers' sake; judging none
                     break
                 try:
                     value = client.key_value_try_get(f"funcnet/alive/{p}")
@@ -131,9 +131,42 @@ def _watch_peers(timeout: int, name: str) -> None:
                     _lost(name, f"process {p} has not answered for {now - since:.0f} s (dead, "
                           "stopped or hung)")  # fmt: skip
         except Exception as e:  # the coordination service itself is gone
-            if not _exiting.is_set():
+            if not _ending():
                 _lost(name, f"the coordinator (process 0) does not answer ({_one_line(e)})")
         time.sleep(max(0.2, timeout / 20))
+
+
+def _ending() -> bool:
+    """Past its work, or ending on a signal (SIGTERM to every process: the peers leave the
+    run at about the same moment, and the run's own interrupt says so in one line)."""
+    from . import _signals
+
+    return _exiting.is_set() or _signals.arrived() is not None
+
+
+def leave(wait: float = 5.0) -> None:
+    """Say that this process leaves the run now, before it ends without JAX's shutdown (an
+    interrupt, a failed collective).  Process 0 then waits up to ``wait`` seconds for every
+    other process to say so too, and one second more: its coordination service must
+    outlive them, or JAX's error poller in a peer still finishing its own interrupt aborts
+    that peer with a C++ stack.  Nothing to do in a run of one process."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+
+    client, me = distributed.global_state.client, jax.process_index()
+    _exiting.set()
+    with contextlib.suppress(Exception):
+        client.key_value_set(f"funcnet/left/{me}", "1")
+    if me != 0:
+        return
+    deadline = time.monotonic() + wait
+    for p in range(1, jax.process_count()):
+        left_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+        with contextlib.suppress(Exception):  # gone already, or not in time: stop waiting
+            client.blocking_key_value_get(f"funcnet/left/{p}", max(left_ms, 1))
+    if wait > 0:  # a peer ends right after its key: let it be gone, not only leaving
+        time.sleep(1.0)
 
 
 def _lost(name: str, why: str) -> None:
@@ -479,6 +512,7 @@ __all__ = [
     "initialize",
     "is_main",
     "jit_replicated",
+    "leave",
     "local_copy",
     "local_rows",
     "place",

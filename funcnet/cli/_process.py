@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -82,25 +83,26 @@ def run_command(command: Callable[[object], int], args, name: str) -> int:
     SIGTERM and SIGHUP at any moment end it in one line on stderr (the command may say more
     first, e.g. what it saved) with 128 + the signal's number; a closed stdout drops the
     rest of the output and lets the command finish."""
+    broken = False
     with stdout_may_close(), _signals.handled(name):
         try:
             status = command(args)
         except KeyboardInterrupt:  # outside training (which says more): one line, no traceback
-            print(f"{name}: interrupted", file=sys.stderr, flush=True)
-            status = 130
+            with _signals.holding():
+                print(f"{name}: interrupted", file=sys.stderr, flush=True)
+                status = 130
         except Exception as e:
             if type(e).__name__ not in ("XlaRuntimeError", "JaxRuntimeError"):
                 raise
-            status = _xla_failed(name, e)
-        status = _signals.exit_status(status)
-    if status > 128 and _distributed():
-        # An interrupted run of several processes: JAX's shutdown barrier at exit would wait
-        # for peers that may be gone or stuck, then abort with a C++ stack.  The files are
-        # written; end here.
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
-        os._exit(status)
+            with _signals.holding():
+                status, broken = _xla_failed(name, e), True
+        with _signals.holding():
+            status = _signals.exit_status(status)
+            if (status > 128 or broken) and _distributed():
+                # A run of several processes that ends early: JAX's shutdown barrier at exit
+                # would wait for peers that may be gone or stuck, then abort with a C++
+                # stack.  The files are written; end here, once the peers know.
+                _leave_now(status)
     return status
 
 
@@ -109,18 +111,33 @@ def _distributed() -> bool:
     return jax is not None and jax.process_count() > 1
 
 
+def _leave_now(status: int) -> None:
+    from .. import parallel
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        parallel.leave(5.0 if status > 128 else 0.0)
+    os._exit(status)
+
+
 def _xla_failed(name: str, error: Exception) -> int:
     """A computation that XLA could not finish, in one line.  In a run of several processes
-    it is a collective whose peer is gone (its socket closed): the process then ends at
-    once, as a normal exit would wait in JAX's shutdown barrier for that peer and abort."""
+    it is a collective whose peer is gone (its socket closed); when an ending signal reached
+    this process too (SIGTERM to every process: a peer that handled it first has left the
+    step), it is that signal's interrupt."""
     first = (str(error).strip().splitlines() or [type(error).__name__])[0]
     distributed = _distributed()
+    # The signal may land a moment after the peer's leaving broke the collective.
+    signum = _signals.arrived(wait=0.5 if distributed else 0.0)
+    if signum is not None:
+        how = signal.Signals(signum).name
+        print(f"{name}: interrupted ({how}) while its peers ended too; finished checkpoints "
+              "are on disk", file=sys.stderr, flush=True)  # fmt: skip
+        return 130
     hint = " (a peer process gone?); finished checkpoints are on disk" if distributed else ""
     print(f"{name}: a computation failed: {first}{hint}", file=sys.stderr, flush=True)
-    if distributed:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-        os._exit(1)
     return 1
 
 
