@@ -77,8 +77,14 @@ def initialize(
     """
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"initialize: timeout must be an int >= 1 second, got {timeout!r}")
+    bind = coordinator
     if None not in (coordinator, num_processes, process_id):
         _roll_call(coordinator, num_processes, process_id, timeout)
+        if process_id == 0 and num_processes > 1:
+            _service.start(coordinator, num_processes, timeout)
+            # JAX starts a service in process 0 whatever it is told: this one, on a free
+            # port of the same host, serves nobody.
+            bind = f"{coordinator.rpartition(':')[0]}:0"
     elif coordinator is not None and process_id == 0:
         _listen(coordinator).close()  # at least a port in use is one line
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -90,18 +96,79 @@ def initialize(
         initialization_timeout=timeout,
         heartbeat_timeout_seconds=timeout,
         shutdown_timeout_seconds=timeout,
-        coordinator_bind_address=coordinator,
+        coordinator_bind_address=bind,
     )
     _connect(data_mesh())
     if jax.process_count() > 1:
         # atexit runs last-registered first: this before JAX's shutdown, whose barrier
         # waits for the peers still finishing their own last work.
-        atexit.register(_exiting.set)
+        atexit.register(_finish)
         watch = threading.Thread(target=_watch_peers, args=(timeout, name), daemon=True)
         watch.start()
 
 
 _exiting = threading.Event()  # this process is past its work: peers are no longer judged
+
+
+class _Service:
+    """The run's coordination service in a process of its own, which process 0 starts and
+    which outlives it: JAX's error poller in every other process aborts that process (a
+    C++ stack, status 134) the moment the service's connection closes, so a service inside
+    process 0 turned a killed process 0 into an abort of all the others.  Served from here,
+    the others see their collective fail or process 0 fall silent and end in one line.  It
+    stops when process 0 says it is done (after JAX's shutdown), or ``timeout`` seconds
+    after process 0 has gone otherwise (what the others need to notice and leave)."""
+
+    CODE = (
+        "import signal, sys, time\n"
+        "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
+        "    signal.signal(s, signal.SIG_IGN)\n"
+        "from jaxlib import _jax\n"
+        "address, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
+        "service = _jax.get_distributed_runtime_service(address, n, heartbeat_timeout=timeout,"
+        " shutdown_timeout=timeout)\n"
+        "print('ready', flush=True)\n"
+        "if sys.stdin.readline().strip() != 'done':\n"
+        "    time.sleep(timeout)\n"
+        "service.shutdown()\n"
+    )
+
+    def __init__(self):
+        self.proc = None
+
+    def start(self, coordinator: str, n: int, timeout: int) -> None:
+        import subprocess
+
+        # Its own session: a Ctrl-C or a signal to the terminal's process group is for
+        # the run's processes, which need the service while they leave.
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.CODE, coordinator, str(n), str(timeout)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        if self.proc.stdout.readline().strip() != "ready":
+            self.proc.kill()
+            raise ValueError(f"coordinator {coordinator}: the coordination service did not start")
+
+    def done(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.proc.stdin.write("done\n")
+                self.proc.stdin.flush()
+            self.proc = None
+
+
+_service = _Service()
+
+
+def _finish() -> None:
+    """At exit, before JAX's own clean-up: JAX's shutdown barrier with the peers, then the
+    service's end."""
+    _exiting.set()
+    if _service.proc is not None:
+        with contextlib.suppress(Exception):
+            jax.distributed.shutdown()
+        _service.done()
 
 
 def _watch_peers(timeout: int, name: str) -> None:
@@ -167,6 +234,7 @@ def leave(wait: float = 5.0) -> None:
             client.blocking_key_value_get(f"funcnet/left/{p}", max(left_ms, 1))
     if wait > 0:  # a peer ends right after its key: let it be gone, not only leaving
         time.sleep(1.0)
+        _service.done()
 
 
 def _lost(name: str, why: str) -> None:

@@ -341,9 +341,9 @@ def test_cli_devices_4_saves_what_one_device_trains(tmp_path, mnist_dir):
 
 @pytest.mark.slow
 def test_the_two_process_command_of_the_docs(tmp_path, mnist_dir):
-    """docs/parallel.md's two commands as written (a free port, a short run): the same saved
+    """docs/scale.md's two commands as written (a free port, a short run): the same saved
     params as --devices 4, process 0 alone printing and saving."""
-    lines = command_lines(ROOT / "docs" / "parallel.md", "## Two processes")
+    lines = command_lines(ROOT / "docs" / "scale.md", "## Two processes")
     port, short = free_port(), ["--subset", "1000", "--epochs", "2", "--no-plot"]
     argvs = []
     for line in lines:
@@ -534,11 +534,8 @@ def test_a_stopped_or_dead_peer_ends_the_survivor_in_one_line(tmp_path, mnist_di
     lines = [x for x in err.splitlines() if not x.startswith("[Gloo]")]
     assert procs[survivor].returncode != 0 and took < 15, (took, err[-2000:])
     assert checkpoints.run_info(run)[0] >= 2
-    if who == 0:
-        # The coordinator's death reaches JAX's error poller at once, whose C++ abort (one
-        # FATAL line, then its stack) funcnet cannot replace: the jaxlib callback for it
-        # fails with std::bad_cast.  Bounded and non-zero, not one line.
-        return
+    # A killed process 0 too: the coordination service runs in a process of its own, so
+    # JAX's error poller in the survivor does not abort it (C++ stack, status 134).
     assert procs[survivor].returncode == 1
     assert len(lines) == 1 and lines[0].startswith("funcnet train: "), err[-2000:]
     assert lines[0].endswith("finished checkpoints are on disk")
