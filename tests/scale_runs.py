@@ -15,7 +15,7 @@ process I PORT D  process I of 2 (2 devices each): a per-step run (BatchNorm, Dr
                   plain MLP; final params in D.
 reference D       one process, 4 devices: the same runs, and resumes from D's epoch-1
                   checkpoint on 1, 2 and 4 devices.
-spin I PORT       process I of 2 training until killed (peer timeout 3 s).
+spin I PORT       process I of 2 training until killed (peer timeout 10 s).
 flood STEPS K D   one per-step epoch of STEPS heavy steps on D devices, at most K steps
                   queued (``runners.IN_FLIGHT``; 0: unbounded, what XLA deadlocked on).
 """
@@ -218,7 +218,7 @@ def reference(folder):
 
 
 def spin(pid, port):
-    parallel.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=3)
+    parallel.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=10)
 
     def say(epoch, hist):
         print(f"epoch {epoch}", flush=True)  # a file, read while the process runs

@@ -152,7 +152,7 @@ def test_a_dead_process_stops_the_other_in_bounded_time(tmp_path):
         took = time.monotonic() - start
     err = (tmp_path / "0.err").read_text()
     assert procs[0].returncode != 0
-    assert took < 30, took  # the peer timeout is 3 s
+    assert took < 30, took  # the peer timeout is 10 s; the watch acts after half of it
     # funcnet's peer watch (half the timeout) says it in one line before JAX's heartbeat
     # abort ("another task died"), which remains the fallback.
     said = ("has not answered for", "another task died", "unhealthy")
@@ -446,7 +446,7 @@ def test_a_peer_that_never_starts_is_one_line_on_either_side(tmp_path):
 def test_two_processes_with_one_id_are_refused_in_one_line(tmp_path, ids):
     port = free_port()
     more = ["--num-processes", str(len(ids)), "--batch", "60"]
-    argvs = [_cli(port, i, *more, timeout=5) for i in ids]
+    argvs = [_cli(port, i, *more, timeout=10) for i in ids]
     with started(argvs, tmp_path, devices=1) as procs:
         wait_all(procs, 90)
     if ids == (0, 1, 1):  # process 0 hears both: every process says so
