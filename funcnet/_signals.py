@@ -2,7 +2,7 @@
 that whatever ends a run on Ctrl-C (``train.fit`` keeps the finished epochs) ends it on the
 signals that SLURM, Kubernetes, ``timeout`` and a closed terminal send too.
 
-Two places where a signal must not land:
+Three places where a signal must not land:
 
 - Python runs a signal's handler at the next bytecode of the main thread, which may be
   inside a ``gc.callbacks`` function (JAX registers ``_xla_gc_callback``; the collector runs
@@ -10,6 +10,11 @@ Two places where a signal must not land:
   An exception raised there is printed as "Exception ignored in ..." and dropped: the
   Ctrl-C is lost and the run goes on.  The handler sees that context on the stack and has
   the signal delivered again a moment later, outside it.
+- An import: a module imported lazily on the way (JAX, by the first command that needs
+  it) may be a C extension whose initialization runs Python code, and an exception raised
+  there becomes a C++ exception that ends the process in ``terminate`` (jaxlib's nanobind
+  enums): an abort with a traceback inside its message.  The handler sees the import
+  machinery on the stack and has the signal delivered again a moment later, after it.
 - A checkpoint write: :func:`deferred` holds any signal until the file is in place, so
   that the interrupt that asks for the params to be saved cannot cut their file short.
 
@@ -73,11 +78,15 @@ _SWALLOWED = ("__del__", "__array__", "__float__", "__int__", "__index__", "__co
 
 
 def _unraisable_context(frame) -> bool:
-    """Whether ``frame`` or a caller is a gc callback or one of :data:`_SWALLOWED`: code
-    whose exceptions are dropped or replaced on their way out."""
+    """Whether ``frame`` or a caller is a gc callback, one of :data:`_SWALLOWED` or the
+    import machinery: code whose exceptions are dropped or replaced on their way out, or
+    that a C extension's initialization may turn into an abort."""
     callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
     while frame is not None:
-        if frame.f_code in callbacks or frame.f_code.co_name in _SWALLOWED:
+        code = frame.f_code
+        if code in callbacks or code.co_name in _SWALLOWED:
+            return True
+        if code.co_filename.startswith("<frozen importlib"):
             return True
         frame = frame.f_back
     return False

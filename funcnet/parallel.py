@@ -71,9 +71,11 @@ def initialize(
     call on the coordinator's address (:func:`_roll_call`): a port already in use on
     process 0's machine, a peer that does not start within the timeout, two processes with
     one id or different process counts are a ValueError in every process concerned, where
-    JAX's own start-up would abort them with a C++ stack.  A peer that dies, is stopped or
-    hangs ends this process within about half the timeout, with one line on stderr that
-    ``name`` starts (:func:`_watch_peers`).  Call it before any computation.
+    JAX's own start-up would abort them with a C++ stack.  Process 0 serves the run's
+    coordination service from a child process that outlives it (:class:`_Service`).  A peer
+    that dies (process 0 included), is stopped or hangs ends this process within about half
+    the timeout, with one line on stderr that ``name`` starts (:func:`_watch_peers`).  Call
+    it before any computation.
     """
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"initialize: timeout must be an int >= 1 second, got {timeout!r}")
