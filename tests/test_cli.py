@@ -432,3 +432,29 @@ def test_a_command_imports_only_what_it_needs(argv, heavy):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_signal_during_the_final_save_waits_for_it(tmp_path, capsys, monkeypatch, mnist_dir):
+    import os
+    import signal
+
+    from funcnet.cli import train as train_command
+
+    monkeypatch.setenv("FUNCNET_DATA", str(mnist_dir))
+    real = train_command._save
+
+    def interrupted_save(*args):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the write begins
+        return real(*args)
+
+    monkeypatch.setattr(train_command, "_save", interrupted_save)
+    save = tmp_path / "p.npz"
+    code, out, err = call(
+        capsys, "train", "--subset", "1000", "--epochs", "1", "--no-plot", "--save", str(save)
+    )
+    assert code == 130, err
+    assert (
+        err.strip()
+        == f"funcnet train: interrupted after all 1 epoch(s); the params are saved to {save}"
+    )
+    assert save.is_file() and "test accuracy" not in out

@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 
+from .. import _signals
 from . import _flags as flag
 from . import _iterations, _report, _settings, _setup
 from ._flags import add_command
@@ -135,11 +136,11 @@ def _train(args, mesh, main: bool) -> int:
             )  # fmt: skip
     except Interrupted as stop:
         kept = ""
-        if args.save and stop.epochs_done > done:
-            where = args.save
-            if main:  # process 0 writes for all
-                kept_params = scored_params(*local(mesh, (stop.params, stop.opt_state)))
-                where = _save(args.save, kept_params, stop.epochs_done, config, data) or "nowhere"
+        if args.save and stop.epochs_done > done and not main:  # process 0 writes for all
+            kept = f"; process 0 saves the params of epoch {stop.epochs_done} to {args.save}"
+        elif args.save and stop.epochs_done > done:
+            kept_params = scored_params(*local(mesh, (stop.params, stop.opt_state)))
+            where = _save(args.save, kept_params, stop.epochs_done, config, data) or "nowhere"
             kept = f"; the params of epoch {stop.epochs_done} are saved to {where}"
         elif args.save:
             kept = "; no epoch had finished, nothing saved"
@@ -150,10 +151,16 @@ def _train(args, mesh, main: bool) -> int:
         raise Stop(1, str(e)) from None
     if not main:
         return 0  # the rest is printing and saving: process 0's
-    last, opt_state = local(mesh, (last, opt_state))
-    params = scored_params(last, opt_state)  # what fit scored
-    # A --save that went elsewhere (full disk, read-only folder) says where, and exits 1.
-    where = _save(args.save, params, args.epochs, config, data) if args.save else None
+    try:
+        # Training is over: a signal now waits until the params are written.
+        with _signals.deferred():
+            last, opt_state = local(mesh, (last, opt_state))
+            params = scored_params(last, opt_state)  # what fit scored
+            # A --save that went elsewhere (full disk, read-only folder) says where, exits 1.
+            where = _save(args.save, params, args.epochs, config, data) if args.save else None
+    except KeyboardInterrupt:
+        kept = f"; the params are saved to {where or 'nowhere'}" if args.save else ""
+        raise Stop(130, f"interrupted after all {args.epochs} epoch(s){kept}") from None
     print(_report.summary(args, net, last, hist, data, task.unit, where))
     if not args.no_plot:
         print(_report.plots(args, net, params, hist, data, task))
