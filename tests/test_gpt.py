@@ -176,6 +176,19 @@ def test_decay_mask_decays_the_matmul_weights_only(tie, bias):
     assert n_decayed == 2 * 4 + (not tie)
 
 
+def test_the_command_lines_recipes_are_the_named_ones():
+    """funcnet train's defaults are NANOGPT_CPU; the flags the README gives, FAST_CPU."""
+    from funcnet import tasks
+
+    base = {"layers": 4, "heads": 4, "width": 128, "context": 64, "dropout": 0.0, "batch": 12,
+            "iters": 2000, "lr": 1e-3, "eval_every": 0}  # fmt: skip
+    assert tasks.gpt_recipe(base) == gpt.NANOGPT_CPU
+    fast = {**base, "context": 128, "batch": 16, "iters": 3000, "lr": 3e-3}
+    assert tasks.gpt_recipe(fast) == gpt.FAST_CPU._replace(min_lr=pytest.approx(3e-4))
+    assert (gpt.NANOGPT_CPU.bias, gpt.NANOGPT_CPU.gelu) == (False, "erf")
+    assert (gpt.FAST_CPU.bias, gpt.FAST_CPU.gelu) == (False, "erf")
+
+
 def test_the_optimizer_steps_as_optax_does():
     """Clipping, then AdamW with the decay mask under the schedule: optax's chain."""
     rng = np.random.default_rng(5)
@@ -268,3 +281,7 @@ def test_train_gpt_learns_a_small_text_and_samples_it():
     assert gpt.evaluate(result.net, result.params, corpus.val, 8) == pytest.approx(
         result.history[-1][2], rel=1e-6
     )
+    # nanoGPT's estimate: random windows, the same seed the same figure, near the fixed set's
+    est = [gpt.estimate(result.net, result.params, corpus.val, 8, seed=s) for s in (0, 0, 1)]
+    assert est[0] == est[1] != est[2]
+    assert est[0] == pytest.approx(result.history[-1][2], abs=0.3)
