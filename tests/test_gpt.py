@@ -189,6 +189,21 @@ def test_the_command_lines_recipes_are_the_named_ones():
     assert (gpt.FAST_CPU.bias, gpt.FAST_CPU.gelu) == (False, "erf")
 
 
+def test_the_first_updates_use_nanogpts_rates_from_iteration_0():
+    """Adam's first step moves an undecayed parameter by lr·g/(|g| + ε): its size is the rate
+    of that step, which must be get_lr(0) = 1e-3/101, then get_lr(1) = 2e-3/101, ..."""
+    net = gpt.gpt(9, layers=1, heads=1, width=4, context=3)
+    _, p = net.init(0, (-1, 3), dtype=np.float64)
+    opt = gpt.optimizer(gpt.NANOGPT_CPU)
+    state = opt.init(p)
+    ones = jax.tree_util.tree_map(lambda a: np.full(a.shape, 1e-3), p)  # norm < clip: unclipped
+    for it in range(3):
+        updates, state = opt.update(ones, state, p)
+        gamma = updates["body"][-1]["gamma"]  # LayerNorm's γ: not decayed
+        # a constant gradient g keeps Adam's corrected m/√v at g/(g + ε)
+        np.testing.assert_allclose(gamma, -1e-3 * (it + 1) / 101 * 1e-3 / (1e-3 + 1e-8), rtol=1e-9)
+
+
 def test_the_optimizer_steps_as_optax_does():
     """Clipping, then AdamW with the decay mask under the schedule: optax's chain."""
     rng = np.random.default_rng(5)
