@@ -205,7 +205,9 @@ def decay_mask(params):
     of the blocks, and the output projection when it is not tied), not the biases,
     LayerNorm's γ and β, nor the embeddings (the token embedding, tied or not, and the
     positional one): nanoGPT's groups as the version that published the CPU recipe's 1.88
-    drew them (it took ``lm_head`` out of the decayed set as the tied ``wte``)."""
+    drew them (it took ``lm_head`` out of the decayed set as the tied ``wte``).  Params keyed
+    by nanoGPT's names (``wte``, ``wpe``, ..., as ``tests/gpt_reference.flat`` gives them) get
+    the same groups."""
     import jax
 
     def matmuls(tree):
@@ -214,6 +216,8 @@ def decay_mask(params):
     def body_mask(body):  # body[0]: the positional embedding
         return ({"W": False}, *matmuls(tuple(body[1:])))
 
+    if isinstance(params, dict) and "body" not in params:  # keyed by nanoGPT's names
+        return {k: False if k in ("wte", "wpe") else matmuls(v) for k, v in params.items()}
     if isinstance(params, dict):  # tied: {"wte", "body"}
         return {"wte": False, "body": body_mask(params["body"])}
     _, body, head = params  # the embedding, the body, the output projection

@@ -174,6 +174,10 @@ def test_decay_mask_decays_the_matmul_weights_only(tie, bias):
     assert set(decayed) == {(4, 12), (4, 4), (4, 16), (16, 4)} | ({(4, 9)} if not tie else set())
     n_decayed = sum(jax.tree_util.tree_leaves(mask))
     assert n_decayed == 2 * 4 + (not tie)
+    if not bias:  # the same groups in nanoGPT's names (the jax.numpy model's layout)
+        named = gpt.decay_mask(ref.flat(gpt.gpt(9, 2, 1, 4, 3, tie=tie).init(0, (-1, 3))[1], tie))
+        assert not named["wte"] and not named["wpe"] and not named["lnf_g"]
+        assert sum(jax.tree_util.tree_leaves(named)) == n_decayed
 
 
 def test_the_command_lines_recipes_are_the_named_ones():
