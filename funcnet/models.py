@@ -147,7 +147,9 @@ def _deep(*, wrap: Wrap = None) -> Layer:
 
 def _gpt(vocab: int, layers: int, heads: int, width: int, context: int, dropout: float = 0.0,
          *, wrap: Wrap = None) -> Layer:  # fmt: skip
-    net = gpt(vocab, layers, heads, width, context, dropout)
+    from .gpt import NANOGPT_CPU as r  # the model tasks.gpt_recipe trains
+
+    net = gpt(vocab, layers, heads, width, context, dropout, bias=r.bias, gelu=r.gelu)
     return net if wrap is None else wrap(net)
 
 
@@ -225,12 +227,15 @@ def gpt(
     dropout: float = 0.0,
     *,
     tie: bool = True,
+    bias: bool = False,
+    gelu: str = "erf",
 ) -> Layer:
-    """nanoGPT's character GPT, ids (N, T ≤ context) → logits (N, T, vocab): see
-    ``funcnet.gpt.gpt``, which also holds its loss, optimizer, training loop and sampler."""
+    """nanoGPT's character GPT, ids (N, T ≤ context) → logits (N, T, vocab), by default
+    without biases and with the exact GELU as nanoGPT's: see ``funcnet.gpt.gpt``, which also
+    holds its loss, optimizer, training loop and sampler."""
     from .gpt import gpt as build
 
-    return build(vocab, layers, heads, width, context, dropout, tie=tie)
+    return build(vocab, layers, heads, width, context, dropout, tie=tie, bias=bias, gelu=gelu)
 
 
 # --------------------------------------------------------------------------- seq2seq (book 2)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from commands import FUNCNET, call
 
-from funcnet import checkpoints, shakespeare
+from funcnet import checkpoints, gpt, shakespeare
 from funcnet.cli import _iterations
 
 # A model small enough to compile and score in seconds; the corpus is the real one.
@@ -71,6 +71,13 @@ def test_train_then_sample_twice_the_same_text(tmp_path, env, capsys):
     code, _, err = call(capsys, "sample", "--load", str(other))
     assert code == 1 and err.strip().startswith(f"funcnet sample: {other} holds no")
     assert len(err.strip().splitlines()) == 1
+    # GPT params of another layout (biases, as GPT-2's) under the same settings: one line.
+    old = tmp_path / "old.npz"
+    biased = gpt.gpt(65, 1, 2, 16, 16, bias=True, gelu="tanh").init(0, (-1, 16))[1]
+    checkpoints.save_run(old, biased, (), iterations, meta)
+    code, _, err = call(capsys, "sample", "--load", str(old))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert f"{old} holds a GPT of another layout" in err
 
 
 def _interruptible():

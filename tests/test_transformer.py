@@ -26,12 +26,14 @@ def _random(layer, shape, seed):
 
 LAYERS = [
     (lambda: tf.LayerNorm(), 3),
+    (lambda: tf.LayerNorm(bias=False), 3),
     (lambda: tf.Gelu(), 3),
     (lambda: tf.Gelu(approximate=False), 3),
     (lambda: tf.PositionalEmbedding(9), 3),
     (lambda: tf.CausalSelfAttention(1), 3),
     (lambda: tf.CausalSelfAttention(2), 3),
     (lambda: tf.CausalSelfAttention(3), 3),
+    (lambda: tf.CausalSelfAttention(2, bias=False), 3),
 ]
 
 
@@ -41,7 +43,9 @@ LAYERS = [
 def test_backward_matches_jax_vjp_on_random_shapes(make, ndim, seed, arrays):
     layer = make()
     rng = np.random.default_rng(seed)
-    heads = int(layer.name.split("(")[1].rstrip(")")) if "Attention" in layer.name else 1
+    heads = (
+        int(layer.name.split("(")[1].split(",")[0].rstrip(")")) if "Attention" in layer.name else 1
+    )
     n, t = int(rng.integers(1, 4)), int(rng.integers(1, 8))  # t = 1: one position
     c = heads * int(rng.integers(1, 4))
     params, x = _random(layer, (n, t, c), seed)
@@ -52,7 +56,8 @@ def test_the_catalogue_holds_the_layers_and_passes():
     names = {c.make().name.split("(")[0] for c in check.layer_cases()}
     assert {"LayerNorm", "Gelu", "PositionalEmbedding", "CausalSelfAttention"} <= names
     reports = check.builtin_checks(kinds={"transformer"})
-    assert len(reports) == 24 and all(r.ok for r in reports), [str(r) for r in reports]
+    # 15 cases (with and without biases), each on NumPy and on JAX arrays
+    assert len(reports) == 30 and all(r.ok for r in reports), [str(r) for r in reports]
 
 
 # --------------------------------------------------------------------------- forwards
@@ -67,6 +72,10 @@ def test_forwards_match_independent_references():
     mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
     want = (x - mu) / np.sqrt(var + 1e-5) * p["gamma"] + p["beta"]
     np.testing.assert_allclose(ln.forward(p, x)[0], want, rtol=1e-12, atol=1e-12)
+    no_beta = tf.LayerNorm(bias=False)
+    assert set(no_beta.init(0, (-1, 5, 6))[1]) == {"gamma"}
+    got = no_beta.forward({"gamma": p["gamma"]}, x)[0]
+    np.testing.assert_allclose(got, want - p["beta"], rtol=1e-12, atol=1e-12)
     for approximate in (True, False):
         got = tf.Gelu(approximate=approximate).forward((), x)[0]
         ref = jax.nn.gelu(jnp.asarray(x), approximate=approximate)
@@ -76,19 +85,22 @@ def test_forwards_match_independent_references():
     np.testing.assert_array_equal(pe.forward(pp, x)[0], x + pp["W"][:5])
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("heads", [1, 2, 3])
-def test_attention_matches_jax_dot_product_attention(heads):
-    """jax.nn.dot_product_attention with is_causal, and nanoGPT's q, k, v and head layout."""
+def test_attention_matches_jax_dot_product_attention(heads, bias):
+    """jax.nn.dot_product_attention with is_causal, and nanoGPT's q, k, v and head layout;
+    without biases, params W_qkv and W_o only."""
     rng = np.random.default_rng(heads)
     n, t, c = 2, 7, 6
-    att = tf.CausalSelfAttention(heads)
+    att = tf.CausalSelfAttention(heads, bias=bias)
     _, p = att.init(0, (-1, t, c), dtype=np.float64)
+    assert set(p) == ({"W_qkv", "b_qkv", "W_o", "b_o"} if bias else {"W_qkv", "W_o"})
     p = {k: rng.standard_normal(v.shape) for k, v in p.items()}
     x = rng.standard_normal((n, t, c))
-    qkv = x @ p["W_qkv"] + p["b_qkv"]
+    qkv = x @ p["W_qkv"] + p.get("b_qkv", 0)
     q, k, v = (a.reshape(n, t, heads, c // heads) for a in np.split(qkv, 3, axis=-1))
     y = jax.nn.dot_product_attention(q, k, v, is_causal=True).reshape(n, t, c)
-    want = np.asarray(y) @ p["W_o"] + p["b_o"]
+    want = np.asarray(y) @ p["W_o"] + p.get("b_o", 0)
     # dot_product_attention takes its softmax in float32, whatever the input's dtype.
     np.testing.assert_allclose(att.forward(p, x)[0], want, rtol=1e-4, atol=1e-5)
     # Causality: changing the last position changes no earlier output.
@@ -162,3 +174,24 @@ def test_bad_input_names_the_layer_and_the_shapes():
         tf.CausalSelfAttention(0)
     with pytest.raises(ValueError, match=r"LayerNorm: backward expected dout of shape"):
         ln.backward(ln.forward(lp, np.zeros((2, 8), np.float32))[1], np.zeros((2, 7), np.float32))
+
+
+def test_params_of_the_other_layout_are_refused_naming_the_keys():
+    """A bias-free layer given biased params (or the reverse), and a wrong shape."""
+    _, biased = tf.CausalSelfAttention(2).init(0, (-1, 4, 8))
+    bare = tf.CausalSelfAttention(2, bias=False)
+    with pytest.raises(
+        ValueError, match=r"bias=False\): expected params with keys \['W_o', 'W_qkv'\]"
+    ):
+        bare.forward(biased, np.zeros((1, 4, 8), np.float32))
+    _, p = bare.init(0, (-1, 4, 8))
+    with pytest.raises(
+        ValueError,
+        match=r"expected params W_qkv \(8, 24\), W_o \(8, 8\), got W_qkv \(8, 24\), W_o \(8, 4\)",
+    ):
+        bare.forward({**p, "W_o": p["W_o"][:, :4]}, np.zeros((1, 4, 8), np.float32))
+    with pytest.raises(
+        ValueError,
+        match=r"LayerNorm: expected params with keys \['beta', 'gamma'\], got \['gamma'\]",
+    ):
+        tf.LayerNorm().forward({"gamma": np.ones(8, np.float32)}, np.zeros((2, 8), np.float32))

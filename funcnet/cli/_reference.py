@@ -107,10 +107,16 @@ def _dropout(p: float, scale_at: str, train: bool):
     return ref
 
 
-def _layernorm(p, x, out):
-    """(x − mean)/√(var + ε)·γ + β over the last axis, ε = 1e-5 (LayerNorm's default)."""
-    mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + BATCHNORM_EPS) * p["gamma"] + p["beta"]
+def _layernorm(bias: bool):
+    """(x − mean)/√(var + ε)·γ + β over the last axis, ε = 1e-5 (LayerNorm's default); no β
+    without ``bias``."""
+
+    def ref(p, x, out):
+        mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        y = (x - mean) / np.sqrt(var + BATCHNORM_EPS) * p["gamma"]
+        return y + p["beta"] if bias else y
+
+    return ref
 
 
 def _gelu(exact: bool):
@@ -124,38 +130,40 @@ def _gelu(exact: bool):
     return ref
 
 
-def _attention(heads: int):
+def _attention(heads: int, bias: bool):
     """Per head h of width d = C/heads: q, k, v the h-th d columns of the first, second and
     third C columns of x·W_qkv + b_qkv; softmax over j ≤ i of q·kᵀ/√d; the heads' P·v side
-    by side, times W_o, plus b_o.  One head at a time, with explicit loops."""
+    by side, times W_o, plus b_o (no b_qkv, b_o without ``bias``).  One head at a time, with
+    explicit loops."""
 
     def ref(p, x, out):
         n, t, c = x.shape
         d = c // heads
-        qkv = x @ p["W_qkv"] + p["b_qkv"]
+        qkv = x @ p["W_qkv"] + (p["b_qkv"] if bias else 0)
         y = np.zeros((n, t, c))
         for h in range(heads):
             q, k, v = (qkv[..., part * c + h * d : part * c + (h + 1) * d] for part in range(3))
             for i in range(t):
                 s = np.einsum("nd,njd->nj", q[:, i], k[:, : i + 1]) / math.sqrt(d)
                 y[:, i, h * d : (h + 1) * d] = np.einsum("nj,njd->nd", _softmax(s), v[:, : i + 1])
-        return y @ p["W_o"] + p["b_o"]
+        return y @ p["W_o"] + (p["b_o"] if bias else 0)
 
     return ref
 
 
-def _transformer(head: str, args: list) -> Reference | None:
+def _transformer(head: str, args: list, kw: dict) -> Reference | None:
+    bias = kw.get("bias", True)
     if head == "LayerNorm":
-        return _layernorm
+        return _layernorm(bias)
     if head == "Gelu":
         return _gelu(exact=bool(args) and args[0] == "erf")
     if head == "PositionalEmbedding":
         return lambda p, x, out: x + p["W"][: x.shape[1]]
     if head == "CausalSelfAttention":
-        return _attention(args[0] if args else 1)
+        return _attention(args[0] if args else 1, bias)
     if head == "ids":  # floats to ids: ⌊|x|·vocab⌋ mod vocab
         return lambda p, x, out: (np.floor(np.abs(x) * args[0]) % args[0]).astype(np.int64)
-    if head == "TokenEmbedding":
+    if head == "Embedding":
         return lambda p, x, out: p["W"][x]
     return None
 
@@ -187,7 +195,7 @@ def _simple(head: str, args: list, kw: dict, train: bool) -> Reference | None:
         return _batchnorm(train)
     if head == "Dropout":
         return _dropout(args[0], kw.get("scale_at", "train"), train)
-    return _transformer(head, args)
+    return _transformer(head, args, kw)
 
 
 def _combinator(head: str, children: list, kw: dict) -> Reference | None:

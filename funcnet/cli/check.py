@@ -193,11 +193,15 @@ def _composite_cases() -> list[Case]:
 
 def _transformer_cases() -> list[Case]:
     """The transformer's layers: one head and one position included; a position
-    embedding longer than the input (rows with no gradient); a whole pre-norm block."""
+    embedding longer than the input (rows with no gradient); with and without biases; a
+    whole pre-norm block of each kind (GPT-2's: biases, tanh GELU; nanoGPT's: none, erf)."""
     lin = linear
+    from ..layers import embedding
+
     return [
         Case("transformer", lambda: tf.LayerNorm(), (5, 4)),
         Case("transformer", lambda: tf.LayerNorm(), (2, 3, 6)),
+        Case("transformer", lambda: tf.LayerNorm(bias=False), (2, 3, 6), note="no bias"),
         Case("transformer", lambda: tf.Gelu(), (3, 4, 5)),
         Case("transformer", lambda: tf.Gelu(approximate=False), (3, 4, 5)),
         Case("transformer", lambda: tf.PositionalEmbedding(5), (2, 3, 4), note="T < context"),
@@ -205,6 +209,9 @@ def _transformer_cases() -> list[Case]:
         Case("transformer", lambda: tf.CausalSelfAttention(1), (2, 4, 3), note="one head"),
         Case("transformer", lambda: tf.CausalSelfAttention(2), (2, 5, 6)),
         Case("transformer", lambda: tf.CausalSelfAttention(2), (3, 1, 4), note="one position"),
+        Case(
+            "transformer", lambda: tf.CausalSelfAttention(2, bias=False), (2, 5, 6), note="no bias"
+        ),
         Case(
             "transformer",
             lambda: pipeline(
@@ -217,10 +224,20 @@ def _transformer_cases() -> list[Case]:
             spelled="pipeline(residual(pipeline(LayerNorm, CausalSelfAttention(2))), "
             "residual(pipeline(LayerNorm, Dense(16), Gelu, Dense(4))))",
         ),
-        # Layers on ids, reached from float input through ids(vocab), of zero gradient.
         Case(
             "transformer",
-            lambda: pipeline(gpt._ids_of_floats(5), gpt.token_embedding(5, 3)),
+            lambda: gpt.block(4, 2, 2),
+            (2, 3, 4),
+            note="nanoGPT's block",
+            spelled="pipeline(residual(pipeline(LayerNorm(bias=False), "
+            "CausalSelfAttention(2, bias=False))), residual(pipeline(LayerNorm(bias=False), "
+            "MatMul(16), Gelu(erf), MatMul(4))))",
+        ),
+        # Layers on ids, reached from float input through ids(vocab), of zero gradient: the
+        # untied GPT's token embedding (layers.Embedding) and weight tying.
+        Case(
+            "transformer",
+            lambda: pipeline(gpt._ids_of_floats(5), embedding.Embedding(5, 3, W_init=0.02)),
             (2, 4),
             note="token embedding",
         ),

@@ -51,7 +51,13 @@ def run(args) -> int:
     try:
         params = load_run(args.load, net.init(0, (-1, meta["context"]))[1], ()).params
     except ValueError as e:
-        return _fail(str(e))
+        if "does not match the network" not in str(e):
+            return _fail(str(e))
+        # Its arrays list can run to dozens of names: one line says what the file is.
+        return _fail(
+            f"{args.load} holds a GPT of another layout than the one funcnet builds now "
+            f"(nanoGPT's: no biases, exact GELU); train it again"
+        )
     corpus = Corpus(chars, None, None)
     text = sample(
         net, params, corpus, prompt, tokens=args.tokens, temperature=args.temperature,

@@ -53,24 +53,40 @@ def Embedding(vocab_size: int, dim: int, *, W_init=0.01, name: str | None = None
         if W is None or tuple(W.shape) != (vocab_size, dim):
             got = tuple(W.shape) if W is not None else params
             raise ValueError(f"{name}: expected params {{'W': ({vocab_size}, {dim})}}, got {got}")
-        ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
-        _check_ids(name, ids, vocab_size)
+        y, ids = lookup(name, W, ids)
         # The ids travel in the cache; W itself only for its shape and dtype, by reference.
-        return W[ids], (ids, W)
+        return y, (ids, W)
 
     def backward(cache, dout, *, need_dx=True):
         ids, W = cache
         check_dout(name, dout, (*ids.shape, dim), W.dtype)
-        xp = namespace(dout, W)
-        flat_ids, flat = ids.reshape(-1), dout.reshape(-1, dim)
-        if xp is np:
-            dW = np.zeros(W.shape, W.dtype)
-            np.add.at(dW, flat_ids, flat)
-        else:
-            dW = xp.zeros(W.shape, W.dtype).at[flat_ids].add(flat)
-        return {"W": dW}, None
+        return {"W": scatter_add(ids, dout, W)}, None
 
     return Layer(name, init, forward, backward)
 
 
-__all__ = ["Embedding"]
+def lookup(name: str, W, ids):
+    """``(W[ids], ids)`` once ``ids`` are checked: integers, in [0, len(W)) where their
+    values are known (``name`` is the layer the errors name).  Every layer that reads rows of
+    a weight matrix by id (``Embedding``, ``gpt.tied``) goes through here."""
+    ids = ids if hasattr(ids, "dtype") else np.asarray(ids)
+    _check_ids(name, ids, W.shape[0])
+    return W[ids], ids
+
+
+def scatter_add(ids, d, W):
+    """The gradient of the lookup W[ids] given d = ∂L/∂(W[ids]): ∂L/∂W[v] = Σ over the
+    positions holding id v of d's row there (an id used k times gets the sum of its k rows;
+    an unused one 0).  Shape and dtype of ``W``."""
+    xp = namespace(d, W)
+    dim = W.shape[-1]
+    flat_ids, flat = ids.reshape(-1), d.reshape(-1, dim)
+    if xp is np:
+        dW = np.zeros(W.shape, W.dtype)
+        np.add.at(dW, flat_ids, flat)
+    else:
+        dW = xp.zeros(W.shape, W.dtype).at[flat_ids].add(flat)
+    return dW
+
+
+__all__ = ["Embedding", "lookup", "scatter_add"]

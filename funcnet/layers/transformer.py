@@ -25,14 +25,17 @@ _GELU_A = 0.044715
 _GELU_CLIP = 20.0
 
 
-def LayerNorm(eps: float = 1e-5, *, name: str = "LayerNorm") -> Layer:
+def LayerNorm(eps: float = 1e-5, *, bias: bool = True, name: str | None = None) -> Layer:
     """Layer normalization over the last axis, per row (each position of each sequence).
 
     μ, σ² = mean and (biased) variance of the row's C values; x̂ = (x − μ)/√(σ² + ε);
     y = γ ⊙ x̂ + β.  ∂L/∂γ = Σ_rows ∂L/∂y ⊙ x̂, ∂L/∂β = Σ_rows ∂L/∂y, and with g = γ ⊙ ∂L/∂y,
     ∂L/∂x = (g − mean(g) − x̂ ⊙ mean(g ⊙ x̂)) / √(σ² + ε) (means over the row): BatchNorm's
-    formula with the roles of the axes swapped.  Params ``{"gamma", "beta"}``, (C,) each.
+    formula with the roles of the axes swapped.  Params ``{"gamma", "beta"}``, (C,) each;
+    ``bias=False`` (nanoGPT's default): no β (y = γ ⊙ x̂), params ``{"gamma"}``.
     """
+    name = name or ("LayerNorm" if bias else "LayerNorm(bias=False)")
+    keys = ("gamma", "beta") if bias else ("gamma",)
     if not eps > 0:
         raise ValueError(f"{name}: eps must be > 0, got {eps}")
 
@@ -42,23 +45,28 @@ def LayerNorm(eps: float = 1e-5, *, name: str = "LayerNorm") -> Layer:
                 f"{name}: expected an input shape (N, ..., C), got {shape_str(in_shape)}"
             )
         c = int(in_shape[-1])
-        return tuple(in_shape), {"gamma": np.ones(c, dtype), "beta": np.zeros(c, dtype)}
+        params = {"gamma": np.ones(c, dtype), "beta": np.zeros(c, dtype)}
+        return tuple(in_shape), {k: params[k] for k in keys}
 
     def forward(params, x, *, train=False, rng=None):
-        gamma, beta = _unpack(name, params, "gamma", "beta")
+        gamma, *beta = _unpack(name, params, *keys)
         _check_features(name, x, gamma, gamma.shape[0])
         xp = namespace(x)
         xc = x - x.mean(axis=-1, keepdims=True)
         rstd = 1 / xp.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)
         xn = imul(xc, rstd)
-        return iadd(xn * gamma, beta), (xn, rstd, gamma)
+        y = xn * gamma
+        return (iadd(y, beta[0]) if bias else y), (xn, rstd, gamma)
 
     def backward(cache, dout, *, need_dx=True):
         xn, rstd, gamma = cache
         check_dout(name, dout, xn.shape, xn.dtype)
         c = xn.shape[-1]
         d2, x2 = dout.reshape(-1, c), xn.reshape(-1, c)
-        dparams = {"gamma": (d2 * x2).sum(axis=0), "beta": d2.sum(axis=0)}
+        if bias:
+            dparams = {"gamma": (d2 * x2).sum(axis=0), "beta": d2.sum(axis=0)}
+        else:
+            dparams = {"gamma": (d2 * x2).sum(axis=0)}
         if not need_dx:
             return dparams, None
         g = dout * gamma
@@ -192,21 +200,25 @@ def _merge_heads(a):
 
 
 def _attention_forward(x, W_qkv, b_qkv, W_o, b_o, heads: int):
-    """The forward of ``CausalSelfAttention``: (out, cache)."""
+    """The forward of ``CausalSelfAttention``: (out, cache); ``b_qkv``, ``b_o`` None: no
+    biases."""
     xp = namespace(x)
     n, t, c = x.shape
-    q, k, v = _split_heads(iadd(x @ W_qkv, b_qkv), n, t, 3, heads)
+    qkv = x @ W_qkv
+    q, k, v = _split_heads(qkv if b_qkv is None else iadd(qkv, b_qkv), n, t, 3, heads)
     scale = 1 / math.sqrt(c // heads)
     s = (q @ k.swapaxes(-1, -2)) * xp.asarray(scale, dtype=x.dtype)
     # −∞ above the diagonal: e^{−∞} = 0 exactly, so masked weights are 0 in the softmax, and
     # every row keeps its diagonal, so no row is all −∞.
     p = softmax(xp.where(_causal_mask(t), s, xp.asarray(-np.inf, dtype=x.dtype)))
     y = _merge_heads((p @ v)[None])
-    return iadd(y @ W_o, b_o), (x, W_qkv, q, k, v, p, y, W_o)
+    out = y @ W_o
+    return (out if b_o is None else iadd(out, b_o)), (x, W_qkv, q, k, v, p, y, W_o)
 
 
-def _attention_backward(cache, dout, heads: int, need_dx: bool):
-    """The backward of ``CausalSelfAttention``: (dparams, dx); the math is in its docstring."""
+def _attention_backward(cache, dout, heads: int, need_dx: bool, bias: bool = True):
+    """The backward of ``CausalSelfAttention``: (dparams, dx); the math is in its docstring.
+    Without ``bias`` the bias gradients are left out (under jit, never computed)."""
     x, W_qkv, q, k, v, p, y, W_o = cache
     xp = namespace(dout)
     n, t, c = x.shape
@@ -227,11 +239,13 @@ def _attention_backward(cache, dout, heads: int, need_dx: bool):
         "W_o": dW_o,
         "b_o": db_o,
     }
+    if not bias:
+        dparams = {"W_qkv": dparams["W_qkv"], "W_o": dparams["W_o"]}
     return dparams, (dqkv @ W_qkv.T if need_dx else None)
 
 
 def CausalSelfAttention(
-    heads: int = 1, *, W_init=0.02, out_init=0.02, name: str | None = None
+    heads: int = 1, *, bias: bool = True, W_init=0.02, out_init=0.02, name: str | None = None
 ) -> Layer:
     """Multi-head causal self-attention on (N, T, C), C = heads·d.
 
@@ -245,8 +259,10 @@ def CausalSelfAttention(
     Params ``W_qkv`` (C, 3C), ``b_qkv`` (3C,), ``W_o`` (C, C), ``b_o`` (C,): q, k, v in that
     order along 3C and heads contiguous along C, nanoGPT's ``c_attn`` and ``c_proj``
     transposed.  Weights N(0, 0.02²), ``out_init`` for W_o (GPT-2 scales it down), biases 0.
+    ``bias=False`` (nanoGPT's default): b_qkv = b_o = 0 and not params, only ``W_qkv``, ``W_o``.
     """
-    label = name or f"CausalSelfAttention({heads})"
+    label = name or f"CausalSelfAttention({heads}{'' if bias else ', bias=False'})"
+    keys = ("W_qkv", "b_qkv", "W_o", "b_o") if bias else ("W_qkv", "W_o")
     if not (isinstance(heads, int) and heads >= 1):
         raise ValueError(f"{label}: heads must be a positive int, got {heads!r}")
     w_init, o_init = initializers.get(W_init), initializers.get(out_init)
@@ -265,25 +281,29 @@ def CausalSelfAttention(
             "W_o": o_init(r_o, (c, c), dtype),
             "b_o": np.zeros(c, dtype),
         }
-        return tuple(in_shape), params
+        return tuple(in_shape), {k: params[k] for k in keys}
 
     def forward(params, x, *, train=False, rng=None):
-        W_qkv, b_qkv, W_o, b_o = _unpack(label, params, "W_qkv", "b_qkv", "W_o", "b_o")
+        p = dict(zip(keys, _unpack(label, params, *keys), strict=True))
+        W_qkv, W_o = p["W_qkv"], p["W_o"]
+        b_qkv, b_o = p.get("b_qkv"), p.get("b_o")
         check_dtype(label, x, W_qkv.dtype)
         c = W_qkv.shape[0]
         if x.ndim != 3 or x.shape[2] != c:
             raise ValueError(f"{label}: expected input shape (N, T, {c}), got {tuple(x.shape)}")
-        if W_qkv.shape != (c, 3 * c) or b_qkv.shape != (3 * c,) or W_o.shape != (c, c):
+        want = {"W_qkv": (c, 3 * c), "b_qkv": (3 * c,), "W_o": (c, c), "b_o": (c,)}
+        if any(tuple(a.shape) != want[k] for k, a in p.items()):
             raise ValueError(
-                f"{label}: expected params W_qkv ({c}, {3 * c}), b_qkv ({3 * c},), W_o "
-                f"({c}, {c}), b_o ({c},), got {tuple(W_qkv.shape)}, {tuple(b_qkv.shape)}, "
-                f"{tuple(W_o.shape)}, {tuple(b_o.shape)}"
+                f"{label}: expected params "
+                + ", ".join(f"{k} {want[k]}" for k in keys)
+                + ", got "
+                + ", ".join(f"{k} {tuple(a.shape)}" for k, a in p.items())
             )
         return _attention_forward(x, W_qkv, b_qkv, W_o, b_o, heads)
 
     def backward(cache, dout, *, need_dx=True):
         check_dout(label, dout, cache[0].shape, cache[0].dtype)
-        return _attention_backward(cache, dout, heads, need_dx)
+        return _attention_backward(cache, dout, heads, need_dx, bias)
 
     return Layer(label, init, forward, backward)
 

@@ -1,5 +1,5 @@
 """``funcnet check`` catches a slightly wrong backward in the transformer's layers and in
-the character GPT's token embedding and weight tying.
+the character GPT's token embedding (layers.Embedding) and weight tying.
 
 Each mutation (``ast_mutation``: ``old`` as the code reads today, every name a wildcard)
 puts a factor 1.001, a wrong axis or a wrong update into one term of a backward; the cases
@@ -136,13 +136,16 @@ TRANSFORMER_MUTATIONS = [
 ]
 
 TIED_RETURN = 'return {"wte": dW + %s, "body": d_body}, None'
-SCATTER_JAX = "return xp.zeros((vocab, d.shape[-1]), dtype=d.dtype).at[flat].%s"
+EMB = "funcnet.layers.embedding"
+# Weight tying reads and scatters its rows through layers.Embedding's code: a wrong
+# scatter-add there must be caught by the tying case as well as the embedding's.
+SCATTER_JAX = "dW = xp.zeros(W.shape, W.dtype).at[flat_ids].%s"
 
 GPT_MUTATIONS = [
     M(
         GPT,
-        TIED_RETURN % "_scatter_add(ids, de, vocab)",
-        TIED_RETURN % "1.001 * _scatter_add(ids, de, vocab)",
+        TIED_RETURN % "embedding.scatter_add(ids, de, W)",
+        TIED_RETURN % "1.001 * embedding.scatter_add(ids, de, W)",
         "weight tying",
     ),
     M(
@@ -158,32 +161,20 @@ GPT_MUTATIONS = [
         "d_body, de = body.backward(c_body, 1.001 * dout @ W, need_dx=True)",
         "weight tying",
     ),
-    M(
-        GPT,
-        "np.add.at(dW, flat, rows)",
-        "np.add.at(dW, flat, 1.001 * rows)",
-        "token embedding",
-        "numpy",
-        inside="_scatter_add",
+    *(
+        m
+        for catch in ("token embedding", "weight tying")
+        for m in (
+            M(EMB, "np.add.at(dW, flat_ids, flat)", "np.add.at(dW, flat_ids, 1.001 * flat)",
+              catch, "numpy"),
+            # dW[ids] = rows as an expression: a repeated id keeps one row, not the sum.
+            M(EMB, "np.add.at(dW, flat_ids, flat)", "dW.__setitem__(flat_ids, flat)", catch,
+              "numpy"),
+            M(EMB, SCATTER_JAX % "add(flat)", SCATTER_JAX % "add(1.001 * flat)", catch, "jax"),
+            M(EMB, SCATTER_JAX % "add(flat)", SCATTER_JAX % "set(flat)", catch, "jax"),
+        )
     ),
-    # dW[flat] = rows as an expression: a repeated id keeps one row, not the sum.
-    M(
-        GPT,
-        "np.add.at(dW, flat, rows)",
-        "dW.__setitem__(flat, rows)",
-        "token embedding",
-        "numpy",
-        inside="_scatter_add",
-    ),
-    M(
-        GPT,
-        SCATTER_JAX % "add(rows)",
-        SCATTER_JAX % "add(1.001 * rows)",
-        "token embedding",
-        "jax",
-    ),
-    M(GPT, SCATTER_JAX % "add(rows)", SCATTER_JAX % "set(rows)", "token embedding", "jax"),
-]
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
