@@ -248,21 +248,34 @@ def test_fit_counts_of_the_wrong_type_name_the_argument(name, value):
 # --- h. a bad $FUNCNET_DATA -------------------------------------------------------------------
 
 
+def _bad_folders(tmp_path, missing_file: str):
+    """A folder that does not exist, one without the file, a file: (path, what is said)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("")
+    return [
+        (tmp_path / "missing", "does not exist"),
+        (tmp_path / "empty", f"has no {missing_file}"),
+        (tmp_path / "a-file", "is a file, not a folder"),
+    ]
+
+
 def test_a_bad_funcnet_data_is_an_error_naming_it(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for target, what in [
-        (tmp_path / "missing", "does not exist"),
-        (tmp_path / "empty", "has no t10k-images-idx3-ubyte[.gz]"),
-        (tmp_path / "a-file", "is a file, not a folder"),
-    ]:
-        if what.startswith("has no"):
-            target.mkdir()
-        if what.startswith("is a file"):
-            target.write_text("")
+    for target, what in _bad_folders(tmp_path, "t10k-images-idx3-ubyte[.gz]"):
         monkeypatch.setenv("FUNCNET_DATA", str(target))
         with pytest.raises(MNISTError) as e:
             load_mnist_test(download=False)
         assert str(e.value).startswith(f"$FUNCNET_DATA is set to {target}, which {what}")
+
+
+def test_a_bad_seq2seq_folder_is_an_error_naming_it(tmp_path, monkeypatch):
+    from funcnet import text
+
+    for target, what in _bad_folders(tmp_path, "addition.txt"):
+        monkeypatch.setenv(text.ENV, str(target))
+        with pytest.raises(FileNotFoundError) as e:
+            text.find_file("addition")
+        assert str(e.value) == f"load_seq2seq: ${text.ENV} is set to {target}, which {what}"
 
 
 def test_a_memory_error_in_a_step_names_the_epoch_and_the_batch():
@@ -276,21 +289,3 @@ def test_a_memory_error_in_a_step_names_the_epoch_and_the_batch():
 
     with pytest.raises(MemoryError, match=r"fit: out of memory in epoch 1 with batch_size 30 "):
         train.fit(net._replace(forward=forward), params, (x, t), epochs=1, batch_size=30)
-
-
-def test_a_bad_seq2seq_folder_is_an_error_naming_it(tmp_path, monkeypatch):
-    from funcnet import text
-
-    for target, what in [
-        (tmp_path / "missing", "does not exist"),
-        (tmp_path / "empty", "has no addition.txt"),
-        (tmp_path / "a-file", "is a file, not a folder"),
-    ]:
-        if what.startswith("has no"):
-            target.mkdir()
-        if what.startswith("is a file"):
-            target.write_text("")
-        monkeypatch.setenv(text.ENV, str(target))
-        with pytest.raises(FileNotFoundError) as e:
-            text.find_file("addition")
-        assert str(e.value) == f"load_seq2seq: ${text.ENV} is set to {target}, which {what}"
