@@ -163,15 +163,19 @@ def lr_at(it: int, r) -> float:
 
 
 def optimizer(net, r):
-    """nanoGPT's ``configure_optimizers``: AdamW, weight decay on every parameter of 2 or
-    more dimensions (matmul weights, embeddings), none on biases and LayerNorm's; the tied
-    matrix once.  Fused AdamW is CUDA-only in nanoGPT, so the default implementation."""
+    """nanoGPT's ``configure_optimizers`` with funcnet's groups (``gpt.decay_mask``): AdamW,
+    weight decay on the matmul weights, none on biases, LayerNorm's and the two embeddings
+    (the tied matrix is the token embedding, once).  Fused AdamW is CUDA-only in nanoGPT,
+    so the default implementation."""
     import torch
 
-    params = list(dict(net.named_parameters()).values())  # the tied matrix appears once
+    named = dict(net.named_parameters())  # the tied matrix appears once
+    embeddings = {id(net.wte.weight), id(net.wpe.weight)}
+    decayed = [p for p in named.values() if p.dim() >= 2 and id(p) not in embeddings]
+    kept = [p for p in named.values() if p.dim() < 2 or id(p) in embeddings]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": r.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": decayed, "weight_decay": r.weight_decay},
+        {"params": kept, "weight_decay": 0.0},
     ]
     return torch.optim.AdamW(groups, lr=lr_at(0, r), betas=(r.b1, r.b2), eps=1e-8)
 

@@ -106,7 +106,9 @@ def first_losses(net, r, params0, x, t, names) -> dict:
         out["funcnet-jax"] = float(fun(params0, x, t))
     if "jnp-jax" in names:
         out["jnp-jax"] = float(
-            jax.jit(ref.loss, static_argnums=3)(ref.flat(params0), x, t, r.heads)
+            jax.jit(ref.loss, static_argnums=(3, 4))(
+                ref.flat(params0, r.tie), x, t, r.heads, r.gelu
+            )
         )
     if "funcnet-np" in names:
         out["funcnet-np"] = float(gpt.token_cross_entropy.forward(net.forward(params0, x)[0], t)[0])
@@ -147,17 +149,12 @@ def steps_table(args, names, threads) -> None:
     n_np = max(1, args.steps // 4)
     print(f"model: {net.name}, {n_params:,} params, batch {r.batch}")
     print(f"steps per timed run: {args.steps} (NumPy: {n_np})")
-    if "jnp-jax" in names and not (
-        getattr(r, "bias", True) and getattr(r, "gelu", "tanh") == "tanh"
-    ):
-        print("notice: jnp-jax skipped: tests/gpt_reference.py models biases and tanh GELU only")
-        names = [n for n in names if n != "jnp-jax"]
     check_same(first_losses(net, r, params0, *data[0], names), SAME, "loss at the start")
 
     fun_step = jax.jit(train.make_step(net, gpt.token_cross_entropy, opt))
 
     def ref_step(flat, state, x, t):
-        value, grads = jax.value_and_grad(ref.loss)(flat, x, t, r.heads)
+        value, grads = jax.value_and_grad(ref.loss)(flat, x, t, r.heads, r.gelu)
         updates, state = opt.update(grads, state, flat)
         return optim.apply_updates(flat, updates), state, value
 
@@ -184,7 +181,7 @@ def steps_table(args, names, threads) -> None:
             loop("funcnet-jax", fun_step, args.steps),
         ),
         "jnp-jax": lambda: (
-            h.fresh_state(ref.flat(params0), opt.init),
+            h.fresh_state(ref.flat(params0, r.tie), opt.init),
             loop("jnp-jax", ref_step, args.steps),
         ),
         "torch": lambda: torch_entry(r, params0, data, threads, last, clock),
