@@ -46,16 +46,24 @@ class Corpus(NamedTuple):
         return "".join(self.chars[int(i)] for i in np.asarray(ids).reshape(-1))
 
 
+def _corpus_in(where) -> Path | None:
+    p = Path(where)
+    p = p / "input.txt" if p.is_dir() else p
+    return p if p.is_file() else None
+
+
 def find(path: str | os.PathLike | None = None) -> Path | None:
     """The corpus file, from ``path``, ``$FUNCNET_SHAKESPEARE`` or beside the checkout;
-    ``None`` when none of them has it."""
-    for where in (path, os.environ.get(ENV_VAR), _BESIDE_CHECKOUT):
-        if not where:
-            continue
-        p = Path(where)
-        p = p / "input.txt" if p.is_dir() else p
-        if p.is_file():
-            return p
+    ``None`` when none of them has it.  A ``$FUNCNET_SHAKESPEARE`` without the corpus is a
+    FileNotFoundError naming it (when no ``path`` is given)."""
+    named = os.environ.get(ENV_VAR)
+    if named and path is None and _corpus_in(named) is None:
+        # A place the user named is the one meant: another would hide the mistake.
+        why = "does not exist" if not Path(named).exists() else "holds no input.txt"
+        raise FileNotFoundError(f"shakespeare: ${ENV_VAR} is set to {named}, which {why}")
+    for where in (path, named, _BESIDE_CHECKOUT):
+        if where and (found := _corpus_in(where)) is not None:
+            return found
     return None
 
 

@@ -289,3 +289,37 @@ def test_a_memory_error_in_a_step_names_the_epoch_and_the_batch():
 
     with pytest.raises(MemoryError, match=r"fit: out of memory in epoch 1 with batch_size 30 "):
         train.fit(net._replace(forward=forward), params, (x, t), epochs=1, batch_size=30)
+
+
+def test_a_bad_shakespeare_place_is_an_error_naming_it(tmp_path, monkeypatch):
+    from funcnet import shakespeare
+
+    for target, what in _bad_folders(tmp_path, "input.txt"):
+        what = {"has no input.txt": "holds no input.txt", "is a file, not a folder": ""}.get(
+            what, what
+        )
+        monkeypatch.setenv(shakespeare.ENV_VAR, str(target))
+        if not what:  # a file is taken as the corpus itself
+            assert shakespeare.find() == target
+            continue
+        with pytest.raises(FileNotFoundError) as e:
+            shakespeare.find()
+        assert (
+            str(e.value) == f"shakespeare: ${shakespeare.ENV_VAR} is set to {target}, which {what}"
+        )
+
+
+def test_sample_refuses_nan_params_naming_the_array(capsys, tmp_path):
+    from funcnet import checkpoints, gpt
+
+    net = gpt.gpt(5, layers=1, heads=1, width=4, context=4)
+    params = net.init(0, (-1, 4))[1]
+    params["wte"] = params["wte"].copy()
+    params["wte"][2, 1] = np.nan
+    meta = {"saved": "params", "chars": "abcde", "context": 4, "model": "gpt", "vocab": 5,
+            "layers": 1, "heads": 1, "width": 4}  # fmt: skip
+    path = tmp_path / "g.npz"
+    checkpoints.save_run(path, params, (), 1, meta)
+    code, _, err = call(capsys, "sample", "--load", str(path), "--prompt", "ab", "--tokens", "3")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"{path}: params['wte'][2, 1] is nan" in err
