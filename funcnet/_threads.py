@@ -4,12 +4,11 @@ OpenBLAS starts one thread per core and splits every product over them, however 
 its threads spin, then wait, for each other at the end of each product.  When another
 process keeps a core busy, the thread on that core runs late and the others wait for it,
 product after product: a NumPy MNIST epoch (784x100 products of batch 100) took up to 70x
-its quiet time.  A product that small gains little from a second thread anyway.  So:
-
-- products of less than :data:`SMALL` flops get one thread, always;
-- larger ones get one thread per core that the other processes leave free, measured from
-  ``/proc/stat`` (all CPUs' busy time less this process's own) over the last stretch of
-  work, and measured again at each :meth:`BlasThreads.refit` (e.g. once per epoch).
+its quiet time.  So a product gets one thread per core that the other processes leave
+free, measured from ``/proc/stat`` (all CPUs' busy time less this process's own) over the
+last stretch of work and again at each :meth:`BlasThreads.refit` (e.g. once per epoch),
+and at most one thread per :data:`GRAIN` flops of it, below which a thread costs more than
+its share of the work saves.
 """
 
 from __future__ import annotations
@@ -22,8 +21,10 @@ import time
 
 import numpy as np
 
-# Below this many flops a product gains little from a second thread, and waits for it.
-SMALL = 2e8
+# The flops a BLAS thread needs of a product to pay for itself: with OpenBLAS on a 2-core
+# VM a 4-Mflop product ran slower on two threads than on one, a 7.8-Mflop one faster
+# (benchmarks/NOTES.md, `blas_threads.py`).
+GRAIN = 3e6
 # Cores of other processes' load below which a core counts as free (timer ticks, daemons).
 NOISE = 0.25
 
@@ -68,12 +69,11 @@ class _Sample:
 
 def threads_for(flops: float, cores: int, others: float) -> int:
     """BLAS threads for products of ``flops`` on ``cores`` cores of which ``others`` (in
-    cores) are taken by other processes: one for small products or a taken machine, else
-    the cores left free (rounded down, at least one)."""
-    if flops < SMALL:
-        return 1
+    cores) are taken by other processes: the cores left free (rounded down), at most one
+    per :data:`GRAIN` flops, at least one."""
     free = cores - (others if others > NOISE else 0.0)
-    return max(1, min(cores, math.floor(free + 0.5 - NOISE)))
+    by_load = min(cores, math.floor(free + 0.5 - NOISE))
+    return max(1, min(by_load, int(flops // GRAIN)))
 
 
 class BlasThreads:
@@ -93,8 +93,8 @@ class BlasThreads:
 
             self._controller = ThreadpoolController()
         start = _Sample()
-        if self.flops >= SMALL:
-            time.sleep(0.05)  # a first look at the load; small products need none
+        if self.flops >= 2 * GRAIN:
+            time.sleep(0.05)  # a first look at the load; one-thread products need none
         self._last = start
         self.refit()
         return self
@@ -146,7 +146,7 @@ def fitted_blas(params, x, batch: int) -> BlasThreads:
 
 
 __all__ = [
-    "SMALL",
+    "GRAIN",
     "BlasThreads",
     "dense_flops",
     "fitted_blas",

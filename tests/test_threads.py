@@ -22,7 +22,10 @@ def blas_threads() -> list[int]:
 @pytest.mark.parametrize(
     ("flops", "cores", "others", "threads"),
     [
-        (2 * 100 * 784 * 100, 16, 0.0, 1),  # MNIST's products: one thread, however many cores
+        (2 * 100 * 784 * 100, 2, 0.0, 2),  # MNIST's products on a quiet 2-core machine
+        (2 * 100 * 784 * 100, 2, 0.9, 1),  # ... with a core kept busy: one thread
+        (2 * 100 * 784 * 100, 16, 0.0, 5),  # ... at most one thread per GRAIN flops
+        (4e6, 2, 0.0, 1),  # too small to split
         (1e10, 4, 0.0, 4),  # a large product on a quiet machine: every core
         (1e10, 4, 0.1, 4),  # a daemon's ticks are no load
         (1e10, 2, 1.0, 1),  # one of two cores kept busy: one thread
