@@ -78,9 +78,11 @@ def test_a_full_disk_at_the_end_keeps_the_params_and_says_where(tmp_path, mnist_
 
 
 def _interruptible():
-    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored
-    # (no KeyboardInterrupt): give the child the terminal's default, as a person's run has.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # A shell starts background jobs with SIGINT ignored, and `nohup` (a CI runner may use
+    # it) SIGHUP; funcnet leaves a signal ignored when it started so: give the child the
+    # terminal's defaults, as a person's run has.
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def _train(env, *argv):
