@@ -128,7 +128,8 @@ def handled(name: str = "funcnet"):
     read, write = os.pipe()
     os.set_blocking(write, False)
     old_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    threading.Thread(target=_watchdog, args=(read,), daemon=True, name="signals").start()
+    watchdog_args = (read, _state.runs)
+    threading.Thread(target=_watchdog, args=watchdog_args, daemon=True, name="signals").start()
     try:
         for s, old in saved.items():
             if old is not signal.SIG_IGN:
@@ -142,19 +143,23 @@ def handled(name: str = "funcnet"):
         os.close(write)  # the watchdog reads end-of-file and stops
 
 
-def _watchdog(read: int) -> None:
+def _watchdog(read: int, runs_before: int) -> None:
     """Every signal's number arrives here as one byte; one of ours that the main thread has
-    not handled within :data:`GRACE` seconds ends the process."""
+    not handled within :data:`GRACE` seconds ends the process.  Signals are counted, not
+    timed: the handler often runs before this thread reads the byte, and then has already
+    counted it (``runs_before``: the handler's runs when the block began)."""
+    seen = 0
     with os.fdopen(read, "rb", buffering=0) as pipe:
         while byte := pipe.read(1):
             signum = byte[0]
             if signum not in SIGNALS:
                 continue
+            seen += 1
             _state.arrived = _state.arrived or signum
-            runs, deadline = _state.runs, time.monotonic() + GRACE
-            while time.monotonic() < deadline and _state.runs == runs:
+            deadline = time.monotonic() + GRACE
+            while time.monotonic() < deadline and _state.runs - runs_before < seen:
                 time.sleep(0.05)
-            if _state.runs == runs:
+            if _state.runs - runs_before < seen:
                 name = signal.Signals(signum).name
                 print(f"{_state.name}: {name}, but the computation under way has not returned "
                       f"for {GRACE:g} s (a peer gone or hung?); ending the process; finished "

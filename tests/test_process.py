@@ -203,3 +203,24 @@ def test_a_signal_ends_a_process_stuck_in_c_code(sig, status):
         f"stuck: {sig}, but the computation under way has not returned for 1 s (a peer gone "
         "or hung?); ending the process; finished checkpoints are on disk\n"
     )
+
+
+def test_a_signal_handled_at_once_does_not_wake_the_watchdog_later():
+    # The handler often runs before the watchdog thread reads the signal's byte; a watchdog
+    # that waited for the *next* run of the handler then ended the process GRACE s later.
+    script = (
+        "import os, signal, time\n"
+        "from funcnet import _signals\n"
+        "_signals.GRACE = 0.5\n"
+        "with _signals.handled('t'):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.2)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('handled')\n"
+        "time.sleep(1.5)\n"
+        "print('alive')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, preexec_fn=_interruptible)  # fmt: skip
+    assert (done.returncode, done.stdout.split(), done.stderr) == (0, ["handled", "alive"], "")
