@@ -140,7 +140,7 @@ def test_an_early_ctrl_c_is_one_line_and_never_swallowed(mnist_env, delay):
 def test_a_signal_while_the_command_imports_is_one_line():
     # The moment the package is imported, before NumPy and JAX are: one line, 128 + signal.
     code = (
-        "import os, signal, sys; sys.argv[0] = '-m'; "
+        "import os, signal, sys; sys.orig_argv = ['python', '-m', 'funcnet', 'train']; "
         "import funcnet._starting; os.kill(os.getpid(), signal.SIGTERM); import time; "
         "time.sleep(30)"
     )
@@ -224,3 +224,18 @@ def test_a_signal_handled_at_once_does_not_wake_the_watchdog_later():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60, preexec_fn=_interruptible)  # fmt: skip
     assert (done.returncode, done.stdout.split(), done.stderr) == (0, ["handled", "alive"], "")
+
+
+def test_a_program_run_with_dash_m_that_imports_funcnet_keeps_its_handlers(tmp_path):
+    # Only the funcnet command itself takes over the signals while it starts.
+    (tmp_path / "prog").mkdir()
+    (tmp_path / "prog" / "__init__.py").write_text(
+        "import signal\nimport funcnet\n"
+        "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, "-m", "prog"], capture_output=True, text=True, cwd=tmp_path, env=env,
+        timeout=120, preexec_fn=_interruptible,
+    )  # fmt: skip
+    assert done.stdout.split()[:1] == ["True"], done.stderr
