@@ -297,7 +297,23 @@ def test_unknown_name_and_bad_checksums_argument(tmp_path):
 # --- download from a local HTTP server ----------------------------------------------------
 
 
-class Server:
+class _Served:
+    """A real HTTP server on 127.0.0.1 (a free port) in a thread: ``serve(Handler)`` starts
+    it and sets ``url``; ``close()`` stops it."""
+
+    def serve(self, handler) -> None:
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class Server(_Served):
     """A real HTTP server on 127.0.0.1 with one mirror per URL prefix.
 
     ``/good/<file>`` serves the gzipped file, ``/bad/<file>`` serves it with one byte
@@ -344,15 +360,7 @@ class Server:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        self.serve(Handler)
 
 
 @pytest.fixture
@@ -552,7 +560,7 @@ def _bomb(size: int) -> bytes:
     return member * max(1, size // (16 << 20))
 
 
-class HostileServer:
+class HostileServer(_Served):
     """``/huge/`` announces 10¹³ bytes and sends zeros until the client hangs up;
     ``/endless/`` sends zeros with no length at all; ``/bomb/`` serves (with its true length)
     a gzip bomb: 12 MB of zeros for the labels files, 1 GiB for the training images."""
@@ -589,15 +597,7 @@ class HostileServer:
             def log_message(self, *args):
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
+        self.serve(Handler)
 
 
 @pytest.fixture(scope="module")
