@@ -10,13 +10,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
-from commands import FUNCNET, call
+from commands import FUNCNET, call, signal_after, start
 
 from funcnet import checkpoints, models, optim, tasks, train
 from funcnet.cli import _flags as flags
@@ -128,30 +127,11 @@ def mnist_env(mnist_dir):
     return {**os.environ, "FUNCNET_DATA": str(mnist_dir)}
 
 
-def _interruptible():
-    # A shell starts background jobs with SIGINT ignored, and Python then leaves it ignored
-    # (no KeyboardInterrupt): give the child the terminal's default, as a person's run has.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_after_a_finished_epoch_keeps_it(tmp_path, mnist_env, mnist_dir):
     save = tmp_path / "p.npz"
     argv = ["train", "--subset", "3000", "--epochs", "1000", "--no-plot", "--save", str(save)]
-    proc = subprocess.Popen(
-        [*FUNCNET, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=mnist_env, preexec_fn=_interruptible,
-    )  # fmt: skip
-    printed = []
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            printed.append(proc.stdout.readline())
-            if printed[-1].startswith("epoch   2/1000"):
-                break
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    proc = start(argv, mnist_env)
+    printed, rest, err = signal_after(proc, "epoch   2/1000")
     assert proc.returncode == 130
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted after" in lines[0] and str(save) in lines[0]
@@ -436,7 +416,6 @@ def test_a_command_imports_only_what_it_needs(argv, heavy):
 
 def test_a_signal_during_the_final_save_waits_for_it(tmp_path, capsys, monkeypatch, mnist_dir):
     import os
-    import signal
 
     from funcnet.cli import train as train_command
 

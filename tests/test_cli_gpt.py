@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from commands import FUNCNET, call
+from commands import FUNCNET, call, signal_after, start
 
 from funcnet import checkpoints, gpt, shakespeare
 from funcnet.cli import _iterations
@@ -80,26 +78,12 @@ def test_train_then_sample_twice_the_same_text(tmp_path, env, capsys):
     assert f"{old} holds a GPT of another layout" in err
 
 
-def _interruptible():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as a terminal's run has it
-
-
 def test_ctrl_c_keeps_the_last_finished_iteration(tmp_path, env):
     save, ckpt = tmp_path / "p.npz", tmp_path / "run.npz"
     argv = ["train", *TINY, "--iters", "100000", "--eval-every", "10", "--no-plot",
             "--save", str(save), "--checkpoint", str(ckpt)]  # fmt: skip
-    proc = subprocess.Popen(
-        [*FUNCNET, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=_interruptible,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not proc.stdout.readline().startswith("iter"):
-            pass
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    proc = start(argv, env)
+    _, _, err = signal_after(proc, "iter")
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err

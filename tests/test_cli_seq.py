@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from commands import FUNCNET, call
+from commands import FUNCNET, call, signal_after, start
 
 from funcnet import checkpoints, plot, tasks, text
 
@@ -182,26 +180,12 @@ def test_missing_or_malformed_data_is_one_line(tmp_path, capsys):
     assert code == 2 and "--load takes one file with --task addition" in err
 
 
-def _interruptible():
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def test_ctrl_c_keeps_the_finished_epoch_for_eval(tmp_path, capsys, seq_env):
     save = tmp_path / "p.npz"
     argv = ["train", "--task", "addition", "--hidden", "16", "--subset", "256", "--test-subset",
             "100", "--epochs", "1000", "--no-plot", "--save", str(save)]  # fmt: skip
-    proc = subprocess.Popen(
-        [*FUNCNET, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=seq_env, preexec_fn=_interruptible,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not proc.stdout.readline().startswith("epoch   1/"):
-            pass
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    proc = start(argv, seq_env)
+    _, _, err = signal_after(proc, "epoch   1/")
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and len(lines) == 1 and "interrupted after" in lines[0], err
     assert f"are saved to {save}" in lines[0]

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from commands import FUNCNET
+from commands import FUNCNET, interruptible, signal_after, start
 
 from funcnet import checkpoints, models
 
@@ -77,33 +77,17 @@ def test_a_full_disk_at_the_end_keeps_the_params_and_says_where(tmp_path, mnist_
     assert not list(tmp.glob(".*.part"))
 
 
-def _interruptible():
-    # A shell starts background jobs with SIGINT ignored, and `nohup` (a CI runner may use
-    # it) SIGHUP; funcnet leaves a signal ignored when it started so: give the child the
-    # terminal's defaults, as a person's run has.
-    for sig in (signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
-
-
 def _train(env, *argv):
     argv = ["train", "--subset", "1000", "--test-subset", "200", "--epochs", "1000",
             "--no-plot", *argv]  # fmt: skip
-    return subprocess.Popen([*FUNCNET, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, preexec_fn=_interruptible)  # fmt: skip
+    return start(argv, env)
 
 
 @pytest.mark.parametrize(("sig", "status"), [("SIGTERM", 143), ("SIGHUP", 129)])
 def test_sigterm_and_sighup_end_a_run_as_ctrl_c_does(tmp_path, mnist_env, sig, status):
     save, run = tmp_path / "m.npz", tmp_path / "run.npz"
     proc = _train(mnist_env, "--save", str(save), "--checkpoint", str(run))
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not proc.stdout.readline().startswith("epoch   2/"):
-            pass
-        proc.send_signal(getattr(signal, sig))
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    _, _, err = signal_after(proc, "epoch   2/", getattr(signal, sig), wait=120)
     assert proc.returncode == status, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("funcnet train: interrupted after "), err
@@ -188,7 +172,7 @@ def test_a_signal_ends_a_process_stuck_in_c_code(sig, status):
     # A collective waiting for a dead or hung peer blocks the main thread in C++ like this.
     pipe = subprocess.PIPE
     proc = subprocess.Popen([sys.executable, "-c", STUCK], stdout=pipe, stderr=pipe, text=True,
-                            preexec_fn=_interruptible)  # fmt: skip
+                            preexec_fn=interruptible)  # fmt: skip
     try:
         assert proc.stdout.readline() == "ready\n"
         time.sleep(0.2)
@@ -222,7 +206,7 @@ def test_a_signal_handled_at_once_does_not_wake_the_watchdog_later():
         "print('alive')\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, preexec_fn=_interruptible)  # fmt: skip
+                          timeout=60, preexec_fn=interruptible)  # fmt: skip
     assert (done.returncode, done.stdout.split(), done.stderr) == (0, ["handled", "alive"], "")
 
 
@@ -236,6 +220,6 @@ def test_a_program_run_with_dash_m_that_imports_funcnet_keeps_its_handlers(tmp_p
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
     done = subprocess.run(
         [sys.executable, "-m", "prog"], capture_output=True, text=True, cwd=tmp_path, env=env,
-        timeout=120, preexec_fn=_interruptible,
+        timeout=120, preexec_fn=interruptible,
     )  # fmt: skip
     assert done.stdout.split()[:1] == ["True"], done.stderr
