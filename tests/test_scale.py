@@ -58,6 +58,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_for(text: str, tmp_path, procs, wait: float) -> None:
+    """Until process 0's stdout holds ``text``; fails (with process 0's stderr) after
+    ``wait`` seconds or when one of ``procs`` has ended first."""
+    deadline = time.monotonic() + wait
+    while text not in (tmp_path / "0.out").read_text():
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
+            tmp_path / "0.err"
+        ).read_text()[-2000:]
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def started(argvs, folder: Path, devices: int = 2, **kw):
     """Processes with their stdout and stderr in files of ``folder``; all killed at the end."""
@@ -140,12 +151,7 @@ def test_a_dead_process_stops_the_other_in_bounded_time(tmp_path):
     port = free_port()
     argvs = [[sys.executable, str(RUNS), "spin", str(i), str(port)] for i in (0, 1)]
     with started(argvs, tmp_path) as procs:
-        deadline = time.monotonic() + 90
-        while "epoch 1" not in (tmp_path / "0.out").read_text():
-            assert time.monotonic() < deadline and procs[0].poll() is None, (
-                tmp_path / "0.err"
-            ).read_text()[-2000:]
-            time.sleep(0.1)
+        _wait_for("epoch 1", tmp_path, procs[:1], 90)
         procs[1].send_signal(signal.SIGKILL)
         start = time.monotonic()
         procs[0].wait(timeout=60)
@@ -490,12 +496,7 @@ def test_sigterm_ends_every_process_of_a_run_in_one_line_each(tmp_path, mnist_di
             "--save", str(save)]  # fmt: skip
     argvs = [_cli(port, i, *more, timeout=30) for i in (0, 1)]  # the last of a flag counts
     with started(argvs, tmp_path, devices=1) as procs:
-        deadline = time.monotonic() + 120
-        while "epoch   2/" not in (tmp_path / "0.out").read_text():
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
-                tmp_path / "0.err"
-            ).read_text()[-2000:]
-            time.sleep(0.2)
+        _wait_for("epoch   2/", tmp_path, procs, 120)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         wait_all(procs, 30)
@@ -520,12 +521,7 @@ def test_a_stopped_or_dead_peer_ends_the_survivor_in_one_line(tmp_path, mnist_di
     argvs = [_cli(port, i, *more, timeout=10) for i in (0, 1)]
     survivor = 1 - who
     with started(argvs, tmp_path, devices=1) as procs:
-        deadline = time.monotonic() + 120
-        while "epoch   2/" not in (tmp_path / "0.out").read_text():
-            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), (
-                tmp_path / "0.err"
-            ).read_text()[-2000:]
-            time.sleep(0.2)
+        _wait_for("epoch   2/", tmp_path, procs, 120)
         procs[who].send_signal(getattr(signal, how))
         start = time.monotonic()
         procs[survivor].wait(timeout=60)
