@@ -23,15 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"RNN": (fn.RNN, 1), "LSTM": (fn.LSTM, 2), "GRU": (fn.GRU, 1)}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_traces():
-    saved = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", saved)
-    jax.clear_caches()
-
-
 @pytest.fixture(scope="module")
 def book():
     """The book's code (``$FUNCNET_DLFS2_DIR`` or ../shared/dlfs2), first on sys.path."""
