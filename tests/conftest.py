@@ -124,3 +124,18 @@ def mnist_dir() -> Path:
     if missing:
         pytest.skip(f"real MNIST not found in {d} (missing {', '.join(missing)})")
     return d
+
+
+@pytest.fixture(scope="session")
+def dlfs2() -> Path:
+    """The second book's code (``$FUNCNET_DLFS2_DIR`` or ../shared/dlfs2), it and its ch07
+    first on ``sys.path`` so that its modules import as its scripts import them; the tests
+    that need it skip when it is absent."""
+    root = Path(__file__).resolve().parents[1]
+    d = Path(os.environ.get("FUNCNET_DLFS2_DIR") or root.parent / "shared" / "dlfs2")
+    if not all((d / f).is_file() for f in ("common/time_layers.py", "ch07/seq2seq.py")):
+        pytest.skip(f"the book's code not found in {d}")
+    for p in (str(d / "ch07"), str(d)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    return d

@@ -7,9 +7,6 @@ tests/meta/test_sequence_mutations.py."""
 from __future__ import annotations
 
 import importlib
-import os
-import sys
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -19,19 +16,12 @@ import funcnet as fn
 from funcnet import losses
 from funcnet.cli import check
 
-ROOT = Path(__file__).resolve().parents[1]
 CELLS = {"RNN": (fn.RNN, 1), "LSTM": (fn.LSTM, 2), "GRU": (fn.GRU, 1)}
 
 
 @pytest.fixture(scope="module")
-def book():
-    """The book's code (``$FUNCNET_DLFS2_DIR`` or ../shared/dlfs2), first on sys.path."""
-    d = Path(os.environ.get("FUNCNET_DLFS2_DIR") or ROOT.parent / "shared" / "dlfs2")
-    if not (d / "common" / "time_layers.py").is_file():
-        pytest.skip(f"the book's code not found in {d}")
-    for p in (str(d / "ch07"), str(d)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
+def book(dlfs2):
+    """The book's ``common.time_layers`` (tests/conftest.py's ``dlfs2`` finds it)."""
     return importlib.import_module("common.time_layers")
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import os
 import sys
 from pathlib import Path
 
@@ -40,13 +39,8 @@ def addition():
 
 
 @pytest.fixture(scope="module")
-def book():
-    d = Path(os.environ.get("FUNCNET_DLFS2_DIR") or ROOT.parent / "shared" / "dlfs2")
-    if not (d / "ch07" / "seq2seq.py").is_file():
-        pytest.skip(f"the book's code not found in {d}")
-    for p in (str(d / "ch07"), str(d)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
+def book(dlfs2):
+    """The book's three models (tests/conftest.py's ``dlfs2`` finds its code)."""
     return {
         "plain": importlib.import_module("ch07.seq2seq").Seq2seq,
         "peeky": importlib.import_module("peeky_seq2seq").PeekySeq2seq,
