@@ -74,6 +74,15 @@ MUTATIONS = [
     M(S2S, "dhs = dhs[..., H:] + dhs_att", "dhs = dhs[..., H:] + 1.001 * dhs_att", "atten",
       "numpy"),
     M(S2S, "dlast = dh0 + dpeek", "dlast = 1.001 * dh0 + dpeek", "seq2seq(", "numpy"),
+    # The peeky decoder's once-per-sequence products: the encoder state's share of each.
+    M(S2S, "xp.concatenate([h.T @ S, _flat(et).T @ dA2], axis=0)",
+      "xp.concatenate([1.001 * (h.T @ S), _flat(et).T @ dA2], axis=0)", "peeky", "numpy"),
+    M(S2S, "iadd(S @ Wx[:H].T, dh0)", "iadd(1.001 * (S @ Wx[:H].T), dh0)", "peeky", "numpy"),
+    M(S2S, "namespace(g).concatenate([h.T @ G, _flat(hs).T @ _flat(g)], axis=0)",
+      "namespace(g).concatenate([1.001 * (h.T @ G), _flat(hs).T @ _flat(g)], axis=0)", "peeky",
+      "numpy"),
+    M(S2S, "(G @ W[:H].T, g @ W[H:].T)", "(1.001 * (G @ W[:H].T), g @ W[H:].T)", "peeky",
+      "numpy"),
 ]  # fmt: skip
 
 
