@@ -101,9 +101,9 @@ def test_sigterm_and_sighup_end_a_run_as_ctrl_c_does(tmp_path, mnist_env, sig, s
 
 @pytest.mark.parametrize("delay", [0.4, 0.8, 1.2, 1.6, 2.0])
 def test_an_early_ctrl_c_is_one_line_and_never_swallowed(mnist_env, delay):
-    # JAX's gc callback (_xla_gc_callback) runs often while it starts and compiles; a
-    # KeyboardInterrupt raised inside it used to be printed as "Exception ignored" and lost.
-    # Before main(), while the package imports NumPy and JAX, it used to be a traceback.
+    # JAX's gc callback (_xla_gc_callback) runs often while it starts and compiles, and
+    # Python prints a KeyboardInterrupt raised inside it as "Exception ignored" and drops
+    # it; before main(), while the package imports NumPy and JAX, it would be a traceback.
     proc = _train(mnist_env)
     try:
         time.sleep(delay)
@@ -190,8 +190,8 @@ def test_a_signal_ends_a_process_stuck_in_c_code(sig, status):
 
 
 def test_a_signal_handled_at_once_does_not_wake_the_watchdog_later():
-    # The handler often runs before the watchdog thread reads the signal's byte; a watchdog
-    # that waited for the *next* run of the handler then ended the process GRACE s later.
+    # The handler often runs before the watchdog thread reads the signal's byte: a watchdog
+    # waiting for a *further* run of the handler would end the process GRACE s later.
     script = (
         "import os, signal, time\n"
         "from funcnet import _signals\n"

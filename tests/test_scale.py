@@ -438,8 +438,8 @@ def _one_line_each(tmp_path, procs, says):
 
 
 def test_a_peer_that_never_starts_is_one_line_on_either_side(tmp_path):
-    # Process 0 alone, and (on another port) process 1 alone: JAX's start-up used to abort
-    # both with its C++ stack once the timeout had passed.
+    # Process 0 alone, and (on another port) process 1 alone: left to JAX's start-up, both
+    # would abort with its C++ stack once the timeout had passed.
     argvs = [_cli(free_port(), 0, timeout=3), _cli(free_port(), 1, timeout=3)]
     start = time.monotonic()
     with started(argvs, tmp_path, devices=1) as procs:
