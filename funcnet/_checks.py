@@ -103,16 +103,12 @@ def non_finite_in(a, name: str) -> str | None:
 
 
 def first_non_finite(tree, name: str = "params") -> str | None:
-    """The first leaf of a params tree (dicts, lists, tuples of arrays) that holds NaN or
-    inf, named by its path as checkpoints name it (``params[0]['W'][3, 7] is nan (...)``);
-    None when every leaf is finite."""
-    if isinstance(tree, dict):
-        items = ((f"{name}[{k!r}]", v) for k, v in tree.items())
-    elif isinstance(tree, list | tuple):
-        items = ((f"{name}[{i}]", v) for i, v in enumerate(tree))
-    else:
-        return None if tree is None else non_finite_in(tree, name)
-    for path, leaf in items:
-        if found := first_non_finite(leaf, path):
+    """The first leaf of a params tree that holds NaN or inf, named by its path as
+    checkpoints name it (``params[0]['W'][3, 7] is nan (...)``); None when every leaf is
+    finite."""
+    import jax
+
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if found := non_finite_in(leaf, name + jax.tree_util.keystr(path)):
             return found
     return None
