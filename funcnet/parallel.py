@@ -105,8 +105,7 @@ def initialize(
         # atexit runs last-registered first: this before JAX's shutdown, whose barrier
         # waits for the peers still finishing their own last work.
         atexit.register(_finish)
-        watch = threading.Thread(target=_watch_peers, args=(timeout, name), daemon=True)
-        watch.start()
+        _watcher.start(timeout, name)
 
 
 _exiting = threading.Event()  # this process is past its work: peers are no longer judged
@@ -163,17 +162,45 @@ class _Service:
 _service = _Service()
 
 
+class _Watcher:
+    """The thread of :func:`_watch_peers`, and its end.  It must end before the interpreter
+    does: a daemon thread that comes back from C++ (a call to the coordination service)
+    while the interpreter finalizes is ended by ``pthread_exit``, whose unwinding through
+    the C++ frames aborts the whole process ("terminate called after throwing an instance
+    of ''"), after its work is done and its one line said."""
+
+    def __init__(self):
+        self.thread, self.stop = None, threading.Event()
+
+    def start(self, timeout: int, name: str) -> None:
+        self.stop.clear()
+        self.thread = threading.Thread(
+            target=_watch_peers, args=(timeout, name, self.stop), daemon=True, name="peers"
+        )
+        self.thread.start()
+
+    def end(self, wait: float = 10.0) -> None:
+        self.stop.set()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(wait)  # at most one call to the service, which has timeouts
+        self.thread = None
+
+
+_watcher = _Watcher()
+
+
 def _finish() -> None:
-    """At exit, before JAX's own clean-up: JAX's shutdown barrier with the peers, then the
-    service's end."""
+    """At exit, before JAX's own clean-up: JAX's shutdown barrier with the peers (the
+    watcher still counts meanwhile: a peer still at work must not take this process for
+    dead), then the watcher's end, then the service's."""
     _exiting.set()
-    if _service.proc is not None:
-        with contextlib.suppress(Exception):
-            jax.distributed.shutdown()
-        _service.done()
+    with contextlib.suppress(Exception):
+        jax.distributed.shutdown()
+    _watcher.end()
+    _service.done()
 
 
-def _watch_peers(timeout: int, name: str) -> None:
+def _watch_peers(timeout: int, name: str, stop: threading.Event) -> None:
     """Every process counts up a key of its own in the coordination service, from this
     thread (which runs while the main thread waits in C++), and watches the others' keys.
     A peer whose count has not moved for half of ``timeout`` is dead, stopped (SIGSTOP) or
@@ -183,7 +210,7 @@ def _watch_peers(timeout: int, name: str) -> None:
 
     client, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
     seen = {p: (None, time.monotonic()) for p in range(n) if p != me}
-    while True:
+    while not stop.is_set():
         try:
             client.key_value_increment(f"funcnet/alive/{me}", 1)
             for p, (last, since) in seen.items():
@@ -202,7 +229,7 @@ def _watch_peers(timeout: int, name: str) -> None:
         except Exception as e:  # the coordination service itself is gone
             if not _ending():
                 _lost(name, f"the coordinator (process 0) does not answer ({_one_line(e)})")
-        time.sleep(max(0.2, timeout / 20))
+        stop.wait(max(0.2, timeout / 20))
 
 
 def _ending() -> bool:

@@ -22,9 +22,11 @@ flood STEPS K D   one per-step epoch of STEPS heavy steps on D devices, at most 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -188,7 +190,15 @@ def save_each_epoch(folder):
     return checkpoint
 
 
+def threads_left_at_exit():
+    """At exit, after funcnet's own exit work (registered before it, so run after it): the
+    Python threads still running, which the interpreter's finalization would end."""
+    alive = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    print(f"threads at exit: {sorted(alive)}", file=sys.stderr, flush=True)
+
+
 def process(pid, port, folder):
+    atexit.register(threads_left_at_exit)
     parallel.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=30)
     out = {"devices": len(jax.devices()), "local": len(jax.local_devices())}
     step, _ = run("adam", False, 2, checkpoint=save_each_epoch(folder))
