@@ -31,6 +31,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import _terminate
+
 AXIS = "data"  # the one mesh axis: batches are split along it
 
 
@@ -65,17 +67,20 @@ def initialize(
     (``127.0.0.1:P`` listens on the loopback alone, not on every interface as JAX's default
     ``[::]:P`` would); with all three left ``None`` JAX reads the cluster's environment
     (SLURM, Open MPI, ...).  CPU collectives go through gloo, so CPU-only hosts can run it.
-    ``timeout`` (seconds) bounds the wait for peers to join, for a silent peer's heartbeat,
-    and at shutdown.  JAX's preemption service is left off: it takes SIGTERM for itself, and
-    a run must end on SIGTERM as on Ctrl-C.  Before JAX starts, the processes answer a roll
-    call on the coordinator's address (:func:`_roll_call`): a port already in use on
-    process 0's machine, a peer that does not start within the timeout, two processes with
-    one id or different process counts are a ValueError in every process concerned, where
-    JAX's own start-up would abort them with a C++ stack.  Process 0 serves the run's
-    coordination service from a child process that outlives it (:class:`_Service`).  A peer
-    that dies (process 0 included), is stopped or hangs ends this process within about half
-    the timeout, with one line on stderr that ``name`` starts (:func:`_watch_peers`).  Call
-    it before any computation.
+    ``timeout`` (seconds) bounds the wait for peers to join and at shutdown; a silent peer
+    ends the others after half of it (funcnet's watch), JAX's own heartbeat check after
+    twice it, a fallback for a watch that cannot run.  JAX's preemption service is left off:
+    it takes SIGTERM for itself, and a run must end on SIGTERM as on Ctrl-C.  Before JAX
+    starts, the processes answer a roll call on the coordinator's address
+    (:func:`_roll_call`): a port already in use on process 0's machine, a peer that does not
+    start within the timeout, two processes with one id or different process counts are a
+    ValueError in every process concerned, where JAX's own start-up would abort them with a
+    C++ stack.  Process 0 serves the run's coordination service from a child process that
+    outlives it (:class:`_Service`).  A peer that dies (process 0 included), is stopped or
+    hangs ends this process within about half the timeout, with one line on stderr that
+    ``name`` starts (:func:`_watch_peers`); so does an exception that gloo throws in a
+    thread of its own when a peer dies mid-collective (``funcnet._terminate``), which
+    would abort the process.  Call it before any computation.
     """
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"initialize: timeout must be an int >= 1 second, got {timeout!r}")
@@ -96,7 +101,7 @@ def initialize(
         num_processes=num_processes,
         process_id=process_id,
         initialization_timeout=timeout,
-        heartbeat_timeout_seconds=timeout,
+        heartbeat_timeout_seconds=_HEARTBEAT * timeout,
         shutdown_timeout_seconds=timeout,
         coordinator_bind_address=bind,
     )
@@ -106,9 +111,16 @@ def initialize(
         # waits for the peers still finishing their own last work.
         atexit.register(_finish)
         _watcher.start(timeout, name)
+        _terminate.install(name, "a peer process gone?")
 
 
 _exiting = threading.Event()  # this process is past its work: peers are no longer judged
+
+# JAX's heartbeat timeout, in peer timeouts.  Its check aborts every survivor with a C++
+# stack, and it can fire well before its timeout once a peer stops (that peer's last
+# heartbeat may be old by then), so it must stay far behind the watch's one line at half
+# the timeout, even on a loaded machine: a fallback for a watch that cannot run.
+_HEARTBEAT = 2
 
 
 class _Service:
@@ -125,8 +137,8 @@ class _Service:
         "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):\n"
         "    signal.signal(s, signal.SIG_IGN)\n"
         "from jaxlib import _jax\n"
-        "address, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])\n"
-        "service = _jax.get_distributed_runtime_service(address, n, heartbeat_timeout=timeout,"
+        "address, n, timeout, beat = sys.argv[1], *map(int, sys.argv[2:5])\n"
+        "service = _jax.get_distributed_runtime_service(address, n, heartbeat_timeout=beat,"
         " shutdown_timeout=timeout)\n"
         "print('ready', flush=True)\n"
         "if sys.stdin.readline().strip() != 'done':\n"
@@ -143,7 +155,8 @@ class _Service:
         # Its own session: a Ctrl-C or a signal to the terminal's process group is for
         # the run's processes, which need the service while they leave.
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", self.CODE, coordinator, str(n), str(timeout)],
+            [sys.executable, "-c", self.CODE, coordinator, str(n), str(timeout),
+             str(_HEARTBEAT * timeout)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, start_new_session=True,
         )  # fmt: skip
@@ -171,13 +184,25 @@ class _Watcher:
 
     def __init__(self):
         self.thread, self.stop = None, threading.Event()
+        self.timeout, self.name = 120, "funcnet"
+        self.seen: dict[int, tuple] = {}  # peer: (its last count, when it last moved)
 
     def start(self, timeout: int, name: str) -> None:
         self.stop.clear()
+        self.timeout, self.name = timeout, name
+        now = time.monotonic()
+        self.seen = {p: (None, now) for p in range(jax.process_count())
+                     if p != jax.process_index()}  # fmt: skip
         self.thread = threading.Thread(
-            target=_watch_peers, args=(timeout, name, self.stop), daemon=True, name="peers"
-        )
+            target=_watch_peers, args=(timeout, name, self.stop, self.seen), daemon=True,
+            name="peers",
+        )  # fmt: skip
         self.thread.start()
+
+    def silent(self) -> list[int]:
+        """The peers whose count has not moved for half the timeout: dead, stopped, hung."""
+        now = time.monotonic()
+        return [p for p, (_, since) in self.seen.items() if now - since > self.timeout / 2]
 
     def end(self, wait: float = 10.0) -> None:
         self.stop.set()
@@ -190,17 +215,52 @@ _watcher = _Watcher()
 
 
 def _finish() -> None:
-    """At exit, before JAX's own clean-up: JAX's shutdown barrier with the peers (the
-    watcher still counts meanwhile: a peer still at work must not take this process for
-    dead), then the watcher's end, then the service's."""
+    """At exit, before JAX's own clean-up.  First every peer must come to its own exit
+    (the watcher still counts meanwhile: a peer still at work must not take this process
+    for dead): JAX's shutdown barrier, with a peer that died, ends in a C++ abort once its
+    timeout has passed, so a silent peer ends this process here, in one line and status 1.
+    Then JAX's shutdown, the watcher's end, C++'s own terminate handler back (ours runs
+    Python, which the finalizing interpreter no longer allows), and the service's end."""
     _exiting.set()
+    gone = _peers_not_at_exit()
+    if gone:
+        print(f"{_watcher.name}: process {gone[0]} did not come to the end of the run (dead, "
+              "stopped or hung); this process ends without waiting for it",
+              file=sys.stderr, flush=True)  # fmt: skip
+        _watcher.end(0.0)
+        os._exit(1)
     with contextlib.suppress(Exception):
         jax.distributed.shutdown()
     _watcher.end()
+    _terminate.restore()
     _service.done()
 
 
-def _watch_peers(timeout: int, name: str, stop: threading.Event) -> None:
+def _peers_not_at_exit() -> list[int]:
+    """Says this process is at its exit, and waits until every peer says so too; the
+    peers that fall silent first (:meth:`_Watcher.silent`) instead."""
+    from jax._src import distributed
+
+    client, me = distributed.global_state.client, jax.process_index()
+    try:
+        client.key_value_set(f"funcnet/exit/{me}", "1")
+    except Exception:  # the coordination service is gone: so is every barrier
+        return [0]
+    waiting = set(_watcher.seen)
+    while waiting:
+        for p in sorted(waiting):
+            with contextlib.suppress(Exception):  # not there yet
+                client.key_value_try_get(f"funcnet/exit/{p}")
+                waiting.discard(p)
+        silent = [p for p in _watcher.silent() if p in waiting]
+        if silent:
+            return silent
+        if waiting:
+            time.sleep(0.1)
+    return []
+
+
+def _watch_peers(timeout: int, name: str, stop: threading.Event, seen: dict) -> None:
     """Every process counts up a key of its own in the coordination service, from this
     thread (which runs while the main thread waits in C++), and watches the others' keys.
     A peer whose count has not moved for half of ``timeout`` is dead, stopped (SIGSTOP) or
@@ -208,14 +268,11 @@ def _watch_peers(timeout: int, name: str, stop: threading.Event) -> None:
     the process with a C++ abort and its stack.  A coordinator that is gone is the same."""
     from jax._src import distributed
 
-    client, me, n = distributed.global_state.client, jax.process_index(), jax.process_count()
-    seen = {p: (None, time.monotonic()) for p in range(n) if p != me}
+    client, me = distributed.global_state.client, jax.process_index()
     while not stop.is_set():
         try:
             client.key_value_increment(f"funcnet/alive/{me}", 1)
-            for p, (last, since) in seen.items():
-                if _ending():  # still counting, for the peers' sake; judging none
-                    break
+            for p, (last, since) in list(seen.items()):
                 try:
                     value = client.key_value_try_get(f"funcnet/alive/{p}")
                 except Exception:  # not there yet: it has not counted once
@@ -223,7 +280,7 @@ def _watch_peers(timeout: int, name: str, stop: threading.Event) -> None:
                 now = time.monotonic()
                 if value != last:
                     seen[p] = (value, now)
-                elif now - since > timeout / 2:
+                elif now - since > timeout / 2 and not _ending():  # ending: judging none
                     _lost(name, f"process {p} has not answered for {now - since:.0f} s (dead, "
                           "stopped or hung)")  # fmt: skip
         except Exception as e:  # the coordination service itself is gone

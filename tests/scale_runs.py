@@ -25,8 +25,10 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import signal
 import sys
 import threading
+import time
 
 import jax
 import numpy as np
@@ -236,6 +238,16 @@ def spin(pid, port):
     run("sgd", False, 2, net=PLAIN, epochs=100000, on_epoch=say)
 
 
+def done_early(pid, port):
+    """Process 1 dies at once; process 0 does its work and comes to its exit, where JAX's
+    shutdown barrier would wait for process 1 and then abort."""
+    parallel.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=6)
+    if int(pid) == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(1)
+    return {"done": True}
+
+
 def flood(steps, in_flight, devices="4"):
     """Steps heavy enough (a batch of 400 through a 64-400-10 MLP) that launching them runs
     ahead of computing them on the shared cores, which the test keeps busy too."""
@@ -257,5 +269,6 @@ def flood(steps, in_flight, devices="4"):
 if __name__ == "__main__":
     job, *args = sys.argv[1:]
     result = {"equal": equal, "collectives": collectives, "process": process,
-              "reference": reference, "spin": spin, "flood": flood}[job](*args)  # fmt: skip
+              "reference": reference, "spin": spin, "flood": flood,
+              "done_early": done_early}[job](*args)  # fmt: skip
     print(json.dumps(result))
