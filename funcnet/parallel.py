@@ -222,10 +222,9 @@ def _finish() -> None:
     Then JAX's shutdown, the watcher's end, C++'s own terminate handler back (ours runs
     Python, which the finalizing interpreter no longer allows), and the service's end."""
     _exiting.set()
-    gone = _peers_not_at_exit()
-    if gone:
-        print(f"{_watcher.name}: process {gone[0]} did not come to the end of the run (dead, "
-              "stopped or hung); this process ends without waiting for it",
+    why = _peers_not_at_exit()
+    if why:
+        print(f"{_watcher.name}: {why}; this process ends without waiting for it",
               file=sys.stderr, flush=True)  # fmt: skip
         _watcher.end(0.0)
         os._exit(1)
@@ -236,17 +235,19 @@ def _finish() -> None:
     _service.done()
 
 
-def _peers_not_at_exit() -> list[int]:
-    """Says this process is at its exit, and waits until every peer says so too; the
-    peers that fall silent first (:meth:`_Watcher.silent`) instead."""
+def _peers_not_at_exit() -> str:
+    """Says this process is at its exit, and waits until every peer says so too: "" then,
+    else why not.  A peer that falls silent first (:meth:`_Watcher.silent`) ends the wait,
+    and so does the peer timeout: a peer that waits in a collective for this process,
+    which has left its work early, would otherwise keep both waiting."""
     from jax._src import distributed
 
     client, me = distributed.global_state.client, jax.process_index()
     try:
         client.key_value_set(f"funcnet/exit/{me}", "1")
-    except Exception:  # the coordination service is gone: so is every barrier
-        return [0]
-    waiting = set(_watcher.seen)
+    except Exception as e:  # the coordination service is gone: so is every barrier
+        return f"the coordinator does not answer ({_one_line(e)})"
+    waiting, deadline = set(_watcher.seen), time.monotonic() + _watcher.timeout
     while waiting:
         for p in sorted(waiting):
             with contextlib.suppress(Exception):  # not there yet
@@ -254,10 +255,13 @@ def _peers_not_at_exit() -> list[int]:
                 waiting.discard(p)
         silent = [p for p in _watcher.silent() if p in waiting]
         if silent:
-            return silent
+            return f"process {silent[0]} did not come to the end of the run (dead, stopped or hung)"
+        if waiting and time.monotonic() > deadline:
+            return (f"process {min(waiting)} did not come to the end of the run within "
+                    f"{_watcher.timeout} s (still at work, or waiting for this one?)")  # fmt: skip
         if waiting:
             time.sleep(0.1)
-    return []
+    return ""
 
 
 def _watch_peers(timeout: int, name: str, stop: threading.Event, seen: dict) -> None:

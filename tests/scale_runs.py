@@ -238,12 +238,15 @@ def spin(pid, port):
     run("sgd", False, 2, net=PLAIN, epochs=100000, on_epoch=say)
 
 
-def done_early(pid, port):
-    """Process 1 dies at once; process 0 does its work and comes to its exit, where JAX's
-    shutdown barrier would wait for process 1 and then abort."""
+def done_early(pid, port, how):
+    """Process 1 dies at once (``how="dies"``) or stays at work for a minute (``"lingers"``);
+    process 0 does its work and comes to its exit, where JAX's shutdown barrier would wait
+    for process 1 and then abort."""
     parallel.initialize(f"127.0.0.1:{port}", 2, int(pid), timeout=6)
     if int(pid) == 1:
-        os.kill(os.getpid(), signal.SIGKILL)
+        if how == "dies":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)
     time.sleep(1)
     return {"done": True}
 
