@@ -12,10 +12,13 @@ collectives       the compiled step's all-reduces, BatchNorm's sharded backward 
                   jax.vjp, Dropout's masks against the unsharded ones.
 process I PORT D  process I of 2 (2 devices each): a per-step run (BatchNorm, Dropout) with
                   a run checkpoint per epoch written by process 0 only, a scanned run of a
-                  plain MLP; final params in D.
+                  plain MLP; final params in D; the Python threads left at exit on stderr.
 reference D       one process, 4 devices: the same runs, and resumes from D's epoch-1
                   checkpoint on 1, 2 and 4 devices.
 spin I PORT       process I of 2 training until killed (peer timeout 10 s).
+done_early I PORT HOW
+                  process I of 2 (peer timeout 6 s): process 1 dies or stays at work,
+                  process 0 comes to its exit.
 flood STEPS K D   one per-step epoch of STEPS heavy steps on D devices, at most K steps
                   queued (``runners.IN_FLIGHT``; 0: unbounded, what XLA deadlocked on).
 """

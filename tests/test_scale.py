@@ -212,12 +212,13 @@ time.sleep(60)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="throws through libstdc++")
-def test_a_cxx_exception_nothing_catches_is_one_line_and_status_1():
+def test_a_cxx_exception_nothing_catches_is_one_line_and_status_1(tmp_path):
     # What gloo does from its own thread when a peer dies mid-collective; as C++ has it,
     # the whole process aborts (status 134) with the exception's text.
-    def run(mode):
+    def run(mode):  # in tmp_path: where an abort's core file would go, if one is written
         argv = [sys.executable, "-c", THROW_IN_A_THREAD, mode]
-        return subprocess.run(argv, env=env(1), capture_output=True, text=True, timeout=60)
+        return subprocess.run(argv, env=env(1), capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)  # fmt: skip
 
     ours = run("installed")
     assert ours.returncode == 1 and ours.stderr == (
