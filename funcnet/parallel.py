@@ -78,7 +78,7 @@ def initialize(
     C++ stack.  Process 0 serves the run's coordination service from a child process that
     outlives it (:class:`_Service`).  A peer that dies (process 0 included), is stopped or
     hangs ends this process within about half the timeout, with one line on stderr that
-    ``name`` starts (:func:`_watch_peers`); so does an exception that gloo throws in a
+    ``name`` starts (:class:`_Watcher`); so does an exception that gloo throws in a
     thread of its own when a peer dies mid-collective (``funcnet._terminate``), which
     would abort the process.  Call it before any computation.
     """
@@ -176,11 +176,15 @@ _service = _Service()
 
 
 class _Watcher:
-    """The thread of :func:`_watch_peers`, and its end.  It must end before the interpreter
-    does: a daemon thread that comes back from C++ (a call to the coordination service)
-    while the interpreter finalizes is ended by ``pthread_exit``, whose unwinding through
-    the C++ frames aborts the whole process ("terminate called after throwing an instance
-    of ''"), after its work is done and its one line said."""
+    """The peer watch: every process counts up a key of its own in the coordination
+    service, from a thread of its own (which runs while the main thread waits in C++), and
+    watches the others' keys.  A peer whose count has not moved for half the timeout is
+    dead, stopped (SIGSTOP) or hung: one line on stderr and exit status 1, before JAX's own
+    heartbeat timeout ends the process with a C++ abort and its stack.  A coordinator that
+    is gone is the same.  The thread must end before the interpreter does: a daemon thread
+    that comes back from C++ (a call to the coordination service) while the interpreter
+    finalizes is ended by ``pthread_exit``, whose unwinding through the C++ frames aborts
+    the whole process ("terminate called after throwing an instance of ''")."""
 
     def __init__(self):
         self.thread, self.stop = None, threading.Event()
@@ -193,10 +197,7 @@ class _Watcher:
         now = time.monotonic()
         self.seen = {p: (None, now) for p in range(jax.process_count())
                      if p != jax.process_index()}  # fmt: skip
-        self.thread = threading.Thread(
-            target=_watch_peers, args=(timeout, name, self.stop, self.seen), daemon=True,
-            name="peers",
-        )  # fmt: skip
+        self.thread = threading.Thread(target=self._run, daemon=True, name="peers")
         self.thread.start()
 
     def silent(self) -> list[int]:
@@ -209,6 +210,30 @@ class _Watcher:
         if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(wait)  # at most one call to the service, which has timeouts
         self.thread = None
+
+    def _run(self) -> None:
+        from jax._src import distributed
+
+        client, me = distributed.global_state.client, jax.process_index()
+        while not self.stop.is_set():
+            try:
+                client.key_value_increment(f"funcnet/alive/{me}", 1)
+                for p, (last, _) in list(self.seen.items()):
+                    try:
+                        value = client.key_value_try_get(f"funcnet/alive/{p}")
+                    except Exception:  # not there yet: it has not counted once
+                        value = None
+                    if value != last:
+                        self.seen[p] = (value, time.monotonic())
+                silent = self.silent()
+                if silent and not _ending():  # ending: still counting, judging none
+                    since = time.monotonic() - self.seen[silent[0]][1]
+                    _lost(f"process {silent[0]} has not answered for {since:.0f} s (dead, "
+                          "stopped or hung)")  # fmt: skip
+            except Exception as e:  # the coordination service itself is gone
+                if not _ending():
+                    _lost(f"the coordinator (process 0) does not answer ({_one_line(e)})")
+            self.stop.wait(max(0.2, self.timeout / 20))
 
 
 _watcher = _Watcher()
@@ -224,10 +249,7 @@ def _finish() -> None:
     _exiting.set()
     why = _peers_not_at_exit()
     if why:
-        print(f"{_watcher.name}: {why}; this process ends without waiting for it",
-              file=sys.stderr, flush=True)  # fmt: skip
-        _watcher.end(0.0)
-        os._exit(1)
+        _lost(why, "this process ends without waiting for it")
     with contextlib.suppress(Exception):
         jax.distributed.shutdown()
     _watcher.end()
@@ -248,49 +270,20 @@ def _peers_not_at_exit() -> str:
     except Exception as e:  # the coordination service is gone: so is every barrier
         return f"the coordinator does not answer ({_one_line(e)})"
     waiting, deadline = set(_watcher.seen), time.monotonic() + _watcher.timeout
-    while waiting:
+    while True:
         for p in sorted(waiting):
             with contextlib.suppress(Exception):  # not there yet
                 client.key_value_try_get(f"funcnet/exit/{p}")
                 waiting.discard(p)
+        if not waiting:
+            return ""
         silent = [p for p in _watcher.silent() if p in waiting]
         if silent:
             return f"process {silent[0]} did not come to the end of the run (dead, stopped or hung)"
-        if waiting and time.monotonic() > deadline:
+        if time.monotonic() > deadline:
             return (f"process {min(waiting)} did not come to the end of the run within "
                     f"{_watcher.timeout} s (still at work, or waiting for this one?)")  # fmt: skip
-        if waiting:
-            time.sleep(0.1)
-    return ""
-
-
-def _watch_peers(timeout: int, name: str, stop: threading.Event, seen: dict) -> None:
-    """Every process counts up a key of its own in the coordination service, from this
-    thread (which runs while the main thread waits in C++), and watches the others' keys.
-    A peer whose count has not moved for half of ``timeout`` is dead, stopped (SIGSTOP) or
-    hung: one line on stderr and exit status 1, before JAX's own heartbeat timeout ends
-    the process with a C++ abort and its stack.  A coordinator that is gone is the same."""
-    from jax._src import distributed
-
-    client, me = distributed.global_state.client, jax.process_index()
-    while not stop.is_set():
-        try:
-            client.key_value_increment(f"funcnet/alive/{me}", 1)
-            for p, (last, since) in list(seen.items()):
-                try:
-                    value = client.key_value_try_get(f"funcnet/alive/{p}")
-                except Exception:  # not there yet: it has not counted once
-                    value = None
-                now = time.monotonic()
-                if value != last:
-                    seen[p] = (value, now)
-                elif now - since > timeout / 2 and not _ending():  # ending: judging none
-                    _lost(name, f"process {p} has not answered for {now - since:.0f} s (dead, "
-                          "stopped or hung)")  # fmt: skip
-        except Exception as e:  # the coordination service itself is gone
-            if not _ending():
-                _lost(name, f"the coordinator (process 0) does not answer ({_one_line(e)})")
-        stop.wait(max(0.2, timeout / 20))
+        time.sleep(0.1)
 
 
 def _ending() -> bool:
@@ -327,9 +320,10 @@ def leave(wait: float = 5.0) -> None:
         _service.done()
 
 
-def _lost(name: str, why: str) -> None:
-    print(f"{name}: {why}; this process stops too; finished checkpoints are on disk",
-          file=sys.stderr, flush=True)  # fmt: skip
+def _lost(why: str, then: str = "this process stops too; finished checkpoints are on disk"):
+    """One line on stderr, named as :func:`initialize` was told, and exit status 1 at once:
+    no clean-up that could wait for a peer that is gone."""
+    print(f"{_watcher.name}: {why}; {then}", file=sys.stderr, flush=True)
     os._exit(1)
 
 
