@@ -218,12 +218,12 @@ def _attention_forward(x, W_qkv, b_qkv, W_o, b_o, heads: int):
 
 def _attention_backward(cache, dout, heads: int, need_dx: bool, bias: bool = True):
     """The backward of ``CausalSelfAttention``: (dparams, dx); the math is in its docstring.
-    Without ``bias`` the bias gradients are left out (under jit, never computed)."""
+    Without ``bias`` the bias gradients are left out, and not computed."""
     x, W_qkv, q, k, v, p, y, W_o = cache
     xp = namespace(dout)
     n, t, c = x.shape
     d2 = dout.reshape(-1, c)
-    dW_o, db_o = y.reshape(-1, c).T @ d2, d2.sum(axis=0)
+    dparams = {"W_o": y.reshape(-1, c).T @ d2}
     (dy,) = _split_heads(dout @ W_o.T, n, t, 1, heads)
     dv = p.swapaxes(-1, -2) @ dy
     dp = dy @ v.swapaxes(-1, -2)
@@ -233,14 +233,9 @@ def _attention_backward(cache, dout, heads: int, need_dx: bool, bias: bool = Tru
     dq, dk = ds @ k, ds.swapaxes(-1, -2) @ q
     dqkv = _merge_heads(xp.stack([dq, dk, dv]))
     d3 = dqkv.reshape(-1, 3 * c)
-    dparams = {
-        "W_qkv": x.reshape(-1, c).T @ d3,
-        "b_qkv": d3.sum(axis=0),
-        "W_o": dW_o,
-        "b_o": db_o,
-    }
-    if not bias:
-        dparams = {"W_qkv": dparams["W_qkv"], "W_o": dparams["W_o"]}
+    dparams["W_qkv"] = x.reshape(-1, c).T @ d3
+    if bias:
+        dparams["b_qkv"], dparams["b_o"] = d3.sum(axis=0), d2.sum(axis=0)
     return dparams, (dqkv @ W_qkv.T if need_dx else None)
 
 

@@ -15,12 +15,7 @@ from catalogue import apply, failures
 TF = "funcnet.layers.transformer"
 GPT = "funcnet.gpt"
 
-ATTENTION_DPARAMS = """dparams = {
-    "W_qkv": x.reshape(-1, c).T @ d3,
-    "b_qkv": %s,
-    "W_o": dW_o,
-    "b_o": db_o,
-}"""
+ATTENTION_DPARAMS = 'dparams["b_qkv"], dparams["b_o"] = %s, d2.sum(axis=0)'
 LAYERNORM_DPARAMS = 'dparams = {"gamma": %s, "beta": %s}'
 GELU_TANH = "(%s - t * t) * (_SQRT_2_OVER_PI * (1 + 3 * _GELU_A * (xc * xc)))"
 
@@ -123,8 +118,8 @@ TRANSFORMER_MUTATIONS = [
     ),
     M(
         TF,
-        "dW_o, db_o = y.reshape(-1, c).T @ d2, d2.sum(axis=0)",
-        "dW_o, db_o = 1.001 * y.reshape(-1, c).T @ d2, d2.sum(axis=0)",
+        'dparams = {"W_o": y.reshape(-1, c).T @ d2}',
+        'dparams = {"W_o": 1.001 * y.reshape(-1, c).T @ d2}',
         "one position",
     ),
     M(
