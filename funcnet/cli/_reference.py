@@ -163,8 +163,6 @@ def _transformer(head: str, args: list, kw: dict) -> Reference | None:
         return _attention(args[0] if args else 1, bias)
     if head == "ids":  # floats to ids: ⌊|x|·vocab⌋ mod vocab
         return lambda p, x, out: (np.floor(np.abs(x) * args[0]) % args[0]).astype(np.int64)
-    if head == "Embedding":
-        return lambda p, x, out: p["W"][x]
     return None
 
 
