@@ -93,7 +93,7 @@ class BlasThreads:
 
             self._controller = ThreadpoolController()
         start = _Sample()
-        if self.flops >= 2 * GRAIN:
+        if threads_for(self.flops, self.cores, 0.0) > 1:
             time.sleep(0.05)  # a first look at the load; one-thread products need none
         self._last = start
         self.refit()
