@@ -204,8 +204,8 @@ def decay_mask(params):
     """The weight-decay groups of ``gpt``'s params: decay the matmul weights (the 2-D params
     of the blocks, and the output projection when it is not tied), not the biases,
     LayerNorm's γ and β, nor the embeddings (the token embedding, tied or not, and the
-    positional one): nanoGPT's groups as the version that published the CPU recipe's 1.88
-    drew them (it took ``lm_head`` out of the decayed set as the tied ``wte``).  Params keyed
+    positional one): nanoGPT's groups for its CPU recipe, where ``lm_head`` stays out of the
+    decayed set as the tied ``wte`` does.  Params keyed
     by nanoGPT's names (``wte``, ``wpe``, ..., as ``tests/gpt_reference.flat`` gives them) get
     the same groups."""
     import jax
