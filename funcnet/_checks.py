@@ -112,3 +112,12 @@ def first_non_finite(tree, name: str = "params") -> str | None:
         if found := non_finite_in(leaf, name + jax.tree_util.keystr(path)):
             return found
     return None
+
+
+def unusable_params(path, params, use: str) -> str | None:
+    """Why the params loaded from ``path`` cannot be put to ``use`` ("score", "sample"): a
+    NaN or inf leaf (NaN weights predict one class everywhere, a score of nothing
+    trained); None when every leaf is finite."""
+    if bad := first_non_finite(params):
+        return f"{path}: {bad}: not a model to {use} (saved from a diverged run?)"
+    return None

@@ -65,7 +65,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from .. import models, plot
-    from .._checks import first_non_finite
+    from .._checks import unusable_params
     from ..checkpoints import load_params
     from ..data import load_mnist_test
     from ..tasks import DEFAULT_TASK, TASKS
@@ -85,9 +85,8 @@ def run(args) -> int:
                 return _fail(f"{path} was saved from {TASK} {other}: add {TASK} {other}")
             print(f"funcnet eval: {e} (is it a {MODEL} {args.model} checkpoint?)", file=sys.stderr)
             return 1
-        # NaN weights predict one class everywhere: a score, but of nothing trained.
-        if bad := first_non_finite(loaded[-1]):
-            return _fail(f"{path}: {bad}: not a model to score (saved from a diverged run?)")
+        if why := unusable_params(path, loaded[-1], "score"):
+            return _fail(why)
     try:  # the test files only: scoring reads nothing else
         x_test, t_test = load_mnist_test(args.data_dir, flatten=len(shape) == 1)
     except ValueError as e:  # no MNIST files: the message says where it looked
@@ -166,10 +165,10 @@ def _run_self_described(args, task) -> int:
         params = load_run(path, net.init(0, (-1, *x.shape[1:]))[1], ()).params
     except ValueError as e:
         return _fail(str(e))
-    from .._checks import first_non_finite
+    from .._checks import unusable_params
 
-    if bad := first_non_finite(params):
-        return _fail(f"{path}: {bad}: not a model to score (saved from a diverged run?)")
+    if why := unusable_params(path, params, "score"):
+        return _fail(why)
     print(net.name)
     for name, metric in task.metrics.items():
         value = metric(net, params, x, t)

@@ -58,10 +58,10 @@ def run(args) -> int:
             f"{args.load} holds a GPT of another layout than the one funcnet builds now "
             f"(nanoGPT's: no biases, exact GELU); train it again"
         )
-    from .._checks import first_non_finite
+    from .._checks import unusable_params
 
-    if bad := first_non_finite(params):
-        return _fail(f"{args.load}: {bad}: not a model to sample (saved from a diverged run?)")
+    if why := unusable_params(args.load, params, "sample"):
+        return _fail(why)
     corpus = Corpus(chars, None, None)
     text = sample(
         net, params, corpus, prompt, tokens=args.tokens, temperature=args.temperature,
